@@ -1,0 +1,11 @@
+"""sklearn-walloc: WaLLoC (wavelet-domain learned lossy compression) for scikit-learn.
+
+``WallocTransformer`` is a learned, PCA-like transformer for 1D and 2D signals;
+``WallocCodec`` adds entropy coding of its integer latents to bytes.
+"""
+
+__version__ = "0.1.0"
+
+from .transformer import WallocTransformer  # noqa: E402
+
+__all__ = ["WallocTransformer", "__version__"]

@@ -1,0 +1,343 @@
+"""The byte container of one compressed signal: header, payload, checksum.
+
+A blob is self-contained: it records what the signal looked like (kind, shape,
+dtype), how its latents are laid out (grid shape, bits, wavelet levels), which model
+made it (a 16-byte fingerprint), the entropy-coded payload, and a CRC32 over all of
+that. ``docs/format.md`` specifies it byte by byte.
+
+Parsing is strict and bounded: every field is checked before it is used, sizes are
+checked against fixed limits before anything is allocated, and every failure is a
+``ValueError`` that names the problem.
+"""
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "FINGERPRINT_SIZE",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_VALUES",
+    "Blob",
+    "model_fingerprint",
+    "pack_blob",
+    "unpack_blob",
+]
+
+MAGIC = b"WLOC"
+FORMAT_VERSION = 1
+FINGERPRINT_SIZE = 16
+#: Largest number of values a signal or a latent grid may declare.
+MAX_VALUES = 2**31 - 1
+_MAX_LEVELS = 15
+
+# magic, version, signal_ndim, signal rank, latent rank, dtype code, latent_bits,
+# levels, reserved (must be 0)
+_FIXED = struct.Struct("<4sBBBBBBBB")
+_DIM = struct.Struct("<I")
+_PAYLOAD_LEN = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_MIN_SIZE = _FIXED.size + _PAYLOAD_LEN.size + FINGERPRINT_SIZE + _CRC.size
+
+# Codes are part of the format: append, never renumber.
+_DTYPE_CODES = {
+    1: np.dtype("uint8"),
+    2: np.dtype("int8"),
+    3: np.dtype("<u2"),
+    4: np.dtype("<i2"),
+    5: np.dtype("<u4"),
+    6: np.dtype("<i4"),
+    7: np.dtype("<u8"),
+    8: np.dtype("<i8"),
+    9: np.dtype("<f2"),
+    10: np.dtype("<f4"),
+    11: np.dtype("<f8"),
+    12: np.dtype("bool"),
+}
+_CODE_OF_DTYPE = {dt: code for code, dt in _DTYPE_CODES.items()}
+
+# signal_ndim -> allowed ranks of the original signal (without the batch axis)
+_SIGNAL_RANKS = {1: (1, 2), 2: (2, 3)}
+
+
+@dataclass(frozen=True)
+class Blob:
+    """The parsed content of one blob.
+
+    Attributes
+    ----------
+    version : int
+        Format version of the blob.
+    signal_ndim : int
+        1 for 1D signals (audio, time series), 2 for 2D signals (images).
+    signal_shape : tuple of int
+        Shape of the original signal, channels last: ``(L,)``, ``(L, C)``,
+        ``(H, W)`` or ``(H, W, C)``.
+    dtype : numpy.dtype
+        Dtype of the original signal.
+    levels : int
+        Wavelet packet levels ``J``; the latent grid is ``ceil(size / 2**J)`` per
+        spatial axis.
+    latent_shape : tuple of int
+        ``(C_latent, L')`` or ``(C_latent, H', W')``.
+    latent_bits : int
+        Bits per latent (2 to 16).
+    fingerprint : bytes
+        16 bytes identifying the model that made the blob.
+    payload : bytes
+        The entropy-coded latents.
+    """
+
+    version: int
+    signal_ndim: int
+    signal_shape: tuple
+    dtype: np.dtype
+    levels: int
+    latent_shape: tuple
+    latent_bits: int
+    fingerprint: bytes
+    payload: bytes
+
+
+def model_fingerprint(arrays):
+    """A 16-byte fingerprint of a model: truncated SHA-256 over its parameters.
+
+    Parameters
+    ----------
+    arrays : iterable of array-like
+        The model's parameters (and any configuration encoded as arrays), in a
+        fixed order. Each contributes its dtype, shape and C-order bytes.
+
+    Returns
+    -------
+    bytes
+        ``FINGERPRINT_SIZE`` bytes.
+    """
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(a.dtype.str.encode())
+        digest.update(repr(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.digest()[:FINGERPRINT_SIZE]
+
+
+def _prod(dims):
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits):
+    """Check header fields for plausibility and mutual consistency."""
+    if signal_ndim not in _SIGNAL_RANKS:
+        raise ValueError(f"signal kind must be 1 or 2, got {signal_ndim}")
+    if len(signal_shape) not in _SIGNAL_RANKS[signal_ndim]:
+        raise ValueError(
+            f"a {signal_ndim}D signal must have rank in "
+            f"{_SIGNAL_RANKS[signal_ndim]}, got shape {signal_shape}"
+        )
+    if len(latent_shape) != signal_ndim + 1:
+        raise ValueError(
+            f"a {signal_ndim}D signal needs a latent grid of rank {signal_ndim + 1}, "
+            f"got {latent_shape}"
+        )
+    for name, dims in (("signal", signal_shape), ("latent", latent_shape)):
+        if any(d < 1 or d >= 2**32 for d in dims):
+            raise ValueError(f"{name} shape {dims} has a size outside [1, 2**32)")
+        if _prod(dims) > MAX_VALUES:
+            raise ValueError(f"{name} shape {dims} has more than {MAX_VALUES} values")
+    if not 0 <= levels <= _MAX_LEVELS:
+        raise ValueError(f"levels must be in [0, {_MAX_LEVELS}], got {levels}")
+    if not 2 <= latent_bits <= 16:
+        raise ValueError(f"latent_bits must be in [2, 16], got {latent_bits}")
+    factor = 1 << levels
+    expected = tuple(-(-d // factor) for d in signal_shape[:signal_ndim])
+    if tuple(latent_shape[1:]) != expected:
+        raise ValueError(
+            f"latent grid {latent_shape} is inconsistent with signal shape "
+            f"{signal_shape} at {levels} levels (expected spatial size {expected})"
+        )
+
+
+def _int_tuple(name, shape):
+    try:
+        dims = tuple(shape)
+        if not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims
+        ):
+            raise TypeError
+    except TypeError:
+        raise ValueError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    return tuple(int(d) for d in dims)
+
+
+def pack_blob(
+    payload,
+    *,
+    signal_ndim,
+    signal_shape,
+    dtype,
+    levels,
+    latent_shape,
+    latent_bits,
+    fingerprint,
+):
+    """Assemble one self-contained blob.
+
+    Parameters
+    ----------
+    payload : bytes-like
+        The entropy-coded latents (from ``encode_latents``).
+    signal_ndim : {1, 2}
+        Kind of signal.
+    signal_shape : tuple of int
+        Shape of the original signal, channels last, without a batch axis.
+    dtype : dtype-like
+        Dtype of the original signal (one of the 12 coded dtypes).
+    levels : int
+        Wavelet packet levels, 0 to 15.
+    latent_shape : tuple of int
+        Shape of the latent grid, channels first.
+    latent_bits : int
+        Bits per latent, 2 to 16.
+    fingerprint : bytes
+        ``FINGERPRINT_SIZE`` bytes identifying the model.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ValueError
+        If a field is invalid or the fields are inconsistent.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError(f"payload must be bytes, got {type(payload).__name__}")
+    payload = bytes(payload)
+    if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != (
+        FINGERPRINT_SIZE
+    ):
+        raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
+    try:
+        code = _CODE_OF_DTYPE[np.dtype(dtype).newbyteorder("<")]
+    except (TypeError, KeyError):
+        raise ValueError(f"unsupported signal dtype {dtype!r}") from None
+    signal_shape = _int_tuple("signal_shape", signal_shape)
+    latent_shape = _int_tuple("latent_shape", latent_shape)
+    for name, value in (
+        ("signal_ndim", signal_ndim),
+        ("levels", levels),
+        ("latent_bits", latent_bits),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    signal_ndim, levels, latent_bits = int(signal_ndim), int(levels), int(latent_bits)
+    _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
+    parts = [
+        _FIXED.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            signal_ndim,
+            len(signal_shape),
+            len(latent_shape),
+            code,
+            latent_bits,
+            levels,
+            0,
+        ),
+        *(_DIM.pack(d) for d in signal_shape),
+        *(_DIM.pack(d) for d in latent_shape),
+        bytes(fingerprint),
+        _PAYLOAD_LEN.pack(len(payload)),
+        payload,
+    ]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def unpack_blob(blob, expected_fingerprint=None):
+    """Parse and check one blob.
+
+    Parameters
+    ----------
+    blob : bytes, bytearray or memoryview
+        A blob made by :func:`pack_blob`.
+    expected_fingerprint : bytes, optional
+        When given, the blob must have been made by this model.
+
+    Returns
+    -------
+    Blob
+
+    Raises
+    ------
+    ValueError
+        If ``blob`` is not bytes-like, or is not a valid blob: wrong magic,
+        unknown version, truncated or extended, bad checksum, implausible or
+        inconsistent shapes, unknown dtype, or a fingerprint mismatch.
+    """
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise ValueError(f"a blob must be bytes, got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
+        raise ValueError("not a WaLLoC blob (wrong magic)")
+    if len(blob) < _MIN_SIZE:
+        raise ValueError(f"truncated blob: {len(blob)} bytes < {_MIN_SIZE}")
+    fields = _FIXED.unpack_from(blob, 0)
+    version, signal_ndim, signal_rank, latent_rank = fields[1:5]
+    code, latent_bits, levels, reserved = fields[5:9]
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unsupported blob format version {version}")
+    (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
+    if zlib.crc32(blob[: -_CRC.size]) != crc:
+        raise ValueError("blob checksum mismatch (corrupted or truncated blob)")
+    # From here the bytes are as written; still check every field, since a blob can
+    # be forged with a consistent checksum.
+    if reserved != 0:
+        raise ValueError(f"reserved header byte must be 0, got {reserved}")
+    if signal_rank > 3 or latent_rank > 3:
+        raise ValueError(f"too many dimensions ({signal_rank}, {latent_rank})")
+    if code not in _DTYPE_CODES:
+        raise ValueError(f"unknown signal dtype code {code}")
+    pos = _FIXED.size
+    header_end = pos + _DIM.size * (signal_rank + latent_rank)
+    if header_end + FINGERPRINT_SIZE + _PAYLOAD_LEN.size + _CRC.size > len(blob):
+        raise ValueError("truncated blob header")
+    dims = struct.unpack_from(f"<{signal_rank + latent_rank}I", blob, pos)
+    signal_shape, latent_shape = tuple(dims[:signal_rank]), tuple(dims[signal_rank:])
+    _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
+    pos = header_end
+    fingerprint = blob[pos : pos + FINGERPRINT_SIZE]
+    pos += FINGERPRINT_SIZE
+    (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
+    pos += _PAYLOAD_LEN.size
+    available = len(blob) - _CRC.size - pos
+    if length > available:
+        raise ValueError(
+            f"truncated blob: payload declares {length} bytes, {available} present"
+        )
+    if length < available:
+        raise ValueError(f"extended blob: {available - length} trailing bytes")
+    if expected_fingerprint is not None and fingerprint != bytes(expected_fingerprint):
+        raise ValueError(
+            "blob was made by another model (fingerprint mismatch: "
+            f"{fingerprint.hex()} != {bytes(expected_fingerprint).hex()})"
+        )
+    return Blob(
+        version=version,
+        signal_ndim=signal_ndim,
+        signal_shape=signal_shape,
+        dtype=_DTYPE_CODES[code],
+        levels=levels,
+        latent_shape=latent_shape,
+        latent_bits=latent_bits,
+        fingerprint=fingerprint,
+        payload=blob[pos : pos + length],
+    )

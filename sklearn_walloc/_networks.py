@@ -1,0 +1,172 @@
+"""The WaLLoC autoencoder as torch modules, one code path for 1D and 2D.
+
+``encode``: wavelet packet analysis, one linear 1x1 layer (the whole encoder),
+companding quantiser. ``decode``: inverse companding, a decoder made of a linear
+1x1 path plus a small residual convolutional network on the latent grid, wavelet
+packet synthesis. Inference encodes with a single strided convolution that fuses
+the packet analysis and the 1x1 layer (:meth:`WallocAutoencoder.fused_encoder`).
+"""
+
+import torch
+from torch import nn
+
+from ._bottleneck import Bottleneck
+from ._wavelets import WaveletPacket, apply_fused, fused_encoder
+
+__all__ = ["WallocAutoencoder"]
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, width, signal_ndim):
+        super().__init__()
+        conv = _CONV[signal_ndim]
+        self.conv1 = conv(width, width, 3, padding=1)
+        self.conv2 = conv(width, width, 3, padding=1)
+        self.act = nn.GELU()
+
+    def forward(self, h):
+        return h + self.conv2(self.act(self.conv1(self.act(h))))
+
+
+class _Decoder(nn.Module):
+    """Linear 1x1 path plus a residual refinement whose output starts at zero.
+
+    Starting the refinement at zero makes an untrained decoder equal to the
+    closed-form (PCA) decoder, so training can only start from that point.
+    """
+
+    def __init__(self, latent_dim, n_bands, width, depth, signal_ndim):
+        super().__init__()
+        conv = _CONV[signal_ndim]
+        self.linear = conv(latent_dim, n_bands, 1)
+        self.refine = None
+        if width > 0 and depth > 0:
+            self.refine = nn.Sequential(
+                conv(latent_dim, width, 3, padding=1),
+                *[_ResidualBlock(width, signal_ndim) for _ in range(depth)],
+                nn.GELU(),
+                conv(width, n_bands, 1),
+            )
+
+    def forward(self, z):
+        y = self.linear(z)
+        if self.refine is not None:
+            y = y + self.refine(z)
+        return y
+
+
+class WallocAutoencoder(nn.Module):
+    """WaLLoC for signals of shape ``(N, C, *S)`` with ``len(S) == signal_ndim``.
+
+    Parameters
+    ----------
+    in_channels : int
+    latent_dim : int
+    levels : int
+    wavelet : str
+    signal_ndim : {1, 2}
+    latent_bits : int
+    decoder_width, decoder_depth : int
+        Width and number of residual blocks of the nonlinear decoder path
+        (0 for a purely linear decoder).
+
+    Notes
+    -----
+    Inputs are normalised by the scalar buffers ``data_offset`` and
+    ``data_scale``; the encoder output is multiplied by the fixed buffer
+    ``latent_scale`` before companding. Both are set by the closed-form start, so
+    the learned weights stay of order one, which suits Adam-type optimisers.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        latent_dim,
+        levels,
+        wavelet,
+        signal_ndim,
+        latent_bits,
+        decoder_width,
+        decoder_depth,
+    ):
+        super().__init__()
+        self.signal_ndim = signal_ndim
+        self.wpt = WaveletPacket(levels, wavelet, signal_ndim)
+        n_bands = in_channels * self.wpt.n_bands
+        self.encoder = _CONV[signal_ndim](n_bands, latent_dim, 1)
+        self.bottleneck = Bottleneck(latent_bits)
+        self.decoder = _Decoder(
+            latent_dim, n_bands, decoder_width, decoder_depth, signal_ndim
+        )
+        self.register_buffer("latent_scale", torch.ones(()))
+        self.register_buffer("data_offset", torch.zeros(()))
+        self.register_buffer("data_scale", torch.ones(()))
+
+    @property
+    def stride(self):
+        """Downsampling factor per spatial axis, ``2**levels``."""
+        return 2**self.wpt.levels
+
+    def reset_parameters(self, generator):
+        """Initialise every weight from ``generator`` (never the global RNG)."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+                else:
+                    fan_in = p[0].numel()
+                    bound = (3.0 / fan_in) ** 0.5
+                    p.copy_(
+                        (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
+                    )
+            if self.decoder.refine is not None:
+                self.decoder.refine[-1].weight.zero_()
+
+    def analysis(self, x):
+        """Wavelet packet coefficients of normalised ``x``."""
+        return self.wpt((x - self.data_offset) / self.data_scale)
+
+    def encode(self, x, mode, generator=None):
+        """Two-step encoder (training path): latents, noisy or rounded."""
+        z = self.encoder(self.analysis(x)) * self.latent_scale
+        return self.bottleneck.quantize(z, mode, generator)
+
+    def decode(self, q):
+        """Signals from (noisy or integer) latents."""
+        z = self.bottleneck.expand(q) / self.latent_scale
+        y = self.decoder(z)
+        return self.wpt.inverse(y) * self.data_scale + self.data_offset
+
+    def forward(self, x, generator=None):
+        """Training round trip with the noise proxy for rounding."""
+        return self.decode(self.encode(x, "noise", generator))
+
+    @torch.no_grad()
+    def fused_encoder(self, dtype=torch.float32):
+        """One strided convolution equal to normalisation, WPT and the 1x1 layer.
+
+        Returns
+        -------
+        kernel : Tensor ``(latent_dim, C, L, ..., L)``
+        bias : Tensor ``(latent_dim,)``
+        offset : int
+            Left circular padding; see :func:`apply_fused_encoder`.
+        """
+        weight = self.encoder.weight.flatten(1).double()
+        bias = self.encoder.bias.double()
+        kernel, offset = fused_encoder(self.wpt, weight, bias)
+        scale = self.latent_scale.double() / self.data_scale.double()
+        kernel = kernel * scale
+        # conv((x - o) * k) = conv(x * k) - o * sum(k): fold the offset into the bias.
+        bias = bias * self.latent_scale.double() - self.data_offset.double() * (
+            kernel.flatten(1).sum(dim=1)
+        )
+        return kernel.to(dtype), bias.to(dtype), offset
+
+    def encode_fused(self, x, fused):
+        """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
+        kernel, bias, offset = fused
+        z = apply_fused(x, kernel, bias, offset, self.stride)
+        return self.bottleneck.quantize(z, "symbols")

@@ -1,0 +1,284 @@
+"""Wavelet packet analysis and synthesis in torch, for 1D and 2D signals.
+
+One code path serves both dimensions: a level splits every band of a signal with
+``signal_ndim`` spatial axes into ``2**signal_ndim`` sub-bands with separable
+filters, exactly as PyWavelets' ``dwt``/``dwtn`` do with ``mode="periodization"``.
+``levels`` levels split every band again (a full packet tree), so a signal of shape
+``(N, C, *S)`` becomes ``(N, C * 2**(levels*ndim), *S / 2**levels)``.
+
+Band order
+----------
+The bands of one channel follow PyWavelets' ``get_level(levels, "natural")`` order:
+the path of a node is read most significant level first, and within a level the
+sub-bands are ``a, d`` (1D) or ``a, h, v, d`` (2D, where ``h`` is the detail along
+axis -2 and ``v`` the detail along axis -1). Channel ``c`` owns the contiguous
+block of bands ``[c * B, (c + 1) * B)`` with ``B = 2**(levels*ndim)``.
+"""
+
+import functools
+import itertools
+
+import numpy as np
+import pywt
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "WaveletPacket",
+    "band_paths",
+    "resolve_wavelet",
+]
+
+_CONV = {1: F.conv1d, 2: F.conv2d}
+
+
+def resolve_wavelet(wavelet):
+    """Return a ``pywt.Wavelet`` for a name, raising ``ValueError`` if unusable."""
+    try:
+        w = pywt.Wavelet(wavelet) if isinstance(wavelet, str) else None
+    except ValueError:
+        w = None
+    if w is None or not (w.orthogonal or w.biorthogonal) or w.dec_len < 2:
+        names = ", ".join(pywt.wavelist(kind="discrete")[:8])
+        raise ValueError(
+            f"wavelet must name a discrete orthogonal or biorthogonal PyWavelets "
+            f"wavelet (e.g. {names}, ...); got {wavelet!r}."
+        )
+    return w
+
+
+def band_paths(levels, signal_ndim):
+    """Node paths of the bands of one channel, in this module's band order.
+
+    They are the paths of PyWavelets' ``WaveletPacket`` (1D) or
+    ``WaveletPacket2D`` (2D) nodes returned by ``get_level(levels, "natural")``.
+    """
+    letters = "ad" if signal_ndim == 1 else "ahvd"
+    return ["".join(p) for p in itertools.product(letters, repeat=levels)]
+
+
+def _circular_pad(x, pads):
+    """Pad the trailing spatial axes periodically, wrapping as often as needed.
+
+    ``F.pad(mode="circular")`` refuses pads wider than the signal, which small
+    signals at deep levels need; an index gather has no such limit.
+    """
+    ndim = len(pads)
+    for axis, (left, right) in enumerate(pads):
+        if not (left or right):
+            continue
+        dim = x.dim() - ndim + axis
+        n = x.shape[dim]
+        idx = torch.arange(-left, n + right, device=x.device) % n
+        x = x.index_select(dim, idx)
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def _filter_bank(wavelet):
+    """Analysis filters (flipped, for correlation) and polyphase synthesis.
+
+    Returns ``analysis (2, F)``, ``synthesis (2 phases, 2 bands, K)``, the
+    analysis offset and the synthesis left padding.
+    """
+    w = resolve_wavelet(wavelet)
+    # pywt convolves (flipped filter); torch correlates.
+    analysis = np.array([w.dec_lo[::-1], w.dec_hi[::-1]], dtype=np.float64)
+    rec = np.array([w.rec_lo, w.rec_hi], dtype=np.float64)
+    # pywt's periodization reads input 2*o + F//2 - j with filter tap j.
+    offset = w.dec_len // 2 - 1
+    # Synthesis x[2m + r] = sum_b sum_d rec_b[2d + r + offset] c_b[m - d], written
+    # as a stride-1 correlation per output phase r, so no transposed convolution
+    # (slow on CPU) and no overlap-add is needed.
+    taps = rec.shape[1]
+    d_lo, d_hi = -((offset + 1) // 2) - 1, (taps - 1 - offset) // 2 + 1
+    synthesis = np.zeros((2, 2, d_hi - d_lo + 1))
+    for r in range(2):
+        for k, d in enumerate(range(d_hi, d_lo - 1, -1)):
+            t = 2 * d + r + offset
+            if 0 <= t < taps:
+                synthesis[r, :, k] = rec[:, t]
+    # Trim all-zero edge taps so the kernel is as short as possible.
+    nz = np.nonzero(np.abs(synthesis).sum(axis=(0, 1)))[0]
+    synthesis = synthesis[..., nz[0] : nz[-1] + 1]
+    return analysis, synthesis, offset, d_hi - int(nz[0])
+
+
+def _axis_kernel(filters, axis, ndim):
+    """Filters ``(out, in, F)`` as a conv weight acting along ``axis``."""
+    shape = [1] * ndim
+    shape[axis] = filters.shape[-1]
+    return filters.reshape(*filters.shape[:2], *shape)
+
+
+def _axis_stride(axis, ndim):
+    return tuple(2 if i == axis else 1 for i in range(ndim))
+
+
+class WaveletPacket(torch.nn.Module):
+    """Full wavelet packet transform with periodic boundaries, differentiable.
+
+    Parameters
+    ----------
+    levels : int
+        Number of levels ``J``; every band is split at every level.
+    wavelet : str, default="bior4.4"
+        PyWavelets name of an orthogonal or biorthogonal wavelet.
+    signal_ndim : {1, 2}, default=2
+        Number of trailing spatial axes.
+
+    Notes
+    -----
+    Input ``x`` has shape ``(N, C, *S)`` with each spatial size a multiple of
+    ``2**levels``; :meth:`forward` returns ``(N, C * 2**(levels*signal_ndim),
+    *S // 2**levels)`` and :meth:`inverse` undoes it exactly (up to rounding).
+    Works for float32 and float64 on any device and propagates gradients. Each
+    level filters one axis at a time (separable), the last axis first, so the
+    first axis's bit varies fastest in the band index: PyWavelets' a/h/v/d.
+
+    Examples
+    --------
+    >>> import torch
+    >>> wpt = WaveletPacket(levels=2, signal_ndim=2)
+    >>> x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    >>> y = wpt(x)
+    >>> tuple(y.shape)
+    (1, 48, 4, 4)
+    >>> bool(torch.allclose(wpt.inverse(y), x))
+    True
+    """
+
+    def __init__(self, levels, wavelet="bior4.4", signal_ndim=2):
+        super().__init__()
+        self.levels = int(levels)
+        self.wavelet = wavelet
+        self.signal_ndim = int(signal_ndim)
+        analysis, synthesis, offset, synthesis_pad = _filter_bank(wavelet)
+        self.register_buffer("analysis", torch.from_numpy(analysis[:, None].copy()))
+        self.register_buffer("synthesis", torch.from_numpy(synthesis.copy()))
+        self.offset = offset
+        self.synthesis_pad = synthesis_pad
+        self.taps = analysis.shape[-1]
+
+    @property
+    def n_bands(self):
+        """Bands per input channel, ``2**(levels * signal_ndim)``."""
+        return 2 ** (self.levels * self.signal_ndim)
+
+    def _split(self, x, axis):
+        """Split every channel of ``x`` into low/high bands along ``axis``."""
+        nd = self.signal_ndim
+        n, c = x.shape[:2]
+        spatial = x.shape[2:]
+        k = _axis_kernel(self.analysis.to(x.dtype), axis, nd)
+        pads = [(0, 0)] * nd
+        pads[axis] = (self.offset, self.taps - 1 - self.offset)
+        x = _circular_pad(x.reshape(n * c, 1, *spatial), pads)
+        y = _CONV[nd](x, k, stride=_axis_stride(axis, nd))
+        return y.reshape(n, 2 * c, *y.shape[2:])
+
+    def _merge(self, y, axis):
+        """Inverse of :meth:`_split`: polyphase synthesis, then interleave."""
+        nd = self.signal_ndim
+        n, c2 = y.shape[:2]
+        spatial = list(y.shape[2:])
+        k = _axis_kernel(self.synthesis.to(y.dtype), axis, nd)
+        pads = [(0, 0)] * nd
+        pads[axis] = (self.synthesis_pad, k.shape[2 + axis] - 1 - self.synthesis_pad)
+        y = _circular_pad(y.reshape(n * c2 // 2, 2, *spatial), pads)
+        phases = _CONV[nd](y, k)  # (n * c, 2 phases, *spatial)
+        # Interleave the phases along ``axis``: x[2m + r] = phases[r][m].
+        dim = 2 + axis
+        x = phases.unsqueeze(dim + 1).transpose(1, dim + 1)
+        spatial[axis] *= 2
+        return x.reshape(n, c2 // 2, *spatial)
+
+    def _level(self, x):
+        for axis in reversed(range(self.signal_ndim)):
+            x = self._split(x, axis)
+        return x
+
+    def _inverse_level(self, y):
+        for axis in range(self.signal_ndim):
+            y = self._merge(y, axis)
+        return y
+
+    def forward(self, x):
+        """Analysis: ``(N, C, *S)`` to ``(N, C * n_bands, *S / 2**levels)``."""
+        for _ in range(self.levels):
+            x = self._level(x)
+        return x
+
+    def inverse(self, y):
+        """Synthesis: the exact inverse of :meth:`forward`."""
+        for _ in range(self.levels):
+            y = self._inverse_level(y)
+        return y
+
+    def composite_analysis(self, dtype=torch.float64):
+        """The whole analysis as one strided correlation.
+
+        Returns
+        -------
+        kernel : Tensor of shape ``(n_bands, 1, L, ..., L)``
+            ``L = (taps - 1) * (2**levels - 1) + 1``.
+        offset : int
+            Left circular padding such that ``forward(x)`` equals
+            ``conv(circular_pad(x, (offset, L - 1 - offset)), kernel,
+            stride=2**levels)`` for each channel.
+        """
+        stride = 2**self.levels
+        support = (self.taps - 1) * (stride - 1) + 1
+        # A periodic grid large enough that no band response wraps onto itself.
+        size = stride * (-(-(2 * support + stride) // stride))
+        origin = size // stride // 2
+        x = torch.zeros(
+            (self.n_bands, 1) + (size,) * self.signal_ndim,
+            dtype=dtype,
+            requires_grad=True,
+        )
+        with torch.enable_grad():
+            y = self(x)
+            grad = torch.zeros_like(y)
+            band = torch.arange(self.n_bands)
+            grad[(band, band) + (origin,) * self.signal_ndim] = 1.0
+            (kernel,) = torch.autograd.grad(y, x, grad)
+        # Output o of level J reads inputs from stride*o - offset*(stride - 1) on.
+        offset = self.offset * (stride - 1)
+        start = stride * origin - offset
+        window = tuple(slice(start, start + support) for _ in range(self.signal_ndim))
+        kernel = kernel[(slice(None), slice(None), *window)].detach()
+        return kernel.contiguous(), offset
+
+
+def fused_encoder(wpt, weight, bias):
+    """Fold the packet analysis and a 1x1 layer into one strided convolution.
+
+    Parameters
+    ----------
+    wpt : WaveletPacket
+    weight : Tensor of shape ``(out, C * n_bands)``
+    bias : Tensor of shape ``(out,)``
+
+    Returns
+    -------
+    kernel : Tensor ``(out, C, L, ..., L)``; offset : int
+        ``conv(circular_pad(x, (offset, L - 1 - offset)), kernel, bias,
+        stride=2**levels)`` equals ``conv1x1(wpt(x), weight, bias)``.
+    """
+    composite, offset = wpt.composite_analysis(torch.float64)
+    out, total = weight.shape
+    channels = total // wpt.n_bands
+    w = weight.to(torch.float64).reshape(out, channels, wpt.n_bands)
+    flat = composite.reshape(wpt.n_bands, -1)
+    kernel = torch.einsum("ocb,bk->ock", w, flat)
+    kernel = kernel.reshape(out, channels, *composite.shape[2:])
+    return kernel, offset
+
+
+def apply_fused(x, kernel, bias, offset, stride):
+    """Run a kernel from :func:`fused_encoder` on ``x`` of shape ``(N, C, *S)``."""
+    ndim = x.dim() - 2
+    size = kernel.shape[-1]
+    x = _circular_pad(x, [(offset, size - 1 - offset)] * ndim)
+    return _CONV[ndim](x, kernel, bias, stride=stride)

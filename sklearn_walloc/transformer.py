@@ -1,0 +1,617 @@
+"""WallocTransformer: WaLLoC's autoencoder as a scikit-learn transformer."""
+
+# The estimator only speaks scikit-learn; wavelets, the network, training and
+# layouts live in their own modules.
+
+import copy
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _model_io
+from ._networks import WallocAutoencoder
+from ._signal import (
+    check_signal_shape,
+    crop,
+    input_data_range,
+    pad_to_multiple,
+    read_latents,
+    read_signals,
+    resolve_device,
+    run_in_chunks,
+    write_latents,
+    write_signals,
+)
+from ._training import closed_form_start, optimise
+from ._wavelets import resolve_wavelet
+
+__all__ = ["WallocTransformer"]
+
+_STRUCTURE = (
+    "latent_dim",
+    "levels",
+    "wavelet",
+    "signal_ndim",
+    "latent_bits",
+    "decoder_width",
+    "decoder_depth",
+)
+
+
+class WallocTransformer(TransformerMixin, BaseEstimator):
+    """Wavelet-domain learned lossy compression (WaLLoC) as a transformer.
+
+    A wavelet packet transform (``levels`` levels, every band split) exposes the
+    redundancy of a signal; a single linear 1x1 layer maps the ``C *
+    2**(levels*signal_ndim)`` bands at each position to ``latent_dim`` channels;
+    a Gaussian-CDF companding quantiser turns them into integers in
+    ``[-(2**(latent_bits-1) - 1), 2**(latent_bits-1) - 1]``. A small nonlinear
+    decoder and the inverse transform reconstruct the signal. Fitting starts from
+    a closed form (PCA of the wavelet packet coefficients, useful on its own) and
+    then trains encoder and decoder on the pixel MSE for ``max_iter`` steps.
+
+    The dimensionality reduction factor is ``C * 2**(levels*signal_ndim) /
+    latent_dim``: 16x for RGB images with ``levels=3, latent_dim=12``.
+
+    Read more in the README and in ``docs/``.
+
+    Parameters
+    ----------
+    latent_dim : int, default=12
+        Channels of the latent grid (the encoder's output width). At most the
+        number of wavelet packet bands, ``C * 2**(levels*signal_ndim)``.
+
+    levels : int, default=3
+        Wavelet packet levels ``J``; each spatial axis shrinks by ``2**J``.
+
+    wavelet : str, default="bior4.4"
+        Any discrete orthogonal or biorthogonal PyWavelets wavelet.
+
+    signal_ndim : {1, 2}, default=2
+        2 for images ``(H, W, C)``, 1 for audio and time series ``(L, C)``.
+
+    signal_shape : tuple of int, default=None
+        How to read one row of flat 2D input: ``(H, W)``, ``(H, W, C)``,
+        ``(L,)`` or ``(L, C)``, channels last, C order. Required for flat input
+        when ``signal_ndim=2``; with ``signal_ndim=1`` a row is a mono signal
+        unless given.
+
+    latent_bits : int, default=8
+        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``.
+
+    decoder_width : int, default=64
+        Channels of the residual decoder path (0: linear decoder only).
+
+    decoder_depth : int, default=2
+        Residual blocks in the decoder (0: linear decoder only).
+
+    max_iter : int, default=200
+        Optimiser steps after the closed-form start; 0 keeps the closed form.
+
+    batch_size : int, default=16
+        Random crops per optimiser step.
+
+    crop_size : int, default=None
+        Side of the training crops in samples (rounded down to a multiple of
+        ``2**levels``, capped by the smallest signal); None means 128 for images
+        and 8192 for 1D signals.
+
+    learning_rate : float, default=3e-4
+        Adam's initial step size, decayed to zero on a cosine schedule.
+
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the signals, validate the rounded
+        round trip every 10 steps, stop after ``n_iter_no_change`` validations
+        without an improvement of ``tol`` dB, and keep the best state (the
+        closed-form start included), so training never ends worse than it began
+        on the validation signals. With a single signal, it validates on it.
+
+    validation_fraction : float, default=0.1
+        Fraction of the signals held out when ``early_stopping=True``.
+
+    n_iter_no_change : int, default=10
+        Validations (or windows of 10 steps without early stopping) without
+        improvement before training stops.
+
+    tol : float, default=1e-3
+        Smallest improvement, in dB, that counts.
+
+    warm_start : bool, default=False
+        If True, ``fit`` continues training the fitted model instead of
+        starting again from the closed form.
+
+    device : str, default="auto"
+        "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
+        Used to fit and to transform.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the PCA subsample, the validation split, the weight
+        initialisation, the crops and the training noise. With an int, fitting
+        on the CPU is bit-reproducible.
+
+    verbose : int, default=0
+        >0 shows a progress bar with the loss during training; >1 also logs every
+        validation.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted autoencoder, on the CPU.
+
+    n_channels_ : int
+        Channels of the signals seen in ``fit``.
+
+    n_features_in_ : int
+        Number of features seen during fit (flat input only).
+
+    signal_shape_ : tuple of int or None
+        Shape ``(*spatial, C)`` of one row, when fitted on flat input.
+
+    device_ : str
+        Device the model was trained on.
+
+    data_range_ : float
+        Peak-to-peak range used by :meth:`score` (the dtype's range for integer
+        input, else the observed range of the training data).
+
+    latent_scale_ : float
+        Factor applied to the projections before companding (closed form).
+
+    n_iter_ : int
+        Optimiser steps run by the last fit.
+
+    loss_curve_ : list of float
+        Training loss (MSE in the data's units, noisy bottleneck) per step.
+
+    validation_scores_ : list of float
+        Validation PSNR in dB of the rounded round trip, at the start and every
+        10 steps (empty without early stopping).
+
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``: the state that was kept.
+
+    See Also
+    --------
+    WallocCodec : The same model with entropy coding to bytes.
+    sklearn.decomposition.PCA : Linear dimensionality reduction.
+
+    References
+    ----------
+    D. Jacobellis and N. J. Yadwadkar, "Learned Compression for Compressed
+    Learning", arXiv:2412.09405, 2024.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_walloc import WallocTransformer
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> walloc = WallocTransformer(latent_dim=2, levels=1, signal_shape=(8, 8),
+    ...                            max_iter=0, random_state=0)
+    >>> Z = walloc.fit_transform(X)
+    >>> Z.shape
+    (1797, 32)
+    >>> walloc.inverse_transform(Z).shape
+    (1797, 64)
+    """
+
+    _parameter_constraints: dict = {
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "levels": [Interval(Integral, 1, 10, closed="both")],
+        "wavelet": [str],
+        "signal_ndim": [Options(Integral, {1, 2})],
+        "signal_shape": [tuple, list, None],
+        "latent_bits": [Interval(Integral, 2, 16, closed="both")],
+        "decoder_width": [Interval(Integral, 0, None, closed="left")],
+        "decoder_depth": [Interval(Integral, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "crop_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "device": [StrOptions({"auto", "cpu"}), str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        latent_dim=12,
+        levels=3,
+        wavelet="bior4.4",
+        signal_ndim=2,
+        signal_shape=None,
+        latent_bits=8,
+        decoder_width=64,
+        decoder_depth=2,
+        max_iter=200,
+        batch_size=16,
+        crop_size=None,
+        learning_rate=3e-4,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-3,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.latent_dim = latent_dim
+        self.levels = levels
+        self.wavelet = wavelet
+        self.signal_ndim = signal_ndim
+        self.signal_shape = signal_shape
+        self.latent_bits = latent_bits
+        self.decoder_width = decoder_width
+        self.decoder_depth = decoder_depth
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.crop_size = crop_size
+        self.learning_rate = learning_rate
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the model: closed-form start, then ``max_iter`` training steps.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Flat ``(n_samples, n_features)`` (rows read with ``signal_shape``),
+            a batch ``(n, H, W[, C])`` / ``(n, L, C)``, or a list of signals of
+            different sizes ``(H, W[, C])`` / ``(L[, C])``.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted transformer.
+        """
+        warm = self.warm_start and hasattr(self, "module_")
+        return self._fit(X, warm=warm, n_steps=self.max_iter, validate=True)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One pass of training steps on ``X`` (one crop per signal).
+
+        The first call starts from the closed form on ``X``; later calls
+        continue training without validation or early stopping.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The transformer, trained further.
+        """
+        warm = hasattr(self, "module_")
+        n = _n_signals(X)
+        steps = max(1, math.ceil(n / self.batch_size))
+        return self._fit(X, warm=warm, n_steps=steps, validate=False)
+
+    def _fit(self, X, *, warm, n_steps, validate):
+        resolve_wavelet(self.wavelet)
+        device = resolve_device(self.device)
+        check_signal_shape(self.signal_shape, self.signal_ndim)
+        stride = 2**self.levels
+        arrays, layout = read_signals(self, X, reset=not warm, min_size=stride)
+        channels = arrays[0].shape[1]
+        n_bands = channels * 2 ** (self.levels * self.signal_ndim)
+        if self.latent_dim > n_bands:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} exceeds the {n_bands} wavelet packet "
+                f"bands of a {channels}-channel signal with levels={self.levels}."
+            )
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        if warm:
+            self._check_structure(channels)
+            module = self.module_
+        else:
+            module = WallocAutoencoder(
+                channels,
+                self.latent_dim,
+                self.levels,
+                self.wavelet,
+                self.signal_ndim,
+                self.latent_bits,
+                self.decoder_width,
+                self.decoder_depth,
+            )
+            module.reset_parameters(torch.Generator().manual_seed(seed))
+        padded = [pad_to_multiple(a, stride) for a in arrays]
+        if not warm:
+            closed_form_start(module, padded, rng)
+            self.data_range_ = input_data_range(X, arrays)
+        train, val = _split(padded, validate and self.early_stopping, self, rng)
+        crop = self.crop_size or (128 if self.signal_ndim == 2 else 8192)
+        history = optimise(
+            module,
+            train,
+            val,
+            max_iter=n_steps,
+            batch_size=self.batch_size,
+            crop_size=crop,
+            learning_rate=self.learning_rate,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            device=device,
+            seed=seed,
+            verbose=self.verbose,
+            data_range=self.data_range_,
+        )
+        self.module_ = module.cpu().eval()
+        for p in self.module_.parameters():
+            p.requires_grad_(False)
+        self.n_channels_ = channels
+        self.device_ = str(device)
+        self.latent_scale_ = float(module.latent_scale)
+        self.n_iter_ = history["n_iter"]
+        self.loss_curve_ = history["loss_curve"]
+        self.validation_scores_ = history["validation_scores"]
+        self.best_validation_score_ = history.get("best_validation_score")
+        if layout.kind == "flat":
+            spatial = layout.groups[0][1]
+            self.signal_shape_ = (*spatial, channels)
+        elif not warm:
+            self.signal_shape_ = None
+        self._structure = self._current_structure(channels)
+        self._runtime = {}
+        return self
+
+    def _current_structure(self, channels):
+        return (*(getattr(self, k) for k in _STRUCTURE), channels)
+
+    def _check_structure(self, channels):
+        if self._current_structure(channels) != self._structure:
+            raise ValueError(
+                "warm_start/partial_fit need the same model structure "
+                f"({', '.join(_STRUCTURE)}) and channel count as the fitted model; "
+                "set warm_start=False to fit a new model."
+            )
+
+    # ---------------------------------------------------------------- inference
+    def _runtime_model(self):
+        """The fitted module and its fused encoder on the execution device."""
+        device = resolve_device(self.device)
+        key = str(device)
+        if key not in self._runtime:
+            fused = self.module_.fused_encoder()
+            module = self.module_ if device.type == "cpu" else copy.deepcopy(
+                self.module_
+            ).to(device)
+            self._runtime[key] = (module, tuple(
+                t.to(device) if torch.is_tensor(t) else t for t in fused
+            ), device)
+        return self._runtime[key]
+
+    def _read(self, X):
+        check_is_fitted(self)
+        arrays, layout = read_signals(self, X, reset=False, min_size=2**self.levels)
+        if arrays[0].shape[1] != self.n_channels_:
+            raise ValueError(
+                f"X has {arrays[0].shape[1]} channel(s), but {type(self).__name__} "
+                f"was fitted with {self.n_channels_} channel(s)."
+            )
+        return arrays, layout
+
+    def _encode(self, arrays):
+        module, fused, device = self._runtime_model()
+        stride = 2**self.levels
+        return [
+            run_in_chunks(
+                lambda t: module.encode_fused(t, fused),
+                pad_to_multiple(a, stride),
+                device,
+            )
+            for a in arrays
+        ]
+
+    def _decode(self, latents):
+        module, _, device = self._runtime_model()
+        return [run_in_chunks(module.decode, z, device) for z in latents]
+
+    def transform(self, X):
+        """Encode signals to integer-valued latents (float32).
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`fit`, with the fitted channel
+            count.
+
+        Returns
+        -------
+        Z : ndarray or list of ndarray
+            Flat input: ``(n_samples, n_latents)``, the latent grid flattened in
+            C order, channels last. Batch input: ``(n, ceil(H/2**J),
+            ceil(W/2**J), latent_dim)`` or ``(n, ceil(L/2**J), latent_dim)``.
+            List input: a list of such grids without the leading axis.
+        """
+        arrays, layout = self._read(X)
+        return write_latents(self._encode(arrays), layout)
+
+    def inverse_transform(self, X):
+        """Decode latents back to signals.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Latents in a form :meth:`transform` returns.
+
+        Returns
+        -------
+        X_rec : ndarray or list of ndarray
+            Flat latents: ``(n_samples, n_features_in_)``. Batch or list: the
+            signals at the padded size (a multiple of ``2**levels`` per axis),
+            channels last.
+        """
+        check_is_fitted(self)
+        flat_shape = self._flat_signal_shape()
+        stride = 2**self.levels
+        grid = None if flat_shape is None else [-(-s // stride) for s in flat_shape[0]]
+        latents, layout = read_latents(
+            X, self.latent_dim, self.signal_ndim, grid
+        )
+        signals = self._decode(latents)
+        return write_signals(
+            signals, layout, None if flat_shape is None else flat_shape[0]
+        )
+
+    def _flat_signal_shape(self):
+        """(spatial, channels) of a flat row, from fit or from ``signal_shape``."""
+        if self.signal_shape_ is not None:
+            return tuple(self.signal_shape_[:-1]), self.signal_shape_[-1]
+        return check_signal_shape(self.signal_shape, self.signal_ndim)
+
+    def score(self, X, y=None):
+        """Mean PSNR in dB of the round trip, against ``X`` at its own size.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+            Mean over signals of ``10 log10(data_range_**2 / MSE)``.
+        """
+        arrays, layout = self._read(X)
+        decoded = self._decode(self._encode(arrays))
+        psnr = []
+        for a, d, (_, spatial) in zip(arrays, decoded, layout.groups):
+            mse = ((crop(d, spatial) - a).astype(np.float64) ** 2)
+            mse = mse.reshape(len(a), -1).mean(axis=1)
+            floor = self.data_range_**2 * 1e-12
+            psnr.append(10 * np.log10(self.data_range_**2 / np.maximum(mse, floor)))
+        return float(np.mean(np.concatenate(psnr)))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the flat latent features, ``walloctransformer0``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            One name per column of the flat :meth:`transform` output.
+        """
+        check_is_fitted(self)
+        flat_shape = self._flat_signal_shape()
+        if flat_shape is None:
+            raise ValueError(
+                "feature names exist for flat input only: fit on flat input or "
+                "set signal_shape."
+            )
+        stride = 2**self.levels
+        n_out = self.latent_dim * int(np.prod([-(-s // stride) for s in flat_shape[0]]))
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(n_out)], dtype=object)
+
+    # ------------------------------------------------------------- persistence
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_runtime", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "module_" in state:
+            self._runtime = {}
+
+    def save(self, path):
+        """Write the fitted model to ``path`` in a safe format (no pickle).
+
+        The file is a NumPy ``.npz`` archive of arrays and JSON text with a
+        format version; :meth:`load` reads it with ``allow_pickle=False``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination file.
+
+        Returns
+        -------
+        self : object
+            The transformer, unchanged.
+        """
+        check_is_fitted(self)
+        _model_io.save(self, path)
+        return self
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`, without unpickling anything.
+
+        Parameters
+        ----------
+        path : str or path-like
+            File written by :meth:`save`.
+
+        Returns
+        -------
+        estimator : WallocTransformer
+            The fitted model, on the CPU.
+        """
+        return _model_io.load(cls, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def _n_signals(X):
+    return len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
+
+
+def _split(arrays, validate, est, rng):
+    """Hold out whole signals for validation; with one signal, validate on it."""
+    if not validate:
+        return arrays, []
+    sizes = [len(a) for a in arrays]
+    total = sum(sizes)
+    if total < 2:
+        return arrays, arrays
+    n_val = min(total - 1, max(1, round(est.validation_fraction * total)))
+    is_val = np.zeros(total, dtype=bool)
+    is_val[rng.permutation(total)[:n_val]] = True
+    train, val, start = [], [], 0
+    for a, n in zip(arrays, sizes):
+        mask = is_val[start : start + n]
+        start += n
+        if (~mask).any():
+            train.append(a[~mask])
+        if mask.any():
+            val.append(a[mask])
+    return train, val
