@@ -76,31 +76,59 @@ def resolve_device(device):
 
 
 def check_signal_shape(signal_shape, signal_ndim):
-    """Validate ``signal_shape``; return ``(spatial_shape, channels)`` or None."""
+    """Validate ``signal_shape``; return ``(spatial_shape, channels)`` or None.
+
+    One entry may be -1: it is inferred from the row length of flat input.
+    """
     if signal_shape is None:
         return None
     shape = tuple(signal_shape) if isinstance(signal_shape, (tuple, list)) else None
     if (
         shape is None
-        or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape)
+        or not all(isinstance(s, numbers.Integral) and (s > 0 or s == -1) for s in shape)
+        or sum(s == -1 for s in shape) > 1
         or len(shape) not in (signal_ndim, signal_ndim + 1)
     ):
         forms = "(L,) or (L, C)" if signal_ndim == 1 else "(H, W) or (H, W, C)"
         raise ValueError(
-            f"signal_shape must be a tuple of positive integers {forms} for "
-            f"signal_ndim={signal_ndim}; got {signal_shape!r}."
+            f"signal_shape must be a tuple of positive integers {forms} (one of "
+            f"them may be -1) for signal_ndim={signal_ndim}; got {signal_shape!r}."
         )
     shape = tuple(int(s) for s in shape)
     channels = shape[signal_ndim] if len(shape) > signal_ndim else 1
     return shape[:signal_ndim], channels
 
 
-def _check_min_size(spatial, min_size, what):
-    if min(spatial) < min_size:
+def _resolve_flat_shape(signal_shape, signal_ndim, n_features):
+    """(spatial, channels) of a flat row of ``n_features`` values."""
+    parsed = check_signal_shape(signal_shape, signal_ndim)
+    if parsed is None:
+        if signal_ndim == 2:
+            raise ValueError(
+                "signal_shape is required to read flat input with signal_ndim=2: "
+                "pass signal_shape=(H, W) or (H, W, C), or pass X as an array of "
+                "shape (n, H, W[, C])."
+            )
+        return (n_features,), 1
+    spatial, channels = parsed
+    dims = [*spatial, channels]
+    known = int(np.prod([d for d in dims if d != -1]))
+    if -1 in dims and known and n_features % known == 0 and n_features:
+        dims[dims.index(-1)] = n_features // known
+    if -1 in dims or int(np.prod(dims)) != n_features:
         raise ValueError(
-            f"{what} is too small: with levels={int(np.log2(min_size))} every "
-            f"spatial axis needs at least {min_size} samples; got spatial shape "
-            f"{tuple(spatial)}."
+            f"signal_shape={signal_shape!r} cannot describe a row of X, which has "
+            f"{n_features} feature(s)."
+        )
+    return tuple(dims[:-1]), dims[-1]
+
+
+def _check_min_size(spatial, what):
+    # Shorter signals are padded symmetrically up to a multiple of 2**levels.
+    if min(spatial) < 1:
+        raise ValueError(
+            f"{what} is empty: every spatial axis needs at least 1 sample; got "
+            f"spatial shape {tuple(spatial)}."
         )
 
 
@@ -126,7 +154,7 @@ def _as_signal(x, name, signal_ndim):
     return arr
 
 
-def read_signals(est, X, *, reset, min_size):
+def read_signals(est, X, *, reset):
     """Validate ``X`` and split it into groups of equal-sized signals.
 
     Returns
@@ -135,52 +163,41 @@ def read_signals(est, X, *, reset, min_size):
     layout : Layout
     """
     ndim = est.signal_ndim
-    if isinstance(X, (list, tuple)) and len(X) and not np.isscalar(X[0]):
-        first = np.asarray(X[0]) if not hasattr(X[0], "shape") else X[0]
-        if np.ndim(first) >= ndim:
-            return _read_list(X, ndim, min_size)
+    if _is_signal_list(X, ndim):
+        return _read_list(X, ndim)
     if hasattr(X, "ndim") and X.ndim == ndim + 2 or (ndim == 2 and _ndim(X) == 3):
-        return _read_batch(est, X, ndim, min_size, reset)
-    return _read_flat(est, X, ndim, min_size, reset)
+        return _read_batch(est, X, ndim, reset)
+    return _read_flat(est, X, ndim, reset)
+
+
+def _is_signal_list(X, ndim):
+    """A list/tuple of arrays is a list of signals; nested lists of numbers are a
+    flat array-like, as everywhere in scikit-learn."""
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and hasattr(X[0], "shape")
+        and np.ndim(X[0]) >= ndim
+    )
 
 
 def _ndim(X):
     return X.ndim if hasattr(X, "ndim") and not hasattr(X, "columns") else 2
 
 
-def _read_flat(est, X, ndim, min_size, reset):
+def _read_flat(est, X, ndim, reset):
     X = validate_data(
         est, X, reset=reset, dtype=(np.float64, np.float32), ensure_all_finite=True
     )
     n, n_features = X.shape
-    parsed = check_signal_shape(est.signal_shape, ndim)
-    if parsed is None:
-        if ndim == 2:
-            raise ValueError(
-                "signal_shape is required to read flat input with signal_ndim=2: "
-                "pass signal_shape=(H, W) or (H, W, C), or pass X as an array of "
-                "shape (n, H, W[, C])."
-            )
-        parsed = ((n_features,), 1)
-    spatial, channels = parsed
-    if int(np.prod(spatial)) * channels != n_features:
-        raise ValueError(
-            f"signal_shape={est.signal_shape!r} describes "
-            f"{int(np.prod(spatial)) * channels} values per row, but X has "
-            f"{n_features} feature(s)."
-        )
-    if min(spatial) < min_size and ndim == 1 and channels == 1:
-        raise ValueError(
-            f"X has {n_features} feature(s): with levels={int(np.log2(min_size))} "
-            f"a signal needs at least {min_size} samples."
-        )
-    _check_min_size(spatial, min_size, "signal_shape")
+    spatial, channels = _resolve_flat_shape(est.signal_shape, ndim, n_features)
+    _check_min_size(spatial, "signal_shape")
     arr = X.reshape(n, *spatial, channels)
     arr = np.moveaxis(arr, -1, 1).astype(np.float32)
     return [arr], Layout("flat", [(np.arange(n), spatial)], n)
 
 
-def _read_batch(est, X, ndim, min_size, reset):
+def _read_batch(est, X, ndim, reset):
     X = check_array(
         X,
         allow_nd=True,
@@ -195,16 +212,16 @@ def _read_batch(est, X, ndim, min_size, reset):
     if reset and hasattr(est, "n_features_in_"):
         del est.n_features_in_
     spatial = X.shape[1:-1]
-    _check_min_size(spatial, min_size, "X")
+    _check_min_size(spatial, "X")
     arr = np.moveaxis(X, -1, 1).astype(np.float32)
     return [arr], Layout("batch", [(np.arange(len(X)), spatial)], len(X))
 
 
-def _read_list(X, ndim, min_size):
+def _read_list(X, ndim):
     signals = [_as_signal(x, f"X[{i}]", ndim) for i, x in enumerate(X)]
     by_shape = {}
     for i, s in enumerate(signals):
-        _check_min_size(s.shape[:-1], min_size, f"X[{i}]")
+        _check_min_size(s.shape[:-1], f"X[{i}]")
         by_shape.setdefault(s.shape, []).append(i)
     arrays, groups = [], []
     for shape, idx in by_shape.items():
@@ -270,7 +287,7 @@ def read_latents(Z, latent_dim, signal_ndim, flat_grid):
     Returns arrays ``(n_g, D, *s)`` float32 and a Layout whose group shapes are
     the latent grid shapes.
     """
-    if isinstance(Z, (list, tuple)) and len(Z) and np.ndim(Z[0]) == signal_ndim + 1:
+    if _is_signal_list(Z, signal_ndim + 1):
         grids = [_as_signal(z, f"Z[{i}]", signal_ndim) for i, z in enumerate(Z)]
         for i, z in enumerate(grids):
             _check_latent_dim(z.shape[-1], latent_dim, f"Z[{i}]")

@@ -173,7 +173,7 @@ def optimise(
         return history
     cpu_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    model.to(device).train()
+    model.to(device).train().requires_grad_(True)
     crops = _Crops(train_arrays, crop_size, model.stride, device, cpu_gen)
     val = _validation_set(val_arrays, 256 if model.signal_ndim == 2 else 2**16, device)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)

@@ -318,7 +318,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         check_signal_shape(self.signal_shape, self.signal_ndim)
         stride = 2**self.levels
-        arrays, layout = read_signals(self, X, reset=not warm, min_size=stride)
+        arrays, layout = read_signals(self, X, reset=not warm)
         channels = arrays[0].shape[1]
         n_bands = channels * 2 ** (self.levels * self.signal_ndim)
         if self.latent_dim > n_bands:
@@ -399,19 +399,19 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         """The fitted module and its fused encoder on the execution device."""
         device = resolve_device(self.device)
         key = str(device)
-        if key not in self._runtime:
+        runtime = self.__dict__.setdefault("_runtime", {})
+        if key not in runtime:
             fused = self.module_.fused_encoder()
             module = self.module_ if device.type == "cpu" else copy.deepcopy(
                 self.module_
             ).to(device)
-            self._runtime[key] = (module, tuple(
-                t.to(device) if torch.is_tensor(t) else t for t in fused
-            ), device)
-        return self._runtime[key]
+            fused = tuple(t.to(device) if torch.is_tensor(t) else t for t in fused)
+            runtime[key] = (module, fused, device)
+        return runtime[key]
 
     def _read(self, X):
         check_is_fitted(self)
-        arrays, layout = read_signals(self, X, reset=False, min_size=2**self.levels)
+        arrays, layout = read_signals(self, X, reset=False)
         if arrays[0].shape[1] != self.n_channels_:
             raise ValueError(
                 f"X has {arrays[0].shape[1]} channel(s), but {type(self).__name__} "
@@ -486,7 +486,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         """(spatial, channels) of a flat row, from fit or from ``signal_shape``."""
         if self.signal_shape_ is not None:
             return tuple(self.signal_shape_[:-1]), self.signal_shape_[-1]
-        return check_signal_shape(self.signal_shape, self.signal_ndim)
+        parsed = check_signal_shape(self.signal_shape, self.signal_ndim)
+        if parsed is None or -1 in parsed[0] or parsed[1] == -1:
+            return None
+        return parsed
 
     def score(self, X, y=None):
         """Mean PSNR in dB of the round trip, against ``X`` at its own size.
