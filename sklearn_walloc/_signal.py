@@ -134,15 +134,18 @@ def _check_min_size(spatial, what):
 
 def _as_signal(x, name, signal_ndim):
     """One signal, channels last, as a finite float array ``(*S, C)``."""
-    arr = check_array(
-        x,
-        ensure_2d=False,
-        allow_nd=True,
-        dtype=(np.float64, np.float32),
-        ensure_all_finite=True,
-        ensure_min_samples=1,
-        input_name=name,
-    )
+    try:
+        arr = check_array(
+            x,
+            ensure_2d=False,
+            allow_nd=True,
+            dtype=(np.float64, np.float32),
+            ensure_all_finite=True,
+            ensure_min_samples=1,
+            input_name=name,
+        )
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     if arr.ndim == signal_ndim:
         arr = arr[..., None]
     if arr.ndim != signal_ndim + 1:
@@ -165,8 +168,16 @@ def read_signals(est, X, *, reset):
     ndim = est.signal_ndim
     if _is_signal_list(X, ndim):
         return _read_list(X, ndim)
-    if hasattr(X, "ndim") and X.ndim == ndim + 2 or (ndim == 2 and _ndim(X) == 3):
+    batch_ndims = (3, 4) if ndim == 2 else (3,)
+    if _ndim(X) in batch_ndims:
         return _read_batch(est, X, ndim, reset)
+    if _ndim(X) != 2:
+        forms = "(n, H, W), (n, H, W, C)" if ndim == 2 else "(n, L, C)"
+        raise ValueError(
+            f"X must be a flat 2D array (n_samples, n_features), a batch of shape "
+            f"{forms}, or a list of signals for signal_ndim={ndim}; got an array "
+            f"of shape {np.shape(X)}."
+        )
     return _read_flat(est, X, ndim, reset)
 
 
@@ -182,6 +193,7 @@ def _is_signal_list(X, ndim):
 
 
 def _ndim(X):
+    """Dimensions of an array-like without converting it; lists are read as 2D."""
     return X.ndim if hasattr(X, "ndim") and not hasattr(X, "columns") else 2
 
 

@@ -35,8 +35,8 @@ def _coefficient_vectors(model, arrays, rng):
     with torch.no_grad():
         for a in arrays:
             for start in range(0, len(a), 64):
-                x = torch.from_numpy(a[start : start + 64]).double()
-                y = model.analysis(x)
+                # float32 filtering is accurate to ~1e-7 here; PCA runs in float64.
+                y = model.analysis(torch.from_numpy(a[start : start + 64])).double()
                 vectors.append(y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]))
     Y = torch.cat(vectors)
     if len(Y) > _MAX_PCA_VECTORS:
