@@ -2,7 +2,8 @@
 
 ``machine_info()`` returns a JSON-serialisable dict: CPU model (from
 ``/proc/cpuinfo`` where it exists), logical and usable core counts, torch's
-intra-op thread count, the versions of Python, torch, NumPy and scikit-learn,
+intra-op thread count, the load average (1, 5, 15 minutes: other jobs
+sharing the machine skew timings), the versions of Python, torch, NumPy and scikit-learn,
 and the CUDA device when one is available.
 """
 
@@ -47,6 +48,7 @@ def machine_info():
         "cpu_count": os.cpu_count(),
         "usable_cores": _usable_cores(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "cuda_device": _cuda_device(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -214,12 +214,19 @@ def _api_rates(model, batch, device, repeats, paths):
     return rates
 
 
-def _encoder_rates(model, batch, device, repeats):
-    """Encoder alone: fused strided convolution vs WPT then the 1x1 layer."""
+def _module_rates(model, batch, device, repeats, encoders=True):
+    """The torch module alone, on a float32 tensor (no numpy, no chunking).
+
+    The encoder as the fused strided convolution and as the two-step path
+    (wavelet packet transform, then the 1x1 layer), rounding included; the
+    decoder (inverse companding, decoder network, inverse transform).
+    """
     module = copy.deepcopy(model.module_).to(device)
     fused = module.fused_encoder()
     fused = tuple(t.to(device) if torch.is_tensor(t) else t for t in fused)
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().contiguous().to(device)
+    with torch.inference_mode():
+        q = module.encode_fused(x, fused)
     mp = batch.shape[0] * batch.shape[1] * batch.shape[2] / 1e6
 
     def run(fn):
@@ -229,14 +236,15 @@ def _encoder_rates(model, batch, device, repeats):
 
         return megapixels_per_s(call, mp, repeats, device)
 
-    return {
-        "encoder only, fused conv (encode_fused)": run(
+    rates = {"decoder only (module.decode)": run(lambda: module.decode(q))}
+    if encoders:
+        rates["encoder only, fused conv (encode_fused)"] = run(
             lambda: module.encode_fused(x, fused)
-        ),
-        "encoder only, two-step (WPT then 1x1)": run(
+        )
+        rates["encoder only, two-step (WPT then 1x1)"] = run(
             lambda: module.encode(x, "symbols")
-        ),
-    }
+        )
+    return rates
 
 
 def _speed_rows(model, rates, device):
@@ -258,10 +266,12 @@ def throughput(models, fit_photos, batch, paper_batch, repeats):
             print(f"[speed] {ratio} on {device}", flush=True)
             model = pair["trained"]
             rates = _api_rates(model, batch, device, repeats, [_ENCODE, _DECODE])
-            rates.update(_encoder_rates(model, batch, device, repeats))
+            rates.update(_module_rates(model, batch, device, repeats))
             rows += _speed_rows(f"{ratio} (decoder width 64)", rates, device)
         print(f"[speed] paper-sized decoder on {device}", flush=True)
-        rates = _api_rates(paper, paper_batch, device, max(1, repeats // 2), [_DECODE])
+        few = max(1, repeats // 2)
+        rates = _api_rates(paper, paper_batch, device, few, [_DECODE])
+        rates.update(_module_rates(paper, paper_batch, device, few, encoders=False))
         rows += _speed_rows("16x, paper decoder (width 768)", rates, device)
     return rows
 
@@ -323,6 +333,11 @@ def speed_table(rows):
     return "\n".join(lines)
 
 
+def _load(info):
+    load = info.get("load_average")
+    return "n/a" if load is None else f"{load[0]:.1f}"
+
+
 def markdown(report):
     names = report["data"]["holdout"]["names"]
     args = report["parameters"]
@@ -359,8 +374,13 @@ def markdown(report):
             speed_table(report["speed"]),
             "",
             "Encode/decode go through the estimator (numpy in and out, padding, "
-            "layout); 'encoder only' rows time the torch module on a float32 "
-            "tensor, rounding included.",
+            "layout, fixed-size chunks: a last partial chunk is zero-padded to full "
+            "size for batch invariance); 'encoder only' / 'decoder only' rows time "
+            "the torch module on a float32 tensor, rounding included. The machine "
+            "was shared with other jobs (1-minute load average "
+            f"{_load(report['machine'])} at the start, "
+            f"{_load(report['machine_end'])} at the end on "
+            f"{report['machine']['usable_cores']} cores): treat times as rough.",
             "",
         ]
     )
@@ -418,6 +438,7 @@ def _describe(photos, names):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
+    machine = machine_info()
     torch.manual_seed(SEED)
     max_iter = min(args.max_iter, 20) if args.quick else args.max_iter
     batch_n, paper_n, repeats = (2, 1, 2) if args.quick else (8, 8, 5)
@@ -435,7 +456,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, models, test_photos, names, args.out / "quality.png")
     report = {
-        "machine": machine_info(),
+        "machine": machine,
         "parameters": {
             "quick": args.quick,
             "max_iter": max_iter,
@@ -458,6 +479,7 @@ def main(argv=None):
         "paper": PAPER,
         "design_notes": DESIGN_NOTES,
     }
+    report["machine_end"] = machine_info()
     report["runtime_s"] = time.perf_counter() - start
     text = markdown(report)
     (args.out / "quality.md").write_text(text, encoding="utf-8")

@@ -6,6 +6,6 @@
 
 __version__ = "0.1.0"
 
-from .transformer import WallocTransformer  # noqa: E402
+from .transformer import WallocTransformer
 
 __all__ = ["WallocTransformer", "__version__"]

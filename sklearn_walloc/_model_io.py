@@ -66,7 +66,9 @@ def load(cls, path):
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(data["header"].tobytes().decode("utf-8"))
             arrays = {
-                k[len("state/") :]: data[k] for k in data.files if k.startswith("state/")
+                k[len("state/") :]: data[k]
+                for k in data.files
+                if k.startswith("state/")
             }
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise ValueError(f"{path!s} is not a sklearn-walloc model file: {e}") from None
@@ -103,7 +105,9 @@ def load(cls, path):
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path!s}: the stored weights do not fit the model: {e}") from None
+        raise ValueError(
+            f"{path!s}: the stored weights do not fit the model: {e}"
+        ) from None
     est.module_ = module.eval().requires_grad_(False)
     est._structure = est._current_structure(est.n_channels_)
     est._runtime = {}

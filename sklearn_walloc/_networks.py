@@ -118,9 +118,7 @@ class WallocAutoencoder(nn.Module):
                 else:
                     fan_in = p[0].numel()
                     bound = (3.0 / fan_in) ** 0.5
-                    p.copy_(
-                        (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
-                    )
+                    p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
             if self.decoder.refine is not None:
                 self.decoder.refine[-1].weight.zero_()
 

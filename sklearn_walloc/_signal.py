@@ -71,7 +71,9 @@ def resolve_device(device):
                 "device(s) are available."
             )
     elif dev.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or a CUDA device; got {device!r}.")
+        raise ValueError(
+            f"device must be 'auto', 'cpu' or a CUDA device; got {device!r}."
+        )
     return dev
 
 
@@ -85,7 +87,9 @@ def check_signal_shape(signal_shape, signal_ndim):
     shape = tuple(signal_shape) if isinstance(signal_shape, (tuple, list)) else None
     if (
         shape is None
-        or not all(isinstance(s, numbers.Integral) and (s > 0 or s == -1) for s in shape)
+        or not all(
+            isinstance(s, numbers.Integral) and (s > 0 or s == -1) for s in shape
+        )
         or sum(s == -1 for s in shape) > 1
         or len(shape) not in (signal_ndim, signal_ndim + 1)
     ):

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["closed_form_start", "optimise", "round_trip_mse"]
+from ._bottleneck import LaplaceRate
+
+__all__ = ["closed_form_start", "optimise"]
 
 # Optimiser steps between validations; n_iter_no_change counts validations.
 VALIDATION_INTERVAL = 10
@@ -81,21 +83,15 @@ def closed_form_start(model, arrays, rng):
     if float(proj[:, 0].std()) > 0:
         candidates.append(0.75 * s / float(proj[:, 0].std()))
         candidates.append(2.0 * s / float(torch.quantile(first, 1 - 1e-5)))
-    alpha = min(candidates, key=lambda a: _quantisation_mse(model, proj, a), default=1.0)
+    alpha = min(
+        candidates, key=lambda a: _quantisation_mse(model, proj, a), default=1.0
+    )
     enc, dec = model.encoder, model.decoder.linear
     enc.weight.copy_(comps.reshape(enc.weight.shape).float())
     enc.bias.copy_((-comps @ center).float())
     dec.weight.copy_(comps.T.reshape(dec.weight.shape).float())
     dec.bias.copy_(center.float())
     model.latent_scale.fill_(alpha)
-
-
-def round_trip_mse(model, x):
-    """MSE per signal of the rounded round trip, in normalised units."""
-    with torch.no_grad():
-        y = model.decode(model.encode(x, "symbols"))
-        err = ((y - x) / model.data_scale) ** 2
-        return err.flatten(1).mean(dim=1)
 
 
 def _validation_set(arrays, max_side, device):
@@ -160,13 +156,18 @@ def optimise(
     seed,
     verbose=0,
     data_range=1.0,
+    rate_weight=0.0,
 ):
     """Train ``model`` in place; return the history as a dict.
 
+    The objective is the MSE divided by the data variance, plus ``rate_weight``
+    times the estimated bits per input value (:class:`LaplaceRate`).
     ``val_arrays`` (a list, possibly empty) selects the state kept at the end:
     the one with the best rounded round trip on them, the start included. With
     no validation data the last state is kept and training stops when the mean
-    training loss over ``VALIDATION_INTERVAL`` steps stops improving.
+    training loss over ``VALIDATION_INTERVAL`` steps stops improving. Scores are
+    ``-10 log10(objective)`` shifted to dB of ``data_range``: the PSNR when
+    ``rate_weight`` is 0.
     """
     history = {"loss_curve": [], "validation_scores": [], "n_iter": 0}
     if max_iter <= 0:
@@ -176,7 +177,13 @@ def optimise(
     model.to(device).train().requires_grad_(True)
     crops = _Crops(train_arrays, crop_size, model.stride, device, cpu_gen)
     val = _validation_set(val_arrays, 256 if model.signal_ndim == 2 else 2**16, device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    params = list(model.parameters())
+    rate = None
+    if rate_weight > 0:
+        rate = LaplaceRate(model.encoder.out_channels, model.signal_ndim).to(device)
+        rate.initialise(model.encode(crops.sample(batch_size), "symbols"))
+        params += list(rate.parameters())
+    optimiser = torch.optim.Adam(params, lr=learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max_iter))
     )
@@ -184,9 +191,20 @@ def optimise(
     # Report scores in dB of the caller's data range.
     db_shift = 20 * math.log10(data_range / float(model.data_scale))
 
+    def objective(x, q, y):
+        loss = (((y - x) / model.data_scale) ** 2).mean()
+        if rate is not None:
+            loss = loss + rate_weight * rate.bits(q) / x.numel()
+        return loss
+
     def validate():
-        mse = torch.cat([round_trip_mse(model, v) for v in val]).mean()
-        return _psnr_db(float(mse)) + db_shift
+        with torch.no_grad():
+            total = sum(
+                float(objective(v, q, model.decode(q))) * len(v)
+                for v in val
+                for q in [model.encode(v, "symbols")]
+            )
+        return _psnr_db(total / sum(len(v) for v in val)) + db_shift
 
     best_state, best, stale = None, -math.inf, 0
     if val:
@@ -198,10 +216,10 @@ def optimise(
     for step in range(1, max_iter + 1):
         x = crops.sample(batch_size)
         optimiser.zero_grad(set_to_none=True)
-        y = model(x, generator=noise_gen)
-        loss = (((y - x) / model.data_scale) ** 2).mean()
+        q = model.encode(x, "noise", noise_gen)
+        loss = objective(x, q, model.decode(q))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         schedule.step()
         value = float(loss.detach())

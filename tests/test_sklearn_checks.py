@@ -11,7 +11,9 @@ ESTIMATORS = [
     # 1D flat rows: each row is a mono signal (the checks use few features).
     WallocTransformer(signal_ndim=1, levels=1, latent_dim=1, **_FAST),
     # 2D flat rows read as 1 x n_features images (-1 is inferred), one channel.
-    WallocTransformer(signal_ndim=2, signal_shape=(1, -1), levels=1, latent_dim=2, **_FAST),
+    WallocTransformer(
+        signal_ndim=2, signal_shape=(1, -1), levels=1, latent_dim=2, **_FAST
+    ),
 ]
 
 

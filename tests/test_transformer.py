@@ -87,7 +87,12 @@ def test_stereo_audio_batch_and_flat(rng):
     assert R.shape == X.shape
     assert _psnr(X, R, peak=np.ptp(X)) > 25
     flat = WallocTransformer(
-        signal_ndim=1, signal_shape=(4096, 2), levels=4, latent_dim=6, max_iter=0, **TINY
+        signal_ndim=1,
+        signal_shape=(4096, 2),
+        levels=4,
+        latent_dim=6,
+        max_iter=0,
+        **TINY,
     ).fit(X.reshape(2, -1))
     assert np.array_equal(flat.transform(X.reshape(2, -1)), Z.reshape(2, -1))
 
@@ -129,7 +134,11 @@ def test_closed_form_matches_pca_in_the_wavelet_domain(small_photos):
     vectors = Y.permute(0, 2, 3, 1).reshape(-1, Y.shape[1]).numpy()
     pca = PCA(12).fit(vectors)
     rec_vectors = pca.inverse_transform(pca.transform(vectors))
-    rec = wpt.inverse(torch.from_numpy(rec_vectors.reshape(Y.permute(0, 2, 3, 1).shape)).permute(0, 3, 1, 2))
+    rec = wpt.inverse(
+        torch.from_numpy(rec_vectors.reshape(Y.permute(0, 2, 3, 1).shape)).permute(
+            0, 3, 1, 2
+        )
+    )
     pca_psnr = _psnr(X, rec.permute(0, 2, 3, 1).numpy())
     ours = _psnr(X, w.inverse_transform(w.transform(X)))
     assert abs(ours - pca_psnr) < 0.3
@@ -139,8 +148,13 @@ def test_training_improves_and_never_ends_worse_than_its_start(small_photos):
     X = np.stack(small_photos)
     start = WallocTransformer(latent_dim=12, levels=2, max_iter=0, **TINY).fit(X)
     w = WallocTransformer(
-        latent_dim=12, levels=2, max_iter=30, batch_size=4, crop_size=32,
-        learning_rate=1e-3, **TINY,
+        latent_dim=12,
+        levels=2,
+        max_iter=30,
+        batch_size=4,
+        crop_size=32,
+        learning_rate=1e-3,
+        **TINY,
     ).fit(X)
     assert w.n_iter_ >= 10 and len(w.loss_curve_) == w.n_iter_
     assert w.validation_scores_[0] == pytest.approx(w.validation_scores_[0])
@@ -156,7 +170,9 @@ def test_random_state_makes_cpu_fits_bit_identical(small_photos):
     a = WallocTransformer(**kw).fit(X)
     b = WallocTransformer(**kw).fit(X)
     assert a.loss_curve_ == b.loss_curve_
-    for (k, va), vb in zip(a.module_.state_dict().items(), b.module_.state_dict().values()):
+    for (k, va), vb in zip(
+        a.module_.state_dict().items(), b.module_.state_dict().values()
+    ):
         assert torch.equal(va, vb), k
     assert np.array_equal(a.transform(X), b.transform(X))
     c = WallocTransformer(**{**kw, "random_state": 1}).fit(X)
@@ -180,7 +196,9 @@ def test_batch_invariance_and_input_untouched(rng):
 # -------------------------------------------------------------- persistence
 def _fitted_digits():
     X, _ = load_digits(return_X_y=True)
-    w = WallocTransformer(latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=3, **TINY)
+    w = WallocTransformer(
+        latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=3, **TINY
+    )
     return w.fit(X[:300]), X[300:400]
 
 
@@ -238,11 +256,18 @@ def test_cuda_fit_transform_and_load_on_cpu(small_photos):
 # ------------------------------------------------------- scikit-learn usage
 def test_digits_pipeline_grid_search_reaches_085():
     X, y = load_digits(return_X_y=True)
-    pipe = Pipeline([
-        ("walloc", WallocTransformer(signal_shape=(8, 8), levels=1, max_iter=0, random_state=0)),
-        ("scale", StandardScaler()),
-        ("clf", LogisticRegression(max_iter=500)),
-    ])
+    pipe = Pipeline(
+        [
+            (
+                "walloc",
+                WallocTransformer(
+                    signal_shape=(8, 8), levels=1, max_iter=0, random_state=0
+                ),
+            ),
+            ("scale", StandardScaler()),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
+    )
     search = GridSearchCV(pipe, {"walloc__latent_dim": [1, 2, 3]}, cv=3, n_jobs=2)
     search.fit(X, y)
     assert search.best_score_ >= 0.85
@@ -252,12 +277,16 @@ def test_digits_pipeline_grid_search_reaches_085():
 def test_clone_set_output_pandas_and_partial_fit():
     pd = pytest.importorskip("pandas")
     X, _ = load_digits(return_X_y=True)
-    w = WallocTransformer(latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=0, **TINY)
+    w = WallocTransformer(
+        latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=0, **TINY
+    )
     assert clone(w).get_params() == w.get_params()
     df = w.set_output(transform="pandas").fit_transform(X[:50])
     assert isinstance(df, pd.DataFrame) and df.shape == (50, 32)
     assert df.columns[0] == "walloctransformer0"
-    p = WallocTransformer(latent_dim=2, levels=1, signal_shape=(8, 8), batch_size=16, **TINY)
+    p = WallocTransformer(
+        latent_dim=2, levels=1, signal_shape=(8, 8), batch_size=16, **TINY
+    )
     p.partial_fit(X[:32])
     assert p.n_iter_ == 2
     before = p.module_.encoder.weight.clone()
@@ -267,7 +296,9 @@ def test_clone_set_output_pandas_and_partial_fit():
 
 def test_warm_start_continues_training():
     X, _ = load_digits(return_X_y=True)
-    kw = dict(latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=4, early_stopping=False)
+    kw = dict(
+        latent_dim=2, levels=1, signal_shape=(8, 8), max_iter=4, early_stopping=False
+    )
     w = WallocTransformer(warm_start=True, **kw, **TINY).fit(X[:200])
     first = w.module_.encoder.weight.clone()
     w.fit(X[:200])
@@ -316,10 +347,37 @@ def test_cuda_requested_without_cuda():
 def test_bad_parameters_and_latents():
     with pytest.raises(ValueError, match="latent_dim"):
         WallocTransformer(latent_dim=0).fit(np.zeros((2, 16, 16, 3)))
-    w, X = _fitted_digits()
+    w, _ = _fitted_digits()
     with pytest.raises(ValueError, match="features"):
         w.inverse_transform(np.zeros((2, 31)))
     with pytest.raises(ValueError, match="latent_dim"):
         w.inverse_transform(np.zeros((2, 4, 4, 3)))
     with pytest.raises(ValueError, match="features"):
         w.transform(np.zeros((2, 63)))
+
+
+def _empirical_bits(Z):
+    bits = 0.0
+    for c in range(Z.shape[-1]):
+        _, counts = np.unique(Z[..., c], return_counts=True)
+        bits -= (counts * np.log2(counts / counts.sum())).sum()
+    return bits
+
+
+def test_rate_weight_trades_psnr_for_fewer_bits(small_photos):
+    X = np.stack(small_photos)
+    kw = dict(
+        latent_dim=12,
+        levels=2,
+        max_iter=20,
+        batch_size=4,
+        crop_size=32,
+        learning_rate=3e-3,
+        early_stopping=False,
+        **TINY,
+    )
+    plain = WallocTransformer(**kw).fit(X)
+    lean = WallocTransformer(rate_weight=1.0, **kw).fit(X)
+    assert _empirical_bits(lean.transform(X)) < 0.97 * _empirical_bits(
+        plain.transform(X)
+    )

@@ -39,7 +39,9 @@ def test_matches_pywavelets_node_by_node(wavelet, levels, ndim, shape, rng):
         for c in range(3):
             ref = _pywt_bands(x[n, c], wavelet, levels, ndim)
             got = y[n, c * wpt.n_bands : (c + 1) * wpt.n_bands]
-            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+            np.testing.assert_allclose(
+                got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max()
+            )
 
 
 @pytest.mark.parametrize("ndim,shape", CASES)

@@ -1,0 +1,644 @@
+"""WallocCodec: a WallocTransformer that also turns its latents into bytes."""
+
+# The transformer owns the signal <-> latent path; this module adds only the
+# integer latents <-> bytes step (``_entropy``) inside the blob container
+# (``_container``), and keeps both directions batch-invariant by running the
+# network through the transformer's fixed-size chunks.
+
+import json
+import math
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._container import (
+    FINGERPRINT_SIZE,
+    model_fingerprint,
+    pack_blob,
+    unpack_blob,
+)
+from ._entropy import decode_latents, encode_latents
+from . import _signal
+from ._signal import crop
+from .transformer import WallocTransformer
+
+__all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
+
+#: Default largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
+#: agrees to decode: about 134 M values, e.g. a 6700 x 6700 RGB image or 25
+#: minutes of 44.1 kHz stereo. A blob of a constant signal is tiny whatever its
+#: size, so without a limit a few bytes could ask for gigabytes.
+MAX_DECODED_VALUES = 2**27
+
+# Parameters that shape the network; they enter the fingerprint with the
+# weights. Fixed here (not imported) because the fingerprint is part of the
+# format: changing this tuple invalidates every blob ever written.
+_FINGERPRINT_FIELDS = (
+    "latent_dim",
+    "levels",
+    "wavelet",
+    "signal_ndim",
+    "latent_bits",
+    "decoder_width",
+    "decoder_depth",
+)
+_FINGERPRINT_TAG = "sklearn-walloc/fingerprint/v1"
+
+# The 12 dtypes the container can record (docs/format.md).
+_CODED_DTYPES = frozenset(
+    np.dtype(d)
+    for d in (
+        "uint8",
+        "int8",
+        "<u2",
+        "<i2",
+        "<u4",
+        "<i4",
+        "<u8",
+        "<i8",
+        "<f2",
+        "<f4",
+        "<f8",
+        "bool",
+    )
+)
+
+
+class WallocCodec(WallocTransformer):
+    """WaLLoC with entropy coding: signals to self-contained byte strings.
+
+    The same model and parameters as :class:`WallocTransformer`, plus
+    :meth:`compress` and :meth:`decompress`. Each signal becomes one *blob*: a
+    small header (signal kind, original shape and dtype, latent grid, a
+    fingerprint of the model) and the integer latents coded with a context
+    model (each latent predicted from its already-decoded neighbours, one of
+    256 stored integer frequency tables chosen per context and transmitted), so
+    decoding is integer-only and gives the same latents on every machine. The
+    byte format is specified in ``docs/format.md``.
+
+    ``decompress(compress(X))`` equals ``inverse_transform(transform(X))``
+    exactly, cropped to the original size. Output is float32, like
+    :meth:`inverse_transform`; ``decompress(..., restore=True)`` rounds and
+    clips to the original dtype and drops the channel axis of signals given
+    without one.
+
+    Parameters
+    ----------
+    latent_dim : int, default=12
+        Channels of the latent grid (the encoder's output width).
+
+    levels : int, default=3
+        Wavelet packet levels ``J``; each spatial axis shrinks by ``2**J``.
+
+    wavelet : str, default="bior4.4"
+        Any discrete orthogonal or biorthogonal PyWavelets wavelet.
+
+    signal_ndim : {1, 2}, default=2
+        2 for images ``(H, W, C)``, 1 for audio and time series ``(L, C)``.
+
+    signal_shape : tuple of int, default=None
+        How to read one row of flat 2D input (see :class:`WallocTransformer`).
+
+    latent_bits : int, default=8
+        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``.
+
+    decoder_width : int, default=64
+        Channels of the residual decoder path (0: linear decoder only).
+
+    decoder_depth : int, default=2
+        Residual blocks in the decoder (0: linear decoder only).
+
+    max_iter : int, default=200
+        Optimiser steps after the closed-form start; 0 keeps the closed form.
+
+    batch_size : int, default=16
+        Random crops per optimiser step.
+
+    crop_size : int, default=None
+        Side of the training crops; None means 128 for images, 8192 for 1D.
+
+    learning_rate : float, default=3e-4
+        Adam's initial step size, decayed on a cosine schedule.
+
+    early_stopping : bool, default=True
+        Validate on held-out signals and keep the best state.
+
+    validation_fraction : float, default=0.1
+        Fraction of the signals held out when ``early_stopping=True``.
+
+    n_iter_no_change : int, default=10
+        Validations without improvement before training stops.
+
+    tol : float, default=1e-3
+        Smallest improvement, in dB, that counts.
+
+    warm_start : bool, default=False
+        Continue training the fitted model on ``fit``.
+
+    device : str, default="auto"
+        "auto", "cpu", "cuda", "cuda:1", ...: where the network runs. Entropy
+        coding always runs on the CPU.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds fitting (see :class:`WallocTransformer`).
+
+    verbose : int, default=0
+        >0 shows progress bars while fitting, compressing and decompressing.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted autoencoder, on the CPU.
+
+    n_channels_ : int
+        Channels of the signals seen in ``fit``.
+
+    n_features_in_ : int
+        Number of features seen during fit (flat input only).
+
+    signal_shape_ : tuple of int or None
+        Shape ``(*spatial, C)`` of one row, when fitted on flat input.
+
+    device_ : str
+        Device the model was trained on.
+
+    data_range_ : float
+        Peak-to-peak range used by :meth:`score`.
+
+    latent_scale_ : float
+        Factor applied to the projections before companding.
+
+    n_iter_ : int
+        Optimiser steps run by the last fit.
+
+    loss_curve_ : list of float
+        Training loss per step.
+
+    validation_scores_ : list of float
+        Validation PSNR in dB (empty without early stopping).
+
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+
+    See Also
+    --------
+    WallocTransformer : The model without entropy coding.
+    blob_info : What a blob holds, without a model.
+
+    Notes
+    -----
+    A blob records the fingerprint of the model that made it (16 bytes of
+    SHA-256 over the network's weights and structural parameters);
+    :meth:`decompress` refuses a blob from another model, a truncated, extended
+    or corrupted blob, or anything that is not a blob, with a ``ValueError``.
+    Refitting changes the fingerprint: keep the fitted model (``save`` or
+    ``joblib``) as long as its blobs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_walloc.codec import WallocCodec
+    >>> from sklearn_walloc.datasets import load_photos
+    >>> photos = [p[:96, :128] for p in load_photos(split="fit")]
+    >>> codec = WallocCodec(latent_dim=12, levels=3, max_iter=0,
+    ...                     random_state=0).fit(photos)
+    >>> X = load_photos(["astronaut"])[0][:100, :90]     # (100, 90, 3) uint8
+    >>> blobs = codec.compress([X])
+    >>> Y = codec.decompress(blobs)                      # float32, original size
+    >>> Y.shape, Y.dtype
+    ((1, 100, 90, 3), dtype('float32'))
+    >>> R = codec.inverse_transform(codec.transform(X[None]))[:, :100, :90]
+    >>> bool(np.array_equal(Y, R))
+    True
+    >>> codec.decompress(blobs, restore=True).dtype     # rounded back to uint8
+    dtype('uint8')
+    >>> bool(codec.compression_ratio([X]) > 16)         # 8-bit source, whole blobs
+    True
+    """
+
+    # ---------------------------------------------------------------- identity
+    def fingerprint(self):
+        """The 16-byte fingerprint of the fitted model, recorded in every blob.
+
+        SHA-256 (truncated) over a tag, the structural parameters (``latent_dim``,
+        ``levels``, ``wavelet``, ``signal_ndim``, ``latent_bits``,
+        ``decoder_width``, ``decoder_depth``) with the fitted channel count, and
+        every array of the network's ``state_dict`` in name order
+        (little-endian). Unchanged by pickling, ``save``/``load`` and the
+        device; changed by any refit.
+
+        Returns
+        -------
+        fingerprint : bytes
+            16 bytes.
+        """
+        check_is_fitted(self)
+        return _fingerprint(self)
+
+    # ------------------------------------------------------------- compression
+    def compress(self, X):
+        """Encode signals to self-contained, entropy-coded byte strings.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`transform`: flat rows read with
+            ``signal_shape``, a batch ``(n, H, W[, C])`` / ``(n, L, C)``, or a
+            list of signals of different sizes ``(H, W[, C])`` / ``(L[, C])``.
+
+        Returns
+        -------
+        blobs : list of bytes
+            One blob per signal, in input order. Each records the signal's
+            original shape (with or without a channel axis, as given) and
+            dtype, so :meth:`decompress` returns it at its original size. A
+            signal gives the same bytes alone or in any batch.
+        """
+        arrays, layout = self._read(X)
+        described = _describe_input(self, X, layout, arrays)
+        fingerprint = _fingerprint(self)
+        blobs = [None] * layout.n_signals
+        with _progress(self, layout.n_signals, "compress") as bar:
+            for arr, (idx, _) in zip(arrays, layout.groups):
+                padded = [-(-s // 2**self.levels) * 2**self.levels for s in arr.shape[2:]]
+                step = _chunk(arr.shape[1] * math.prod(padded))
+                for start in range(0, len(arr), step):
+                    (q,) = self._encode([arr[start : start + step]])
+                    q = q.astype(np.int32)
+                    for j, grid in enumerate(q):
+                        i = int(idx[start + j])
+                        shape, dtype = described[i]
+                        blobs[i] = pack_blob(
+                            encode_latents(grid, self.latent_bits),
+                            signal_ndim=self.signal_ndim,
+                            signal_shape=shape,
+                            dtype=dtype,
+                            levels=self.levels,
+                            latent_shape=grid.shape,
+                            latent_bits=self.latent_bits,
+                            fingerprint=fingerprint,
+                        )
+                        bar.update(1)
+        return blobs
+
+    def decompress(self, blobs, *, restore=False, max_values=MAX_DECODED_VALUES):
+        """Decode blobs made by :meth:`compress` with this model.
+
+        Parameters
+        ----------
+        blobs : iterable of bytes-like
+            Blobs, for example the list :meth:`compress` returns (a single blob
+            must be wrapped in a list).
+        restore : bool, default=False
+            False: float32 output, exactly ``inverse_transform(transform(X))``
+            cropped to the original size, channel axis always present (as
+            :meth:`inverse_transform` returns). True: each signal in its
+            original dtype and rank: integer dtypes get ``clip(rint(y),
+            dtype.min, dtype.max)``, floating dtypes a cast (clipped to the
+            finite range of float16), ``bool`` ``y >= 0.5``; a signal given
+            without a channel axis comes back without one.
+        max_values : int, default=MAX_DECODED_VALUES
+            Largest number of scalar values a single blob may declare; larger
+            declared signals are refused with a ``ValueError`` before anything
+            is allocated (a constant signal of any size codes to a few bytes).
+
+        Returns
+        -------
+        X_rec : ndarray or list of ndarray
+            Signals of equal original shape: a batch array ``(n, H, W, C)`` /
+            ``(n, L, C)`` -- or, for a model that reads flat rows (fitted on
+            flat input, or with a complete ``signal_shape``) and signals of
+            exactly that shape, flat rows ``(n, n_features)`` as
+            :meth:`inverse_transform` returns for flat latents. Otherwise
+            (different sizes, or different dtypes with ``restore=True``) a list
+            of signals in blob order. No blobs: an empty list.
+
+        Raises
+        ------
+        ValueError
+            If an item is not a valid blob of this model (other model,
+            truncated, extended, corrupted, implausible), naming the item.
+        """
+        check_is_fitted(self)
+        blobs = _as_blob_list(blobs)
+        if isinstance(max_values, bool) or not isinstance(max_values, (int, np.integer)):
+            raise ValueError(f"max_values must be an int, got {max_values!r}")
+        fingerprint = _fingerprint(self)
+        parsed = []
+        for i, blob in enumerate(blobs):
+            try:
+                b = unpack_blob(blob, fingerprint)
+                self._check_blob(b, int(max_values))
+            except ValueError as e:
+                raise ValueError(f"blobs[{i}]: {e}") from None
+            parsed.append(b)
+        groups = {}
+        for i, b in enumerate(parsed):
+            groups.setdefault(b.latent_shape, []).append(i)
+        out = [None] * len(parsed)
+        with _progress(self, len(parsed), "decompress") as bar:
+            for latent_shape, idx in groups.items():
+                step = _chunk(math.prod(latent_shape))
+                for start in range(0, len(idx), step):
+                    part = idx[start : start + step]
+                    grids = []
+                    for i in part:
+                        try:
+                            q = decode_latents(
+                                parsed[i].payload, latent_shape, self.latent_bits
+                            )
+                        except ValueError as e:
+                            raise ValueError(f"blobs[{i}]: {e}") from None
+                        grids.append(q)
+                    z = np.stack(grids).astype(np.float32)
+                    (signals,) = self._decode([z])
+                    for i, x in zip(part, signals):
+                        out[i] = _finish(x, parsed[i], restore, self.signal_ndim)
+                    bar.update(len(part))
+        return self._lay_out(out, parsed, restore)
+
+    def _check_blob(self, b, max_values):
+        """Refuse a blob whose declared layout this model cannot have made."""
+        ndim = self.signal_ndim
+        channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
+        expected = {
+            "signal kind": (b.signal_ndim, ndim),
+            "levels": (b.levels, self.levels),
+            "latent_bits": (b.latent_bits, self.latent_bits),
+            "latent channels": (b.latent_shape[0], self.latent_dim),
+            "signal channels": (channels, self.n_channels_),
+        }
+        for name, (got, want) in expected.items():
+            if got != want:
+                raise ValueError(
+                    f"blob declares {name} {got}, but this model has {want}"
+                )
+        n_values = math.prod(b.signal_shape)
+        if n_values > max_values:
+            raise ValueError(
+                f"blob declares a signal of {n_values} values {b.signal_shape}, "
+                f"more than max_values={max_values}; pass a larger max_values to "
+                "decode it"
+            )
+
+    def _lay_out(self, signals, parsed, restore):
+        if not signals:
+            return []
+        shapes = {s.shape for s in signals}
+        dtypes = {s.dtype for s in signals}
+        if len(shapes) > 1 or len(dtypes) > 1:
+            return signals
+        flat = self._flat_signal_shape()
+        b = parsed[0]
+        ndim = self.signal_ndim
+        channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
+        if flat is not None and (tuple(flat[0]), flat[1]) == (
+            tuple(b.signal_shape[:ndim]),
+            channels,
+        ):
+            return np.stack(signals).reshape(len(signals), -1)
+        return np.stack(signals)
+
+    # ----------------------------------------------------------------- rates
+    def bits_per_sample(self, X):
+        """Coded bits per scalar input value, whole blobs included.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`compress`.
+
+        Returns
+        -------
+        bits : float
+            ``8 * sum(len(blob)) / n_values``, where ``n_values`` counts every
+            sample of every channel of every signal at its original size (per
+            pixel per channel for images: an RGB image's bits per pixel is 3x
+            this).
+        """
+        arrays, layout = self._read(X)
+        n_values = sum(
+            a.shape[1] * math.prod(spatial) * len(idx)
+            for a, (idx, spatial) in zip(arrays, layout.groups)
+        )
+        n_bits = 8 * sum(len(b) for b in self.compress(X))
+        return n_bits / n_values
+
+    def compression_ratio(self, X, source_bits=None):
+        """Source bits over coded bits: ``source_bits / bits_per_sample(X)``.
+
+        Parameters
+        ----------
+        X : array-like or list of array-like
+            Signals in any input form of :meth:`compress`.
+        source_bits : float, default=None
+            Bits per scalar value of the uncompressed source; None means 8 for
+            images (``signal_ndim=2``) and 16 for audio (``signal_ndim=1``).
+
+        Returns
+        -------
+        ratio : float
+        """
+        if source_bits is None:
+            source_bits = 8 if self.signal_ndim == 2 else 16
+        if (
+            isinstance(source_bits, bool)
+            or not isinstance(source_bits, (int, float, np.integer, np.floating))
+            or not source_bits > 0
+        ):
+            raise ValueError(f"source_bits must be a positive number, got {source_bits!r}")
+        return float(source_bits) / self.bits_per_sample(X)
+
+
+# ----------------------------------------------------------------------- helpers
+def _fingerprint(est):
+    names = sorted(est.module_.state_dict())
+    state = est.module_.state_dict()
+    structure = {k: getattr(est, k) for k in _FINGERPRINT_FIELDS}
+    structure["n_channels"] = int(est.n_channels_)
+    header = json.dumps(
+        {"tag": _FINGERPRINT_TAG, "structure": structure, "arrays": names},
+        sort_keys=True,
+    ).encode("utf-8")
+    arrays = [np.frombuffer(header, dtype=np.uint8)]
+    for name in names:
+        a = state[name].detach().cpu().numpy()
+        arrays.append(a.astype(a.dtype.newbyteorder("<"), copy=False))
+    fp = model_fingerprint(arrays)
+    assert len(fp) == FINGERPRINT_SIZE
+    return fp
+
+
+def _chunk(per_signal):
+    """Signals per slice: the transformer's chunk size, so slices are its chunks."""
+    return max(1, _signal._CHUNK_SCALARS // max(1, int(per_signal)))
+
+
+def _coded_dtype(dtype):
+    """The dtype a blob records for an input of ``dtype``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return np.dtype("float64")
+    if dt.kind in "iufb" and dt.itemsize > 1:
+        dt = dt.newbyteorder("<")
+    if dt in _CODED_DTYPES:
+        return dt
+    if dt.kind in "iu":
+        return np.dtype("<i8") if dt.kind == "i" else np.dtype("<u8")
+    return np.dtype("<f8")
+
+
+def _dtype_of(x):
+    """dtype of an array-like without copying arrays (pandas frames included)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None:
+        return dtype
+    dtypes = getattr(x, "dtypes", None)
+    if dtypes is not None:
+        try:
+            return np.result_type(*[np.dtype(d) for d in dtypes])
+        except TypeError:
+            return np.dtype("float64")
+    try:
+        return np.asarray(x).dtype
+    except (TypeError, ValueError):
+        return np.dtype("float64")
+
+
+def _describe_input(est, X, layout, arrays):
+    """Per signal: (original shape, channels last, as given; recorded dtype)."""
+    ndim = est.signal_ndim
+    out = [None] * layout.n_signals
+    for arr, (idx, spatial) in zip(arrays, layout.groups):
+        channels = arr.shape[1]
+        for i in idx:
+            i = int(i)
+            if layout.kind == "list":
+                item = X[i]
+                with_axis = np.ndim(item) == ndim + 1
+                dtype = _dtype_of(item)
+            elif layout.kind == "batch":
+                with_axis = np.ndim(X) == ndim + 2
+                dtype = _dtype_of(X)
+            else:  # flat rows
+                shape = est.signal_shape
+                with_axis = shape is not None and len(shape) == ndim + 1
+                dtype = _dtype_of(X)
+            shape = (*spatial, channels) if with_axis or channels != 1 else tuple(spatial)
+            out[i] = (tuple(int(s) for s in shape), _coded_dtype(dtype))
+    return out
+
+
+def _finish(x, b, restore, ndim):
+    """Crop one decoded signal ``(C, *S')`` to its original size, channels last."""
+    spatial = b.signal_shape[:ndim]
+    y = np.ascontiguousarray(np.moveaxis(crop(x[None], spatial)[0], 0, -1))
+    if not restore:
+        return y
+    if len(b.signal_shape) == ndim:
+        y = y[..., 0]
+    return _to_dtype(y, b.dtype)
+
+
+def _to_dtype(y, dtype):
+    """Round/clip float32 ``y`` into ``dtype`` (see ``decompress(restore=True)``)."""
+    if dtype.kind == "b":
+        return y >= 0.5
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = np.float64(info.min), np.float64(info.max)
+        if int(hi) > info.max:  # 64-bit bounds are not exact in float64
+            hi = np.nextafter(hi, 0.0)
+        return np.clip(np.rint(y.astype(np.float64)), lo, hi).astype(dtype)
+    if dtype.itemsize < 4:
+        info = np.finfo(dtype)
+        y = np.clip(y, float(info.min), float(info.max))
+    return y.astype(dtype)
+
+
+def _as_blob_list(blobs):
+    if isinstance(blobs, (bytes, bytearray, memoryview)):
+        raise ValueError(
+            "decompress expects a list of blobs; wrap a single blob as [blob]"
+        )
+    if isinstance(blobs, str):
+        raise ValueError("decompress expects a list of bytes blobs, got a str")
+    try:
+        return list(blobs)
+    except TypeError:
+        raise ValueError(
+            f"decompress expects a list of bytes blobs, got {type(blobs).__name__}"
+        ) from None
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def _progress(est, total, desc):
+    if not est.verbose or total < 1:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="signal", leave=False)
+
+
+# -------------------------------------------------------------------- inspection
+def blob_info(blob):
+    """What a blob holds, read from its header (no model needed).
+
+    The blob is fully checked (magic, version, checksum, every field) but its
+    payload is not decoded and its fingerprint not compared to any model.
+
+    Parameters
+    ----------
+    blob : bytes-like
+        One blob made by :meth:`WallocCodec.compress`.
+
+    Returns
+    -------
+    info : dict
+        ``format_version``, ``signal_ndim``, ``signal_shape``, ``dtype`` (str),
+        ``levels``, ``latent_shape``, ``latent_bits``, ``fingerprint`` (hex),
+        ``payload_bytes``, ``total_bytes`` and ``bits_per_sample`` (whole blob
+        over the signal's scalar values).
+
+    Raises
+    ------
+    ValueError
+        If ``blob`` is not a valid blob.
+
+    Examples
+    --------
+    >>> from sklearn_walloc.codec import WallocCodec, blob_info
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> codec = WallocCodec(latent_dim=2, levels=1, decoder_width=0,
+    ...                     max_iter=0, random_state=0).fit(rng.random((4, 16, 16)))
+    >>> info = blob_info(codec.compress(rng.random((1, 15, 16)))[0])
+    >>> info["signal_shape"], info["latent_shape"], info["dtype"]
+    ((15, 16), (2, 8, 8), 'float64')
+    """
+    b = unpack_blob(blob)
+    total = len(bytes(blob))
+    return {
+        "format_version": b.version,
+        "signal_ndim": b.signal_ndim,
+        "signal_shape": b.signal_shape,
+        "dtype": str(b.dtype),
+        "levels": b.levels,
+        "latent_shape": b.latent_shape,
+        "latent_bits": b.latent_bits,
+        "fingerprint": b.fingerprint.hex(),
+        "payload_bytes": len(b.payload),
+        "total_bytes": total,
+        "bits_per_sample": 8 * total / math.prod(b.signal_shape),
+    }
