@@ -3,8 +3,8 @@
 ``machine_info()`` returns a JSON-serialisable dict: CPU model (from
 ``/proc/cpuinfo`` where it exists), logical and usable core counts, torch's
 intra-op thread count, the load average (1, 5, 15 minutes: other jobs
-sharing the machine skew timings), the versions of Python, torch, NumPy and scikit-learn,
-and the CUDA device when one is available.
+sharing the machine skew timings), the versions of Python, torch, NumPy and
+scikit-learn, and the CUDA device when one is available.
 """
 
 import os

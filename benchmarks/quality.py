@@ -404,7 +404,7 @@ def plot(results, models, test_photos, names, path):
         ax[ratio].set_ylabel("PSNR (dB)")
         ax[ratio].set_title(f"{ratio} dimensionality reduction, held-out photos")
         ax[ratio].grid(axis="y", alpha=0.3)
-    ax["16x"].legend(fontsize=8, loc="lower left")
+    ax["16x"].legend(fontsize=8, loc="upper right")
     name, rows, cols = CROP
     image = test_photos[names.index(name)]
     panels = {"orig": ("original", image)}

@@ -6,6 +6,7 @@
 
 __version__ = "0.1.0"
 
+from .codec import WallocCodec
 from .transformer import WallocTransformer
 
-__all__ = ["WallocTransformer", "__version__"]
+__all__ = ["WallocCodec", "WallocTransformer", "__version__"]

@@ -35,7 +35,7 @@ class Bottleneck(torch.nn.Module):
     >>> bn = Bottleneck(8)
     >>> q = bn.quantize(torch.tensor([-1e9, -3.0, 0.0, 40.0, 1e9]), "symbols")
     >>> q.tolist()
-    [-127.0, -3.0, 0.0, 54.0, 127.0]
+    [-127.0, -4.0, 0.0, 56.0, 127.0]
     """
 
     def __init__(self, latent_bits=8):

@@ -79,7 +79,8 @@ def load(cls, path):
             f"{path!s} has model format version {header.get('format_version')!r}; "
             f"this sklearn-walloc reads version {FORMAT_VERSION}."
         )
-    if header.get("class") != cls.__name__:
+    # A WallocCodec can load a WallocTransformer's file (same model, plus coding).
+    if header.get("class") not in {c.__name__ for c in cls.__mro__}:
         raise ValueError(
             f"{path!s} holds a {header.get('class')}, not a {cls.__name__}."
         )

@@ -31,7 +31,7 @@ __all__ = [
 # Scalars per chunk when running a model: bounds memory, and because every signal
 # of a given size always runs in a chunk of the same size (the last chunk is
 # padded), results do not depend on how many signals were passed together.
-_CHUNK_SCALARS = 2**18
+_CHUNK_SCALARS = 2**16
 
 
 @dataclass
@@ -175,7 +175,7 @@ def read_signals(est, X, *, reset):
     batch_ndims = (3, 4) if ndim == 2 else (3,)
     if _ndim(X) in batch_ndims:
         return _read_batch(est, X, ndim, reset)
-    if _ndim(X) != 2:
+    if _ndim(X) > 2:
         forms = "(n, H, W), (n, H, W, C)" if ndim == 2 else "(n, L, C)"
         raise ValueError(
             f"X must be a flat 2D array (n_samples, n_features), a batch of shape "

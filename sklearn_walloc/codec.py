@@ -7,10 +7,12 @@
 
 import json
 import math
+import numbers
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from . import _signal
 from ._container import (
     FINGERPRINT_SIZE,
     model_fingerprint,
@@ -18,7 +20,6 @@ from ._container import (
     unpack_blob,
 )
 from ._entropy import decode_latents, encode_latents
-from . import _signal
 from ._signal import crop
 from .transformer import WallocTransformer
 
@@ -119,6 +120,10 @@ class WallocCodec(WallocTransformer):
 
     learning_rate : float, default=3e-4
         Adam's initial step size, decayed on a cosine schedule.
+
+    rate_weight : float, default=0.0
+        Rate-distortion trade-off in training (see :class:`WallocTransformer`);
+        0 is the pure-MSE objective.
 
     early_stopping : bool, default=True
         Validate on held-out signals and keep the best state.
@@ -260,7 +265,9 @@ class WallocCodec(WallocTransformer):
         blobs = [None] * layout.n_signals
         with _progress(self, layout.n_signals, "compress") as bar:
             for arr, (idx, _) in zip(arrays, layout.groups):
-                padded = [-(-s // 2**self.levels) * 2**self.levels for s in arr.shape[2:]]
+                padded = [
+                    -(-s // 2**self.levels) * 2**self.levels for s in arr.shape[2:]
+                ]
                 step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
                     (q,) = self._encode([arr[start : start + step]])
@@ -321,7 +328,9 @@ class WallocCodec(WallocTransformer):
         """
         check_is_fitted(self)
         blobs = _as_blob_list(blobs)
-        if isinstance(max_values, bool) or not isinstance(max_values, (int, np.integer)):
+        if isinstance(max_values, bool) or not isinstance(
+            max_values, (int, np.integer)
+        ):
             raise ValueError(f"max_values must be an int, got {max_values!r}")
         fingerprint = _fingerprint(self)
         parsed = []
@@ -446,7 +455,9 @@ class WallocCodec(WallocTransformer):
             or not isinstance(source_bits, (int, float, np.integer, np.floating))
             or not source_bits > 0
         ):
-            raise ValueError(f"source_bits must be a positive number, got {source_bits!r}")
+            raise ValueError(
+                f"source_bits must be a positive number, got {source_bits!r}"
+            )
         return float(source_bits) / self.bits_per_sample(X)
 
 
@@ -454,7 +465,10 @@ class WallocCodec(WallocTransformer):
 def _fingerprint(est):
     names = sorted(est.module_.state_dict())
     state = est.module_.state_dict()
-    structure = {k: getattr(est, k) for k in _FINGERPRINT_FIELDS}
+    structure = {
+        k: int(v) if isinstance(v, numbers.Integral) else str(v)
+        for k, v in ((k, getattr(est, k)) for k in _FINGERPRINT_FIELDS)
+    }
     structure["n_channels"] = int(est.n_channels_)
     header = json.dumps(
         {"tag": _FINGERPRINT_TAG, "structure": structure, "arrays": names},
@@ -525,7 +539,9 @@ def _describe_input(est, X, layout, arrays):
                 shape = est.signal_shape
                 with_axis = shape is not None and len(shape) == ndim + 1
                 dtype = _dtype_of(X)
-            shape = (*spatial, channels) if with_axis or channels != 1 else tuple(spatial)
+            shape = (
+                (*spatial, channels) if with_axis or channels != 1 else tuple(spatial)
+            )
             out[i] = (tuple(int(s) for s in shape), _coded_dtype(dtype))
     return out
 

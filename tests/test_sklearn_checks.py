@@ -2,7 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_walloc import WallocTransformer
+from sklearn_walloc import WallocCodec, WallocTransformer
 
 # Tiny models and a few steps: the checks fit dozens of times.
 _FAST = dict(decoder_width=4, decoder_depth=1, max_iter=2, batch_size=2, random_state=0)
@@ -14,10 +14,12 @@ ESTIMATORS = [
     WallocTransformer(
         signal_ndim=2, signal_shape=(1, -1), levels=1, latent_dim=2, **_FAST
     ),
+    # The codec is the same estimator plus entropy coding.
+    WallocCodec(signal_ndim=1, levels=1, latent_dim=1, **_FAST),
 ]
 
 
-# No check is expected to fail: both configurations pass the whole suite.
+# No check is expected to fail: every configuration passes the whole suite.
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

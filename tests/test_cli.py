@@ -1,0 +1,387 @@
+"""The ``walloc`` command line, driven through ``main([...])`` in a temporary folder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import wavfile
+
+from sklearn_walloc import _signal, cli
+from sklearn_walloc.cli import main, pack_file, unpack_file
+from sklearn_walloc.codec import WallocCodec
+from sklearn_walloc.transformer import WallocTransformer
+
+FIT = ["--max-iter", "0", "--levels", "2", "--decoder-width", "8", "-q"]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    # Smaller fixed decoding chunks: one small file costs a whole chunk.
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", 2**14)
+
+
+@pytest.fixture
+def files(tmp_path, small_photos):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name, p in zip("abc", small_photos):
+        Image.fromarray(p[:45, :61]).save(imgs / f"{name}.png")
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(1500) / 16000
+    for i in range(2):
+        x = np.stack([np.sin(2 * np.pi * (300 + 90 * i) * t), np.cos(900 * t)], -1)
+        x = (x * 8000 + rng.normal(0, 300, x.shape)).astype(np.int16)
+        wavfile.write(wavs / f"s{i}.wav", 16000 + 6050 * i, x)
+    return tmp_path
+
+
+@pytest.fixture
+def image_model(files):
+    model = files / "model.npz"
+    assert main(["fit", str(files / "imgs"), "-o", str(model), *FIT]) == 0
+    return model
+
+
+def _no_temp_files(folder):
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_fit_compress_decompress_images(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs), "-q"]) == 0
+    assert sorted(p.name for p in imgs.glob("*.wlc")) == [
+        "a.png.wlc",
+        "b.png.wlc",
+        "c.png.wlc",
+    ]
+    out = files / "out"
+    assert main(["decompress", "-m", str(image_model), str(imgs), "-o", str(out)]) == 0
+    assert "a.png.wlc" in capsys.readouterr().out
+    codec = WallocCodec.load(image_model)
+    for name in "abc":
+        x = np.asarray(Image.open(imgs / f"{name}.png"))
+        y = np.asarray(Image.open(out / f"{name}.png"))
+        assert y.shape == x.shape == (45, 61, 3) and y.dtype == np.uint8
+        # The files hold exactly what the Python API gives.
+        blob, meta = unpack_file((imgs / f"{name}.png.wlc").read_bytes())
+        assert meta == {"media": "image", "mode": "RGB", "name": f"{name}.png"}
+        assert np.array_equal(y, codec.decompress([blob], restore=True)[0])
+        assert codec.compress([x]) == [blob]
+        assert 10 * np.log10(255**2 / np.mean((x - y.astype(float)) ** 2)) > 20
+    assert _no_temp_files(files)
+
+
+def test_never_overwrites_without_force(files, image_model, capsys):
+    imgs = files / "imgs"
+    a = str(imgs / "a.png")
+    assert main(["compress", "-m", str(image_model), a, "-q"]) == 0
+    wlc = imgs / "a.png.wlc"
+    wlc.write_bytes(b"keep me")
+    assert main(["compress", "-m", str(image_model), a, "-q"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert wlc.read_bytes() == b"keep me"
+    assert main(["compress", "-m", str(image_model), a, "-q", "--force"]) == 0
+    assert wlc.read_bytes()[:4] == b"WLCF"
+    # decompress next to the .wlc would replace a.png: refused.
+    before = (imgs / "a.png").read_bytes()
+    assert main(["decompress", "-m", str(image_model), str(wlc), "-q"]) == 1
+    assert (imgs / "a.png").read_bytes() == before
+    # fit refuses to replace a model.
+    assert main(["fit", str(imgs / "b.png"), "-o", str(image_model), *FIT]) == 1
+    assert _no_temp_files(files)
+
+
+def test_corrupt_and_foreign_files_fail_cleanly(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs), "-q"]) == 0
+    data = bytearray((imgs / "b.png.wlc").read_bytes())
+    data[-10] ^= 0x40
+    (imgs / "b.png.wlc").write_bytes(bytes(data))
+    (imgs / "c.png.wlc").write_bytes(b"garbage")
+    out = files / "out"
+    code = main(["decompress", "-m", str(image_model), str(imgs), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "b.png.wlc" in err and "checksum" in err and "c.png.wlc" in err
+    # The good file is still decoded; nothing of the bad ones is written.
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    # A model fitted on other data refuses these blobs.
+    other = files / "other.npz"
+    assert (
+        main(
+            [
+                "fit",
+                str(imgs / "a.png"),
+                "-o",
+                str(other),
+                "--levels",
+                "1",
+                "--max-iter",
+                "0",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    code = main(
+        [
+            "decompress",
+            "-m",
+            str(other),
+            str(imgs / "a.png.wlc"),
+            "-o",
+            str(files / "out2"),
+            "-q",
+        ]
+    )
+    assert code == 1 and "another model" in capsys.readouterr().err
+    assert _no_temp_files(files)
+
+
+def test_bad_inputs_give_messages_and_exit_codes(files, image_model, capsys):
+    bad = files / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert main(["compress", "-m", str(image_model), str(bad), "-q"]) == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert not (files / "bad.png.wlc").exists()
+    gray = files / "gray.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(gray)
+    assert main(["compress", "-m", str(image_model), str(gray), "-q"]) == 1
+    assert "channel" in capsys.readouterr().err
+    assert main(["compress", "-m", str(files / "missing.npz"), str(gray)]) == 1
+    assert main(["compress", "-m", str(bad), str(gray)]) == 1
+    assert "model" in capsys.readouterr().err
+    assert main(["compress", "-m", str(image_model), str(files / "nope.png")]) == 1
+    assert (
+        main(
+            [
+                "fit",
+                str(files / "imgs"),
+                str(files / "wavs"),
+                "-o",
+                str(files / "m.npz"),
+                "-q",
+            ]
+        )
+        == 1
+    )
+    assert "images and audio" in capsys.readouterr().err
+    assert (
+        main(["fit", str(files / "imgs"), str(gray), "-o", str(files / "m.npz"), "-q"])
+        == 1
+    )
+    assert "channel" in capsys.readouterr().err
+    assert main(["info", str(bad)]) == 1
+    assert main(["frobnicate"]) == 2
+    assert main(["compress"]) == 2
+    assert main(["--help"]) == 0
+    assert _no_temp_files(files)
+
+
+def test_failed_write_leaves_nothing(files, image_model, monkeypatch, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
+
+    def broken(path, arr, meta, tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half an image")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli, "write_signal", broken)
+    out = files / "out"
+    code = main(
+        [
+            "decompress",
+            "-m",
+            str(image_model),
+            str(imgs / "a.png.wlc"),
+            "-o",
+            str(out),
+            "-q",
+        ]
+    )
+    assert code == 1 and "disk full" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_audio_fit_compress_decompress_keeps_rate_and_shape(files):
+    wavs = files / "wavs"
+    model = files / "audio.npz"
+    assert main(["fit", str(wavs), "-o", str(model), *FIT]) == 0
+    codec = WallocCodec.load(model)
+    assert codec.signal_ndim == 1 and codec.n_channels_ == 2
+    assert codec.latent_dim == 2  # 2 channels * 2**2 bands / 4x default reduction
+    assert (
+        main(["compress", "-m", str(model), str(wavs), "-o", str(files / "c"), "-q"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(files / "c"),
+                "-o",
+                str(files / "d"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    for i in range(2):
+        rate, x = wavfile.read(wavs / f"s{i}.wav")
+        rate2, y = wavfile.read(files / "d" / f"s{i}.wav")
+        assert rate2 == rate == 16000 + 6050 * i
+        assert y.shape == x.shape and y.dtype == np.int16
+
+
+def test_mono_wav_and_grayscale_keep_their_rank(files):
+    mono = files / "mono"
+    mono.mkdir()
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(999).cumsum() * 100).astype(np.int16)
+    wavfile.write(mono / "m.wav", 8000, x)
+    model = files / "mono.npz"
+    assert (
+        main(["fit", str(mono / "m.wav"), "-o", str(model), "--latent-dim", "1", *FIT])
+        == 0
+    )
+    assert main(["compress", "-m", str(model), str(mono / "m.wav"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(mono / "m.wav.wlc"),
+                "-o",
+                str(files / "md"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    rate, y = wavfile.read(files / "md" / "m.wav")
+    assert rate == 8000 and y.shape == (999,) and y.dtype == np.int16
+    gray = files / "gray.png"
+    g = np.add.outer(np.arange(37), np.arange(29)).astype(np.uint8) * 3
+    Image.fromarray(g).save(gray)
+    model = files / "gray.npz"
+    assert main(["fit", str(gray), "-o", str(model), *FIT]) == 0
+    assert main(["compress", "-m", str(model), str(gray), "-q"]) == 0
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(files / "gray.png.wlc"),
+                "-o",
+                str(files / "gd"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    img = Image.open(files / "gd" / "gray.png")
+    assert img.mode == "L" and np.asarray(img).shape == (37, 29)
+
+
+def test_info_on_files_and_models(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
+    capsys.readouterr()
+    wlc = imgs / "a.png.wlc"
+    assert (
+        main(["info", "--json", "-m", str(image_model), str(wlc), str(image_model)])
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    blob, model = map(json.loads, lines)
+    assert blob["signal_shape"] == [45, 61, 3] and blob["dtype"] == "uint8"
+    assert blob["made_by_model"] is True and blob["metadata"]["name"] == "a.png"
+    assert blob["file_bytes"] == wlc.stat().st_size
+    assert model["class"] == "WallocCodec" and model["dimensionality_reduction"] == 16
+    assert model["fingerprint"] == blob["fingerprint"]
+    assert main(["info", str(wlc)]) == 0
+    assert "signal_shape" in capsys.readouterr().out
+    # A bare blob (from the Python API) is understood too.
+    bare = files / "bare.bin"
+    bare.write_bytes(unpack_file(wlc.read_bytes())[0])
+    assert main(["info", str(bare)]) == 0
+
+
+def test_transformer_model_files_work_as_codecs(files, small_photos):
+    t = WallocTransformer(
+        latent_dim=6, levels=2, max_iter=0, decoder_width=0, random_state=0
+    ).fit(small_photos)
+    t.save(files / "t.npz")
+    imgs = files / "imgs"
+    assert (
+        main(["compress", "-m", str(files / "t.npz"), str(imgs / "a.png"), "-q"]) == 0
+    )
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(files / "t.npz"),
+                str(imgs / "a.png.wlc"),
+                "-o",
+                str(files / "o"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (files / "o" / "a.png").exists()
+
+
+def test_file_container_is_strict():
+    blob = b"WLOC" + b"\0" * 60
+    meta = {"media": "audio", "sample_rate": 44100}
+    data = pack_file(blob, meta)
+    assert unpack_file(data) == (blob, meta)
+    assert unpack_file(blob) == (blob, {})
+    for bad in (
+        data[:10],
+        b"XXXX" + data[4:],
+        data[:14] + b"#" + data[15:],
+        data[:4] + b"\x02" + data[5:],
+        b"",
+    ):
+        with pytest.raises(ValueError):
+            unpack_file(bad)
+
+
+def test_demo_runs_on_small_photos(tmp_path, small_photos, monkeypatch, capsys):
+    import sklearn_walloc.datasets as datasets
+
+    def fake(names=None, *, split=None, return_names=False):
+        photos = small_photos[:3] if split == "fit" else small_photos[3:]
+        names = [f"p{i}" for i in range(len(photos))]
+        return (photos, names) if return_names else photos
+
+    monkeypatch.setattr(datasets, "load_photos", fake)
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "16x" in text and "PSNR" in text and "bits per pixel" in text
+    side = np.asarray(Image.open(out / "p0_original_vs_walloc.png"))
+    assert side.shape == (64, 2 * 80 + 8, 3)
+
+
+def test_python_dash_m_runs():
+    r = subprocess.run(
+        [sys.executable, "-m", "sklearn_walloc.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "decompress" in r.stdout
