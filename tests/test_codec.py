@@ -441,9 +441,9 @@ def test_golden_blobs_still_decode(name, monkeypatch):
     assert np.array_equal(q, latents)
     Y = codec.decompress([blob])
     assert Y.shape == expected.shape and Y.dtype == np.float32
-    # The float network may differ by an ulp between CPU builds; on the machine
-    # that wrote the file the decode is identical.
-    np.testing.assert_allclose(Y, expected, rtol=0, atol=1e-3)
+    # The float network may differ by float32 rounding between CPU builds and
+    # kernel implementations: compare relative to the signal's scale.
+    np.testing.assert_allclose(Y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     # And decompress is exactly the transformer's decode of those latents.
     grid = np.moveaxis(latents, 0, -1)[None].astype(np.float32)
     R = codec.inverse_transform(grid)
