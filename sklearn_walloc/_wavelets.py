@@ -97,7 +97,7 @@ def _taps(xp, filters, dim, step, length):
         acc = None
         for v, c in zip(views, f):
             if c != 0.0:
-                acc = v * c if acc is None else acc.add(v, alpha=c)
+                acc = v * c if acc is None else acc.add_(v, alpha=c)
         outs.append(acc if acc is not None else torch.zeros_like(views[0]))
     return outs
 

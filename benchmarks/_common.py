@@ -1,0 +1,256 @@
+"""Helpers shared by ``rate_distortion.py`` and ``compressed_learning.py``.
+
+Image quality (PSNR, MS-SSIM), a timer, Markdown tables and the CSV/JSON writers,
+and the one extra photo collection the image benchmarks use: the "nature" photos
+of the Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of
+1280x1024 to 2560x1920), fetched with ``apt-get download`` and unpacked with
+``dpkg -x`` into a cache folder (nothing is installed system-wide).
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+PEAK = 255.0
+SOURCE_BPP = 24.0  # 8-bit RGB
+MATE_PACKAGE = "mate-backgrounds"
+MATE_NATURE = "usr/share/backgrounds/mate/nature"
+
+
+# ------------------------------------------------------------------ metrics
+def psnr(ref, rec):
+    """PSNR in dB (peak 255) of two uint8-range images of the same shape."""
+    err = ref.astype(np.float64) - rec.astype(np.float64)
+    mse = float(np.mean(err**2))
+    return math.inf if mse == 0 else 10 * math.log10(PEAK**2 / mse)
+
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_1d(size=11, sigma=1.5):
+    coords = np.arange(size, dtype=np.float64) - size // 2
+    g = np.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _blur_valid(x, g):
+    """Separable 'valid' Gaussian filtering over axes 0 and 1 of (H, W, C)."""
+    from scipy.ndimage import correlate1d
+
+    r = len(g) // 2
+    for axis in (0, 1):
+        if x.shape[axis] >= len(g):
+            x = correlate1d(x, g, axis=axis, mode="constant")
+            x = x[r:-r] if axis == 0 else x[:, r:-r]
+    return x
+
+
+def _ssim_cs(x, y, g):
+    c1, c2 = (0.01 * PEAK) ** 2, (0.03 * PEAK) ** 2
+    mu1, mu2 = _blur_valid(x, g), _blur_valid(y, g)
+    s11 = _blur_valid(x * x, g) - mu1**2
+    s22 = _blur_valid(y * y, g) - mu2**2
+    s12 = _blur_valid(x * y, g) - mu1 * mu2
+    cs = (2 * s12 + c2) / (s11 + s22 + c2)
+    ssim = (2 * mu1 * mu2 + c1) / (mu1**2 + mu2**2 + c1) * cs
+    return ssim.mean(axis=(0, 1)), cs.mean(axis=(0, 1))
+
+
+def _pool2(x):
+    """2x2 average pooling with pytorch's avg_pool2d(padding=size % 2) semantics."""
+    ph, pw = x.shape[0] % 2, x.shape[1] % 2
+    if ph or pw:  # zero padding on both sides, count_include_pad=True
+        x = np.pad(x, ((ph, ph), (pw, pw), (0, 0)))
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    x = x[:h, :w]
+    return x.reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
+
+
+def ms_ssim(ref, rec):
+    """MS-SSIM (Wang et al. 2003), the algorithm of pytorch-msssim in float64 NumPy.
+
+    Same definition as ``pytorch_msssim.ms_ssim(data_range=255)`` (5 scales, 11-tap
+    Gaussian window of sigma 1.5, 'valid' filtering, K = (0.01, 0.03), 2x2 average
+    pooling, ReLU on the factors, mean over channels); ``check_ms_ssim`` compares
+    the two. Re-implemented because its grouped 1x11 convolutions take ~3 s per
+    512x512 image on this CPU. Both images ``(H, W, 3)`` in [0, 255], shorter
+    side > 160 px.
+    """
+    x = np.asarray(ref, dtype=np.float64)
+    y = np.asarray(rec, dtype=np.float64)
+    g = _gauss_1d()
+    factors = []
+    for i in range(len(_MS_WEIGHTS)):
+        ssim, cs = _ssim_cs(x, y, g)
+        if i < len(_MS_WEIGHTS) - 1:
+            factors.append(np.maximum(cs, 0))
+            x, y = _pool2(x), _pool2(y)
+    factors.append(np.maximum(ssim, 0))
+    val = np.prod(np.stack(factors) ** np.array(_MS_WEIGHTS)[:, None], axis=0)
+    return float(val.mean())
+
+
+def check_ms_ssim(ref, rec):
+    """Largest gap between :func:`ms_ssim` and pytorch-msssim on one pair."""
+    from pytorch_msssim import ms_ssim as reference
+
+    def t(a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float64)).permute(2, 0, 1)[None]
+
+    with torch.no_grad():
+        expected = float(reference(t(ref), t(rec), data_range=PEAK))
+    return abs(expected - ms_ssim(ref, rec)), expected
+
+
+def as_uint8(x):
+    """Round and clip a reconstruction to uint8 (what a user would store)."""
+    return np.clip(np.rint(np.asarray(x, dtype=np.float64)), 0, 255).astype(np.uint8)
+
+
+# -------------------------------------------------------------------- timing
+class Timer:
+    """``with Timer() as t: ...``; then ``t.s`` holds the elapsed seconds."""
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self._t
+
+
+# ---------------------------------------------------------------------- data
+def _cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "sklearn_walloc_bench"
+
+
+def mate_nature_dir():
+    """Folder holding the ``mate-backgrounds`` nature photos, or None.
+
+    Uses the installed package if present, else a cached unpacked copy, else
+    ``apt-get download mate-backgrounds`` + ``dpkg -x`` into the cache.
+    """
+    installed = Path("/") / MATE_NATURE
+    if installed.is_dir():
+        return installed
+    cache = _cache_dir() / MATE_PACKAGE
+    target = cache / MATE_NATURE
+    if target.is_dir() and any(target.glob("*.jpg")):
+        return target
+    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["apt-get", "download", MATE_PACKAGE],
+            cwd=cache,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (deb,) = sorted(cache.glob(f"{MATE_PACKAGE}_*.deb"))[-1:]
+        subprocess.run(
+            ["dpkg", "-x", str(deb), str(cache)], check=True, capture_output=True
+        )
+        deb.unlink()
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        print(f"[warn] could not fetch {MATE_PACKAGE}: {e}")
+        return None
+    return target if target.is_dir() else None
+
+
+def load_mate_photos(short_side=512, aspect=1.5, limit=None):
+    """The ``mate-backgrounds`` nature photos, resized and centre-cropped.
+
+    Each photo is downscaled with Lanczos so that its shorter side is
+    ``short_side`` (which also removes most of its own JPEG artefacts), then
+    centre-cropped to ``short_side x round(short_side * aspect)`` (landscape).
+    Returns ``(photos, names)``; empty lists when the package is unavailable.
+    """
+    folder = mate_nature_dir()
+    if folder is None:
+        return [], []
+    photos, names = [], []
+    for path in sorted(folder.glob("*.jpg"))[:limit]:
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        s = short_side / min(w, h)
+        img = img.resize((round(w * s), round(h * s)), Image.LANCZOS)
+        w, h = img.size
+        cw, ch = min(w, round(short_side * aspect)), min(h, short_side)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        photos.append(np.asarray(img.crop((left, top, left + cw, top + ch))))
+        names.append(path.stem)
+    return photos, names
+
+
+def png_bits(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG", optimize=True)
+    return 8 * buf.tell()
+
+
+def webp_lossless_bits(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "WEBP", lossless=True, quality=50, method=6)
+    return 8 * buf.tell()
+
+
+# ------------------------------------------------------------------- writers
+def fmt(value, spec):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path, rows):
+    """Rows: list of dicts with the same keys."""
+    if not rows:
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_json(path, obj):
+    Path(path).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def mean_ci95(values):
+    """Mean and half-width of the 95% t confidence interval of the mean."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
