@@ -41,7 +41,7 @@ per image, mean over folds.
 
 Outputs ``compressed_learning.{md,csv,json,png}`` in ``--out``. Run
 ``python benchmarks/compressed_learning.py`` (about 18 minutes on 2 shared CPU cores) or
-``--quick`` (3 folds, one reduction factor, 3 epochs: a smoke run).
+``--quick`` (2 folds, one reduction factor, 3 epochs: a smoke run).
 """
 
 import argparse
@@ -474,7 +474,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     machine = machine_info()
-    folds = 3 if args.quick else args.folds
+    folds = 2 if args.quick else args.folds
     epochs = 3 if args.quick else args.epochs
     latent_dims = [2] if args.quick else LATENT_DIMS
     records, data, capped = [], {}, []

@@ -19,6 +19,7 @@ FORMAT_VERSION = 1
 _MAGIC = "sklearn-walloc-model"
 _FITTED = (
     "n_channels_",
+    "latent_bits_",
     "signal_shape_",
     "device_",
     "data_range_",
@@ -90,6 +91,8 @@ def load(cls, path):
     est = cls(**params)
     for k, v in header["fitted"].items():
         setattr(est, k, tuple(v) if k == "signal_shape_" and v is not None else v)
+    if not hasattr(est, "latent_bits_"):  # files written before "auto" existed
+        est.latent_bits_ = est.latent_bits
     from ._networks import WallocAutoencoder
 
     module = WallocAutoencoder(
@@ -98,7 +101,7 @@ def load(cls, path):
         est.levels,
         est.wavelet,
         est.signal_ndim,
-        est.latent_bits,
+        est.latent_bits_,
         est.decoder_width,
         est.decoder_depth,
     )

@@ -31,7 +31,7 @@ __all__ = [
 # Scalars per chunk when running a model: bounds memory, and because every signal
 # of a given size always runs in a chunk of the same size (the last chunk is
 # padded), results do not depend on how many signals were passed together.
-_CHUNK_SCALARS = 2**16
+_CHUNK_SCALARS = 2**14
 
 
 @dataclass

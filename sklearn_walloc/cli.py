@@ -398,11 +398,6 @@ def _cmd_fit(args):
         device=args.device,
         verbose=0 if args.quiet else 1,
     )
-    if ndim == 1:
-        # Recorded audio spans a wide dynamic range: 8-bit latents put a noise
-        # floor near -58 dBFS on quiet tonal sounds, 16-bit ones match a plain
-        # PCA of the wavelet packets (see docs/benchmarks.md).
-        params["latent_bits"] = 16
     for name in (
         "decoder_width",
         "decoder_depth",
@@ -548,7 +543,7 @@ def _model_summary(path):
         "latent_dim": codec.latent_dim,
         "levels": codec.levels,
         "wavelet": codec.wavelet,
-        "latent_bits": codec.latent_bits,
+        "latent_bits": codec.latent_bits_,
         "decoder_width": codec.decoder_width,
         "decoder_depth": codec.decoder_depth,
         "signal_shape": codec.signal_shape_,

@@ -100,8 +100,9 @@ class WallocCodec(WallocTransformer):
     signal_shape : tuple of int, default=None
         How to read one row of flat 2D input (see :class:`WallocTransformer`).
 
-    latent_bits : int, default=8
-        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``.
+    latent_bits : int or "auto", default="auto"
+        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``; "auto": 8
+        for images, 16 for 1D signals (see :class:`WallocTransformer`).
 
     decoder_width : int, default=64
         Channels of the residual decoder path (0: linear decoder only).
@@ -276,13 +277,13 @@ class WallocCodec(WallocTransformer):
                         i = int(idx[start + j])
                         shape, dtype = described[i]
                         blobs[i] = pack_blob(
-                            encode_latents(grid, self.latent_bits),
+                            encode_latents(grid, self.latent_bits_),
                             signal_ndim=self.signal_ndim,
                             signal_shape=shape,
                             dtype=dtype,
                             levels=self.levels,
                             latent_shape=grid.shape,
-                            latent_bits=self.latent_bits,
+                            latent_bits=self.latent_bits_,
                             fingerprint=fingerprint,
                         )
                         bar.update(1)
@@ -354,7 +355,7 @@ class WallocCodec(WallocTransformer):
                     for i in part:
                         try:
                             q = decode_latents(
-                                parsed[i].payload, latent_shape, self.latent_bits
+                                parsed[i].payload, latent_shape, self.latent_bits_
                             )
                         except ValueError as e:
                             raise ValueError(f"blobs[{i}]: {e}") from None
@@ -373,7 +374,7 @@ class WallocCodec(WallocTransformer):
         expected = {
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
-            "latent_bits": (b.latent_bits, self.latent_bits),
+            "latent_bits": (b.latent_bits, self.latent_bits_),
             "latent channels": (b.latent_shape[0], self.latent_dim),
             "signal channels": (channels, self.n_channels_),
         }
@@ -467,7 +468,11 @@ def _fingerprint(est):
     state = est.module_.state_dict()
     structure = {
         k: int(v) if isinstance(v, numbers.Integral) else str(v)
-        for k, v in ((k, getattr(est, k)) for k in _FINGERPRINT_FIELDS)
+        # The resolved bit depth: "auto" and its value make the same model.
+        for k, v in (
+            (k, est.latent_bits_ if k == "latent_bits" else getattr(est, k))
+            for k in _FINGERPRINT_FIELDS
+        )
     }
     structure["n_channels"] = int(est.n_channels_)
     header = json.dumps(

@@ -82,10 +82,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         when ``signal_ndim=2``; with ``signal_ndim=1`` a row is a mono signal
         unless given.
 
-    latent_bits : int, default=8
-        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``. 8 suits
-        images; recorded audio with quiet passages needs 12 to 16 (at 8 bits the
-        quantiser's noise floor sits near -58 dBFS).
+    latent_bits : int or "auto", default="auto"
+        Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``. "auto" means
+        8 for images (``signal_ndim=2``) and 16 for 1D signals: recorded audio
+        spans a wide dynamic range, and 8-bit latents put a noise floor near
+        -58 dBFS on quiet passages. The value used is ``latent_bits_``.
 
     decoder_width : int, default=64
         Channels of the residual decoder path (0: linear decoder only).
@@ -156,6 +157,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     n_channels_ : int
         Channels of the signals seen in ``fit``.
 
+    latent_bits_ : int
+        Bits per latent actually used (``latent_bits`` with "auto" resolved).
+
     n_features_in_ : int
         Number of features seen during fit (flat input only).
 
@@ -217,7 +221,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         "wavelet": [str],
         "signal_ndim": [Options(Integral, {1, 2})],
         "signal_shape": [tuple, list, None],
-        "latent_bits": [Interval(Integral, 2, 16, closed="both")],
+        "latent_bits": [Interval(Integral, 2, 16, closed="both"), StrOptions({"auto"})],
         "decoder_width": [Interval(Integral, 0, None, closed="left")],
         "decoder_depth": [Interval(Integral, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -242,7 +246,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         wavelet="bior4.4",
         signal_ndim=2,
         signal_shape=None,
-        latent_bits=8,
+        latent_bits="auto",
         decoder_width=64,
         decoder_depth=2,
         max_iter=200,
@@ -352,7 +356,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
                 self.levels,
                 self.wavelet,
                 self.signal_ndim,
-                self.latent_bits,
+                self._resolve_latent_bits(),
                 self.decoder_width,
                 self.decoder_depth,
             )
@@ -383,6 +387,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         for p in self.module_.parameters():
             p.requires_grad_(False)
         self.n_channels_ = channels
+        self.latent_bits_ = module.bottleneck.latent_bits
         self.device_ = str(device)
         self.latent_scale_ = float(module.latent_scale)
         self.n_iter_ = history["n_iter"]
@@ -397,6 +402,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self._structure = self._current_structure(channels)
         self._runtime = {}
         return self
+
+    def _resolve_latent_bits(self):
+        if self.latent_bits == "auto":
+            return 8 if self.signal_ndim == 2 else 16
+        return self.latent_bits
 
     def _current_structure(self, channels):
         return (*(getattr(self, k) for k in _STRUCTURE), channels)

@@ -31,6 +31,7 @@ def test_rgb_batch_shapes_and_integer_latents(small_photos):
     Z = w.transform(X)
     assert Z.shape == (4, 8, 10, 12) and Z.dtype == np.float32
     assert np.array_equal(Z, np.round(Z)) and np.abs(Z).max() <= 127
+    assert w.latent_bits_ == 8
     R = w.inverse_transform(Z)
     assert R.shape == (4, 64, 80, 3)
     assert _psnr(X, R) > 22  # 16x reduction, closed form, tiny fit set
@@ -83,6 +84,8 @@ def test_stereo_audio_batch_and_flat(rng):
     w = WallocTransformer(signal_ndim=1, levels=4, latent_dim=6, max_iter=0, **TINY)
     Z = w.fit(X).transform(X)
     assert Z.shape == (2, 256, 6)  # 2 * 16 / 6 = 5.3x fewer values
+    # latent_bits="auto": audio gets 16-bit latents for its dynamic range.
+    assert w.latent_bits_ == 16 and np.abs(Z).max() <= 2**15 - 1
     R = w.inverse_transform(Z)
     assert R.shape == X.shape
     assert _psnr(X, R, peak=np.ptp(X)) > 25
