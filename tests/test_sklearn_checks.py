@@ -23,3 +23,9 @@ ESTIMATORS = [
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_tags_declare_float32_latents():
+    # Latents are integer-valued float32 whatever the input dtype.
+    for est in ESTIMATORS:
+        assert est.__sklearn_tags__().transformer_tags.preserves_dtype == ["float32"]
