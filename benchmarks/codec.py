@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import best_time
 from _machine import machine_line
 from entropy_coding import webp_bits
 
@@ -46,15 +47,6 @@ from sklearn_walloc.codec import WallocCodec
 from sklearn_walloc.datasets import load_photos
 
 OUT = Path(__file__).parent / "results" / "codec.md"
-
-
-def _best(fn, repeat=3):
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _psnr(a, b):
@@ -87,11 +79,11 @@ def main():
         entropy = empirical_entropy_bits(q)
         webp = webp_bits(q)
         mp = h * w / 1e6
-        t_c = _best(lambda x=x: codec.compress([x]))
-        t_d = _best(lambda b=blob: codec.decompress([b]))
-        t_dl = _best(lambda b=blob_lin: linear.decompress([b]))
-        t_ec = _best(lambda q=q: encode_latents(q, 8))
-        t_ed = _best(lambda p=parsed: decode_latents(p.payload, p.latent_shape, 8))
+        t_c = best_time(lambda x=x: codec.compress([x]))
+        t_d = best_time(lambda b=blob: codec.decompress([b]))
+        t_dl = best_time(lambda b=blob_lin: linear.decompress([b]))
+        t_ec = best_time(lambda q=q: encode_latents(q, 8))
+        t_ed = best_time(lambda p=parsed: decode_latents(p.payload, p.latent_shape, 8))
         rows.append(
             dict(
                 name=name,

@@ -14,11 +14,11 @@ Run: ``python benchmarks/entropy_coding.py`` (writes results/entropy_coding.md).
 """
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
 import pywt
+from _common import best_time
 from PIL import Image
 from scipy.special import ndtr
 from skimage import data
@@ -87,15 +87,6 @@ def webp_bits(q):
     return 8 * len(buf.getvalue())
 
 
-def _best_time(fn, repeat=5):
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def main():
     rows = []
     for name, q in photo_latents().items():
@@ -111,8 +102,8 @@ def main():
         })  # fmt: skip
     grid = photo_latents()["astronaut"][:, :64, :64]
     payload = encode_latents(grid, 8)
-    t_enc = _best_time(lambda: encode_latents(grid, 8))
-    t_dec = _best_time(lambda: decode_latents(payload, grid.shape, 8))
+    t_enc = best_time(lambda: encode_latents(grid, 8))
+    t_dec = best_time(lambda: decode_latents(payload, grid.shape, 8))
 
     lines = [
         "# Entropy coding of photo latents (12 channels, 8 bits, J=3 PCA start)",

@@ -695,34 +695,25 @@ def _cmd_demo(args):
 
 
 # ----------------------------------------------------------------------- parser
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _bounded(cast, noun, minimum, strict):
+    """An argparse type: ``cast(text)``, at least (or above) ``minimum``."""
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if value < minimum or (strict and value == minimum):
+            sign = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"must be {sign} {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _nonneg_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+_positive_int = _bounded(int, "an integer", 1, strict=False)
+_nonneg_int = _bounded(int, "an integer", 0, strict=False)
+_positive_float = _bounded(float, "a number", 0, strict=True)
 
 
 def _build_parser():
