@@ -25,7 +25,7 @@ and the compression ratio ``24 / bpp``. Fit times are wall-clock seconds.
 Speed. Megapixels per second (median of repeated runs after a warm-up) to
 encode (``transform``) and decode (``inverse_transform``) a batch of RGB
 512x512 images (astronaut repeated), on the CPU and on CUDA when available;
-the encoder alone as the fused strided convolution (``encode_fused``) and as
+the encoder alone as the fused composite filter (``encode_fused``) and as
 the two-step path (wavelet packet transform, then the 1x1 layer); and the
 decoder of a paper-sized model (``decoder_width=768, decoder_depth=2``).
 
@@ -217,13 +217,13 @@ def _api_rates(model, batch, device, repeats, paths):
 def _module_rates(model, batch, device, repeats, encoders=True):
     """The torch module alone, on a float32 tensor (no numpy, no chunking).
 
-    The encoder as the fused strided convolution and as the two-step path
+    The encoder as the fused composite filter (one strided convolution per
+    axis) and as the two-step path
     (wavelet packet transform, then the 1x1 layer), rounding included; the
     decoder (inverse companding, decoder network, inverse transform).
     """
     module = copy.deepcopy(model.module_).to(device)
-    fused = module.fused_encoder()
-    fused = tuple(t.to(device) if torch.is_tensor(t) else t for t in fused)
+    fused = module.fused_encoder().to(device)
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().contiguous().to(device)
     with torch.inference_mode():
         q = module.encode_fused(x, fused)

@@ -3,15 +3,16 @@
 ``encode``: wavelet packet analysis, one linear 1x1 layer (the whole encoder),
 companding quantiser. ``decode``: inverse companding, a decoder made of a linear
 1x1 path plus a small residual convolutional network on the latent grid, wavelet
-packet synthesis. Inference encodes with a single strided convolution that fuses
-the packet analysis and the 1x1 layer (:meth:`WallocAutoencoder.fused_encoder`).
+packet synthesis. Inference encodes with the composite filter that fuses the
+packet analysis and the 1x1 layer, factorised into one strided convolution per
+axis (:meth:`WallocAutoencoder.fused_encoder`).
 """
 
 import torch
 from torch import nn
 
 from ._bottleneck import Bottleneck
-from ._wavelets import WaveletPacket, apply_fused, fused_encoder
+from ._wavelets import WaveletPacket, separable_encoder
 
 __all__ = ["WallocAutoencoder"]
 
@@ -143,28 +144,29 @@ class WallocAutoencoder(nn.Module):
 
     @torch.no_grad()
     def fused_encoder(self, dtype=torch.float32):
-        """One strided convolution equal to normalisation, WPT and the 1x1 layer.
+        """The inference encoder: normalisation, WPT and the 1x1 layer, fused.
 
         Returns
         -------
-        kernel : Tensor ``(latent_dim, C, L, ..., L)``
-        bias : Tensor ``(latent_dim,)``
-        offset : int
-            Left circular padding; see :func:`apply_fused_encoder`.
+        SeparableEncoder
+            The composite filter of :func:`~sklearn_walloc._wavelets.fused_encoder`
+            factorised along the axes, with the data normalisation and the
+            latent scale folded into its last kernel and bias.
         """
         weight = self.encoder.weight.flatten(1).double()
         bias = self.encoder.bias.double()
-        kernel, offset = fused_encoder(self.wpt, weight, bias)
+        encoder = separable_encoder(self.wpt, weight, bias)
         scale = self.latent_scale.double() / self.data_scale.double()
-        kernel = kernel * scale
-        # conv((x - o) * k) = conv(x * k) - o * sum(k): fold the offset into the bias.
-        bias = bias * self.latent_scale.double() - self.data_offset.double() * (
-            kernel.flatten(1).sum(dim=1)
+        # enc((x - o) * k) = enc(x * k) - o * enc_without_bias(1): fold the offset.
+        ones = torch.ones(
+            (1, weight.shape[1] // self.wpt.n_bands)
+            + (self.stride,) * self.wpt.signal_ndim,
+            dtype=torch.float64,
         )
-        return kernel.to(dtype), bias.to(dtype), offset
+        unit = encoder.scaled(scale, torch.zeros_like(bias))(ones).flatten()
+        bias = bias * self.latent_scale.double() - self.data_offset.double() * unit
+        return encoder.scaled(scale, bias).to(dtype)
 
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
-        kernel, bias, offset = fused
-        z = apply_fused(x, kernel, bias, offset, self.stride)
-        return self.bottleneck.quantize(z, "symbols")
+        return self.bottleneck.quantize(fused(x), "symbols")

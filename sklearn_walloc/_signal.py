@@ -143,10 +143,9 @@ def _as_signal(x, name, signal_ndim):
             x,
             ensure_2d=False,
             allow_nd=True,
-            dtype=(np.float64, np.float32),
-            ensure_all_finite=True,
             ensure_min_samples=1,
             input_name=name,
+            **_float_dtypes_and_finite_check(x),
         )
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
@@ -201,25 +200,27 @@ def _ndim(X):
     return X.ndim if hasattr(X, "ndim") and not hasattr(X, "columns") else 2
 
 
+def _float_dtypes_and_finite_check(X):
+    """check_array arguments: float32 first, as the model computes in float32;
+    integer and boolean arrays cannot hold NaN or inf, so they skip that pass."""
+    integer = hasattr(X, "dtype") and getattr(X.dtype, "kind", "") in "uib"
+    return {"dtype": (np.float32, np.float64), "ensure_all_finite": not integer}
+
+
 def _read_flat(est, X, ndim, reset):
-    X = validate_data(
-        est, X, reset=reset, dtype=(np.float64, np.float32), ensure_all_finite=True
-    )
+    X = validate_data(est, X, reset=reset, **_float_dtypes_and_finite_check(X))
     n, n_features = X.shape
     spatial, channels = _resolve_flat_shape(est.signal_shape, ndim, n_features)
     _check_min_size(spatial, "signal_shape")
     arr = X.reshape(n, *spatial, channels)
-    arr = np.moveaxis(arr, -1, 1).astype(np.float32)
+    # A channels-last view, not a copy: torch's convolutions take it as it is.
+    arr = np.moveaxis(arr, -1, 1).astype(np.float32, copy=False)
     return [arr], Layout("flat", [(np.arange(n), spatial)], n)
 
 
 def _read_batch(est, X, ndim, reset):
     X = check_array(
-        X,
-        allow_nd=True,
-        dtype=(np.float64, np.float32),
-        ensure_all_finite=True,
-        input_name="X",
+        X, allow_nd=True, input_name="X", **_float_dtypes_and_finite_check(X)
     )
     if X.ndim == ndim + 1:
         X = X[..., None]
@@ -229,7 +230,7 @@ def _read_batch(est, X, ndim, reset):
         del est.n_features_in_
     spatial = X.shape[1:-1]
     _check_min_size(spatial, "X")
-    arr = np.moveaxis(X, -1, 1).astype(np.float32)
+    arr = np.moveaxis(X, -1, 1).astype(np.float32, copy=False)
     return [arr], Layout("batch", [(np.arange(len(X)), spatial)], len(X))
 
 
@@ -242,7 +243,7 @@ def _read_list(X, ndim):
     arrays, groups = [], []
     for shape, idx in by_shape.items():
         stack = np.stack([signals[i] for i in idx])
-        arrays.append(np.moveaxis(stack, -1, 1).astype(np.float32))
+        arrays.append(np.moveaxis(stack, -1, 1).astype(np.float32, copy=False))
         groups.append((np.asarray(idx), shape[:-1]))
     return arrays, Layout("list", groups, len(signals))
 
@@ -258,6 +259,16 @@ def pad_to_multiple(x, multiple):
 def crop(x, spatial):
     """Crop the spatial axes of ``(N, C, *S)`` to ``spatial``."""
     return x[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
+
+
+def _canonical_layout(t):
+    """One memory layout per shape: the kernels torch picks, and so the last bits
+    of a result, depend on it. Images go channels-last (what the readers' views
+    already are, so no copy; and the factorised encoder runs about 1.3x faster
+    on it); 1D signals go contiguous."""
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t.contiguous()
 
 
 def run_in_chunks(fn, x, device):
@@ -277,9 +288,11 @@ def run_in_chunks(fn, x, device):
                 part = np.concatenate(
                     [part, np.zeros((chunk - n, *x.shape[1:]), x.dtype)]
                 )
-            t = torch.from_numpy(np.ascontiguousarray(part)).to(device)
-            outputs.append(fn(t)[:n].cpu().numpy())
-    return np.concatenate(outputs)
+            t = _canonical_layout(torch.from_numpy(part)).to(device)
+            # Channels last, like the readers' input and the writers' output, so
+            # neither end needs a transposing copy.
+            outputs.append(np.moveaxis(fn(t)[:n].cpu().numpy(), 1, -1))
+    return np.moveaxis(np.concatenate(outputs), -1, 1)
 
 
 def write_latents(latents, layout):

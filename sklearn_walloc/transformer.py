@@ -432,7 +432,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
                 if device.type == "cpu"
                 else copy.deepcopy(self.module_).to(device)
             )
-            fused = tuple(t.to(device) if torch.is_tensor(t) else t for t in fused)
+            fused = fused.to(device)
             runtime[key] = (module, fused, device)
         return runtime[key]
 

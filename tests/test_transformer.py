@@ -15,7 +15,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_walloc import WallocTransformer
+from sklearn_walloc import WallocTransformer, _signal
+from sklearn_walloc._signal import run_in_chunks
 
 TINY = dict(decoder_width=8, decoder_depth=1, random_state=0)
 
@@ -128,6 +129,23 @@ def test_other_channel_count_at_transform_is_refused(small_photos):
 
 
 # ------------------------------------------------------------------- quality
+def test_inference_encoder_equals_the_training_encoder(small_photos):
+    """Normalisation, WPT and 1x1 folded into the factorised composite filter."""
+    X = np.stack(small_photos)
+    w = WallocTransformer(latent_dim=12, levels=3, max_iter=0, **TINY).fit(X)
+    module = w.module_
+    assert float(module.data_offset) != 0 and float(module.data_scale) != 1
+    x = torch.from_numpy(X).permute(0, 3, 1, 2).double()
+    with torch.no_grad():
+        expected = module.double().encoder(module.analysis(x)) * module.latent_scale
+        fused = module.fused_encoder(torch.float64)(x)
+        module.float()
+    torch.testing.assert_close(fused, expected, rtol=1e-9, atol=1e-9)
+    Z = w.transform(X)
+    q = module.bottleneck.quantize(expected.float(), "symbols")
+    assert np.mean(Z == q.permute(0, 2, 3, 1).numpy()) > 0.999
+
+
 def test_closed_form_matches_pca_in_the_wavelet_domain(small_photos):
     """The closed form is PCA in the WPT domain plus 8-bit quantisation."""
     X = np.stack(small_photos).astype(np.float64)
@@ -194,6 +212,35 @@ def test_batch_invariance_and_input_untouched(rng):
     Zc = Z.copy()
     w.inverse_transform(Z)
     assert np.array_equal(Z, Zc)
+
+
+def test_results_do_not_depend_on_the_memory_layout_of_the_input(
+    small_photos, monkeypatch
+):
+    # Torch picks kernels by memory layout; the estimator fixes one per shape.
+    X = np.stack(small_photos).astype(np.float32)
+    w = WallocTransformer(latent_dim=12, levels=3, max_iter=0, **TINY).fit(X)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a nonlinear decoder, as after training
+        for p in w.module_.decoder.refine.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    Z = w.transform(X)
+    planar = np.moveaxis(np.ascontiguousarray(np.moveaxis(X, -1, 1)), 1, -1)
+    assert np.array_equal(w.transform(planar), Z)
+    assert np.array_equal(w.transform(np.asfortranarray(X)), Z)
+    R = w.inverse_transform(Z)
+    assert np.array_equal(w.inverse_transform(np.asfortranarray(Z)), R)
+    assert R.flags.c_contiguous and Z.flags.c_contiguous
+    # Internally latents arrive planar (entropy decoder) or channels-last (views
+    # of the user's arrays); torch's kernels differ in the last bits between them.
+    latents = np.moveaxis(Z, -1, 1)
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", latents.size)  # one full chunk
+    module, _, device = w._runtime_model()
+    decoded = [
+        run_in_chunks(module.decode, z, device)
+        for z in (latents, np.ascontiguousarray(latents))
+    ]
+    assert np.array_equal(*decoded)
 
 
 # -------------------------------------------------------------- persistence

@@ -11,6 +11,7 @@ from sklearn_walloc._wavelets import (
     band_paths,
     fused_encoder,
     resolve_wavelet,
+    separable_encoder,
 )
 
 CASES = [
@@ -74,19 +75,37 @@ def test_signals_shorter_than_the_filter_wrap_like_pywavelets(rng):
     np.testing.assert_allclose(y[0], _pywt_bands(x[0, 0], "bior4.4", 2, 2), atol=1e-10)
 
 
-@pytest.mark.parametrize("ndim,shape", CASES)
+@pytest.mark.parametrize("ndim,shape", [*CASES, (2, (8, 8))])
 @pytest.mark.parametrize("levels", [1, 3])
-def test_fused_encoder_equals_two_step_path(ndim, shape, levels, rng):
-    wpt = WaveletPacket(levels, "bior4.4", ndim)
+@pytest.mark.parametrize("wavelet", ["bior4.4", "db3"])
+def test_fused_encoder_equals_two_step_path(ndim, shape, levels, wavelet, rng):
+    # (8, 8) at 3 levels: the 64-tap composite filter wraps around 8 samples.
+    wpt = WaveletPacket(levels, wavelet, ndim)
     x = torch.from_numpy(rng.standard_normal((2, 3, *shape)))
     weight = torch.from_numpy(rng.standard_normal((5, 3 * wpt.n_bands)))
     bias = torch.from_numpy(rng.standard_normal(5))
-    kernel, offset = fused_encoder(wpt, weight, bias)
-    assert kernel.shape[-1] == 9 * (2**levels - 1) + 1
     two_step = torch.einsum("ok,nk...->no...", weight, wpt(x))
     two_step = two_step + bias.view(1, -1, *[1] * ndim)
+    # The single strided convolution with the composite filter...
+    kernel, offset = fused_encoder(wpt, weight, bias)
+    taps = pywt.Wavelet(wavelet).dec_len
+    assert kernel.shape[-1] == (taps - 1) * (2**levels - 1) + 1
     fused = apply_fused(x, kernel, bias, offset, 2**levels)
     torch.testing.assert_close(fused, two_step, rtol=1e-10, atol=1e-10)
+    # ...and the same filter factorised into one strided correlation per axis.
+    separable = separable_encoder(wpt, weight, bias)
+    assert len(separable.stages) == ndim
+    torch.testing.assert_close(separable(x), two_step, rtol=1e-10, atol=1e-10)
+
+
+def test_separable_encoder_costs_a_fraction_of_the_single_kernel():
+    # RGB at 16x: 12 latents from 3 * 64 bands, bior4.4, 3 levels.
+    wpt = WaveletPacket(3, "bior4.4", 2)
+    weight, bias = torch.ones(12, 3 * 64), torch.zeros(12)
+    kernel, _ = fused_encoder(wpt, weight, bias)
+    dense = kernel.shape[0] * kernel[0].numel() / 8**2
+    assert dense == 2304
+    assert separable_encoder(wpt, weight, bias).macs_per_sample == 3 * 64 + 288
 
 
 @pytest.mark.parametrize("bad", ["nope", "cmor1.5-1.0", "gaus1", 3])
