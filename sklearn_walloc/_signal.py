@@ -207,14 +207,20 @@ def _float_dtypes_and_finite_check(X):
     return {"dtype": (np.float32, np.float64), "ensure_all_finite": not integer}
 
 
+def _channels_first_view(x):
+    """``(N, *S, C)`` as float32 ``(N, C, *S)``: a view when it can be, since
+    torch's convolutions take channels-last memory as it is; a copy (keeping
+    that layout) when ``x`` is read-only, which torch tensors cannot wrap."""
+    arr = np.moveaxis(x, -1, 1).astype(np.float32, copy=False)
+    return arr if arr.flags.writeable else arr.copy(order="K")
+
+
 def _read_flat(est, X, ndim, reset):
     X = validate_data(est, X, reset=reset, **_float_dtypes_and_finite_check(X))
     n, n_features = X.shape
     spatial, channels = _resolve_flat_shape(est.signal_shape, ndim, n_features)
     _check_min_size(spatial, "signal_shape")
-    arr = X.reshape(n, *spatial, channels)
-    # A channels-last view, not a copy: torch's convolutions take it as it is.
-    arr = np.moveaxis(arr, -1, 1).astype(np.float32, copy=False)
+    arr = _channels_first_view(X.reshape(n, *spatial, channels))
     return [arr], Layout("flat", [(np.arange(n), spatial)], n)
 
 
@@ -230,7 +236,7 @@ def _read_batch(est, X, ndim, reset):
         del est.n_features_in_
     spatial = X.shape[1:-1]
     _check_min_size(spatial, "X")
-    arr = np.moveaxis(X, -1, 1).astype(np.float32, copy=False)
+    arr = _channels_first_view(X)
     return [arr], Layout("batch", [(np.arange(len(X)), spatial)], len(X))
 
 
@@ -243,7 +249,7 @@ def _read_list(X, ndim):
     arrays, groups = [], []
     for shape, idx in by_shape.items():
         stack = np.stack([signals[i] for i in idx])
-        arrays.append(np.moveaxis(stack, -1, 1).astype(np.float32, copy=False))
+        arrays.append(_channels_first_view(stack))
         groups.append((np.asarray(idx), shape[:-1]))
     return arrays, Layout("list", groups, len(signals))
 

@@ -214,6 +214,26 @@ def test_batch_invariance_and_input_untouched(rng):
     assert np.array_equal(Z, Zc)
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(
+    "shape,params",
+    [
+        ((4, 32, 32, 3), dict(latent_dim=6, levels=2)),
+        ((4, 64), dict(latent_dim=2, levels=1, signal_shape=(8, 8))),
+        ((4, 64, 2), dict(latent_dim=2, levels=2, signal_ndim=1)),
+    ],
+)
+def test_read_only_input_is_not_wrapped_by_torch(shape, params, rng):
+    # joblib hands GridSearchCV workers read-only memmaps; torch cannot wrap
+    # them (it warns), so the readers copy those instead of viewing them.
+    X = rng.random(shape).astype(np.float32)
+    X.setflags(write=False)
+    w = WallocTransformer(max_iter=2, **params, **TINY).fit(X)
+    Z = w.transform(X)
+    Z.setflags(write=False)
+    w.inverse_transform(Z)
+
+
 def test_results_do_not_depend_on_the_memory_layout_of_the_input(
     small_photos, monkeypatch
 ):
