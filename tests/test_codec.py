@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 from sklearn_walloc import _signal
 from sklearn_walloc._container import unpack_blob
-from sklearn_walloc._entropy import decode_latents
+from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import WallocCodec, blob_info
 
 DATA = Path(__file__).parent / "data"
@@ -439,6 +439,8 @@ def test_golden_blobs_still_decode(name, monkeypatch):
     # The coding path is integer-only: the latents are bit-exact everywhere.
     q = decode_latents(parsed.payload, parsed.latent_shape, parsed.latent_bits)
     assert np.array_equal(q, latents)
+    # The entropy encoder is deterministic too: the same latents, the same bytes.
+    assert encode_latents(latents, parsed.latent_bits) == parsed.payload
     Y = codec.decompress([blob])
     assert Y.shape == expected.shape and Y.dtype == np.float32
     # The float network may differ by float32 rounding between CPU builds and
