@@ -1,12 +1,14 @@
-"""Helpers shared by ``rate_distortion.py`` and ``compressed_learning.py``.
+"""Helpers shared by the benchmark scripts.
 
-Image quality (PSNR, MS-SSIM), a timer, Markdown tables and the CSV/JSON writers,
-and the one extra photo collection the image benchmarks use: the "nature" photos
-of the Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of
-1280x1024 to 2560x1920), fetched with ``apt-get download`` and unpacked with
-``dpkg -x`` into a cache folder (nothing is installed system-wide).
+The command-line options and figure saving every script has; image quality
+(PSNR, MS-SSIM), a timer, Markdown tables and the CSV/JSON writers; and the one
+extra photo collection the image benchmarks use: the "nature" photos of the
+Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of 1280x1024 to
+2560x1920), fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into
+a cache folder (nothing is installed system-wide).
 """
 
+import argparse
 import csv
 import io
 import json
@@ -25,6 +27,39 @@ PEAK = 255.0
 SOURCE_BPP = 24.0  # 8-bit RGB
 MATE_PACKAGE = "mate-backgrounds"
 MATE_NATURE = "usr/share/backgrounds/mate/nature"
+
+
+# ------------------------------------------------------------------ scripts
+def benchmark_parser(doc, threads=None, replot=None):
+    """An argument parser with the options every benchmark script shares.
+
+    ``--quick`` and ``--out``; ``--threads`` (torch threads, default
+    ``threads``) and ``--replot`` (redraw from ``--out/<replot>``) where given.
+    Scripts add their own options to it.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    if threads is not None:
+        parser.add_argument(
+            "--threads", type=int, default=threads, help="torch threads"
+        )
+    if replot is not None:
+        parser.add_argument(
+            "--replot",
+            action="store_true",
+            help=f"only redraw the plot and Markdown from --out/{replot}",
+        )
+    return parser
+
+
+def save_figure(fig, path, dpi=100):
+    """Lay out, write and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ metrics

@@ -47,18 +47,17 @@ cores) or ``--quick`` (first 2 s of each clip, closed-form WaLLoC; a smoke
 test, not the results).
 """
 
-import argparse
 import csv
 import io
 import json
 import time
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import soundfile as sf
 import torch
 from _audio_data import audio_dir, load_samples
+from _common import benchmark_parser, save_figure
 from _machine import machine_info, machine_line
 from scipy.signal import resample_poly
 
@@ -401,9 +400,7 @@ def plot(report, path):
         ax.legend(fontsize=8)
     mode = " (quick run)" if report["quick"] else ""
     fig.suptitle(f"Rate-distortion on held-out sonic-pi-samples{mode}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------- main
@@ -430,9 +427,7 @@ def evaluate(channels, max_iter, max_seconds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run")
-    parser.add_argument("--out", default="benchmarks/results", type=Path)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--max-iter", type=int, default=None)
     args = parser.parse_args()
     start = time.perf_counter()

@@ -44,16 +44,22 @@ Outputs ``compressed_learning.{md,csv,json,png}`` in ``--out``. Run
 ``--quick`` (2 folds, one reduction factor, 3 epochs: a smoke run).
 """
 
-import argparse
 import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import Timer, markdown_table, mean_ci95, write_csv, write_json
+from _common import (
+    Timer,
+    benchmark_parser,
+    markdown_table,
+    mean_ci95,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from _machine import machine_info, machine_line
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -437,24 +443,14 @@ def plot(summary, datasets, path):
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -------------------------------------------------------------------- main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser = benchmark_parser(__doc__, threads=1, replot="compressed_learning.json")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument(
-        "--replot",
-        action="store_true",
-        help="only redraw the plot and Markdown from --out/compressed_learning.json",
-    )
     return parser.parse_args(argv)
 
 

@@ -37,17 +37,16 @@ Run: ``python benchmarks/quality.py`` (about 15 minutes on 2 CPU cores), or
 small speed batches; its numbers are not the results).
 """
 
-import argparse
 import copy
 import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch
+from _common import benchmark_parser, save_figure
 from _machine import machine_info, machine_line
 from sklearn.decomposition import PCA
 
@@ -417,17 +416,13 @@ def plot(results, models, test_photos, names, path):
         ax[key].imshow(img[rows, cols].astype(np.uint8))
         ax[key].set_title(title, fontsize=9)
         ax[key].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------ main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--max-iter", type=int, default=300, help="training steps")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
 
 

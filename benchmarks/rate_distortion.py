@@ -47,13 +47,11 @@ Outputs ``rate_distortion.{md,csv,json,png}`` in ``--out``. Run
 steps; its numbers are not the results).
 """
 
-import argparse
 import io
 import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,6 +59,7 @@ from _common import (
     SOURCE_BPP,
     Timer,
     as_uint8,
+    benchmark_parser,
     check_ms_ssim,
     fmt,
     load_mate_photos,
@@ -68,6 +67,7 @@ from _common import (
     ms_ssim,
     png_bits,
     psnr,
+    save_figure,
     webp_lossless_bits,
     write_csv,
     write_json,
@@ -643,24 +643,14 @@ def plot(summary, datasets, path):
             ax.grid(alpha=0.3, which="both")
             if i == 0 and j == 0:
                 ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------- main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser = benchmark_parser(__doc__, threads=2, replot="rate_distortion.json")
     parser.add_argument("--max-iter", type=int, default=100, help="training steps")
     parser.add_argument("--rate-weight", type=float, default=0.02)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument(
-        "--replot",
-        action="store_true",
-        help="only redraw the plot and Markdown from --out/rate_distortion.json",
-    )
     return parser.parse_args(argv)
 
 

@@ -79,6 +79,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from _common import benchmark_parser, save_figure
 from _machine import machine_info, machine_line
 
 from sklearn_walloc._wavelets import apply_fused, fused_encoder
@@ -774,9 +775,7 @@ def plot(report, path):
     ax.tick_params(axis="y", labelsize=7)
     mode = " (quick run)" if report["quick"] else ""
     fig.suptitle(f"Speed on {report['machine']['usable_cores']} CPU cores{mode}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_csv(rows, path):
@@ -788,9 +787,7 @@ def write_csv(rows, path):
 
 # --------------------------------------------------------------------- main
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run")
-    parser.add_argument("--out", default="benchmarks/results", type=Path)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
