@@ -290,6 +290,17 @@ def write_json(path, obj):
     Path(path).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
+def write_report(out, name, report, text, rows=()):
+    """Write ``name.md`` (``text``), ``name.json`` (``report``) and, given rows,
+    ``name.csv`` into ``out``; print ``text``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
+    write_json(out / f"{name}.json", report)
+    write_csv(out / f"{name}.csv", list(rows))
+    print(text)
+
+
 def mean_ci95(values):
     """Mean and half-width of the 95% t confidence interval of the mean."""
     from scipy import stats

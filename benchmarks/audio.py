@@ -49,7 +49,6 @@ test, not the results).
 
 import csv
 import io
-import json
 import time
 
 import matplotlib
@@ -57,7 +56,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from _audio_data import audio_dir, load_samples
-from _common import benchmark_parser, save_figure
+from _common import benchmark_parser, save_figure, write_report
 from _machine import machine_info, machine_line
 from scipy.signal import resample_poly
 
@@ -453,17 +452,15 @@ def main():
         "runtime_s": time.perf_counter() - start,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "audio.json").write_text(json.dumps(report, indent=2))
     rows = [{"set": k, **r} for k, d in sets.items() for r in d["rows"]]
     fields = sorted({f for r in rows for f in r}, key=lambda f: list(rows[-1]).index(f))
     with open(args.out / "audio.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    text = markdown(report)
-    (args.out / "audio.md").write_text(text)
     plot(report, args.out / "audio.png")
-    print(text)
+    # The rows of the two sets differ in keys: audio.csv is written above.
+    write_report(args.out, "audio", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -57,8 +57,7 @@ from _common import (
     markdown_table,
     mean_ci95,
     save_figure,
-    write_csv,
-    write_json,
+    write_report,
 )
 from _machine import machine_info, machine_line
 from PIL import Image
@@ -511,11 +510,7 @@ def main(argv=None):
         "per_fold": records,
     }
     report["runtime_s"] = time.perf_counter() - start
-    text = markdown(report)
-    (args.out / "compressed_learning.md").write_text(text, encoding="utf-8")
-    write_json(args.out / "compressed_learning.json", report)
-    write_csv(args.out / "compressed_learning.csv", records)
-    print(text)
+    write_report(args.out, "compressed_learning", report, markdown(report), records)
     return 0
 
 

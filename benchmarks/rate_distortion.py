@@ -69,8 +69,7 @@ from _common import (
     psnr,
     save_figure,
     webp_lossless_bits,
-    write_csv,
-    write_json,
+    write_report,
 )
 from _machine import machine_info, machine_line
 from PIL import Image, features
@@ -745,11 +744,7 @@ def main(argv=None):
     }
     report["machine_end"] = machine_info()
     report["runtime_s"] = time.perf_counter() - start
-    text = markdown(report)
-    (args.out / "rate_distortion.md").write_text(text, encoding="utf-8")
-    write_json(args.out / "rate_distortion.json", report)
-    write_csv(args.out / "rate_distortion.csv", rows)
-    print(text)
+    write_report(args.out, "rate_distortion", report, markdown(report), rows)
     return 0
 
 

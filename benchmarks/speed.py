@@ -65,7 +65,6 @@ the load average is recorded at the start and the end.
 """
 
 import argparse
-import csv
 import gc
 import json
 import resource
@@ -79,7 +78,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from _common import benchmark_parser, save_figure
+from _common import benchmark_parser, save_figure, write_report
 from _machine import machine_info, machine_line
 
 from sklearn_walloc._wavelets import apply_fused, fused_encoder
@@ -778,13 +777,6 @@ def plot(report, path):
     save_figure(fig, path, dpi=110)
 
 
-def write_csv(rows, path):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------- main
 def main():
     parser = benchmark_parser(__doc__)
@@ -852,13 +844,8 @@ def main():
     report["targets"] = check_targets(rows, quality, cost, ceiling)
     report["runtime_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(report, indent=2))
-    if rows:
-        write_csv(rows, args.out / "speed.csv")
-    text = markdown(report)
-    (args.out / "speed.md").write_text(text)
     plot(report, args.out / "speed.png")
-    print(text)
+    write_report(args.out, "speed", report, markdown(report), rows)
 
 
 if __name__ == "__main__":
