@@ -91,10 +91,11 @@ class WallocAutoencoder(nn.Module):
         latent_bits,
         decoder_width,
         decoder_depth,
+        boundary="symmetric",
     ):
         super().__init__()
         self.signal_ndim = signal_ndim
-        self.wpt = WaveletPacket(levels, wavelet, signal_ndim)
+        self.wpt = WaveletPacket(levels, wavelet, signal_ndim, boundary)
         n_bands = in_channels * self.wpt.n_bands
         self.encoder = _CONV[signal_ndim](n_bands, latent_dim, 1)
         self.bottleneck = Bottleneck(latent_bits)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "BOUNDARIES",
     "SeparableEncoder",
     "WaveletPacket",
     "apply_fused",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 _CONV = {1: F.conv1d, 2: F.conv2d}
+
+#: Boundary rules: "symmetric" (whole-sample symmetric extension at every level,
+#: as JPEG 2000; the default) and "periodization" (models of format version 1).
+BOUNDARIES = ("symmetric", "periodization")
 
 
 def resolve_wavelet(wavelet):
@@ -169,8 +174,11 @@ class WaveletPacket(torch.nn.Module):
     True
     """
 
-    def __init__(self, levels, wavelet="bior4.4", signal_ndim=2):
+    def __init__(self, levels, wavelet="bior4.4", signal_ndim=2, boundary="symmetric"):
         super().__init__()
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}; got {boundary!r}.")
+        self.boundary = boundary
         self.levels = int(levels)
         self.wavelet = wavelet
         self.signal_ndim = int(signal_ndim)
