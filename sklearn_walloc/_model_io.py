@@ -104,6 +104,7 @@ def load(cls, path):
         est.latent_bits_,
         est.decoder_width,
         est.decoder_depth,
+        boundary="periodization",  # the only rule of model format 1
     )
     state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
     try:

@@ -72,6 +72,9 @@ class WallocAutoencoder(nn.Module):
     decoder_width, decoder_depth : int
         Width and number of residual blocks of the nonlinear decoder path
         (0 for a purely linear decoder).
+    boundary : {"symmetric", "periodization"} or None, default=None
+        Boundary rule of the wavelet packets (see
+        :class:`~sklearn_walloc._wavelets.WaveletPacket`).
 
     Notes
     -----
@@ -91,7 +94,7 @@ class WallocAutoencoder(nn.Module):
         latent_bits,
         decoder_width,
         decoder_depth,
-        boundary="symmetric",
+        boundary=None,
     ):
         super().__init__()
         self.signal_ndim = signal_ndim

@@ -2,7 +2,11 @@
 
 One code path serves both dimensions: a level splits every band of a signal with
 ``signal_ndim`` spatial axes into ``2**signal_ndim`` sub-bands with separable
-filters, exactly as PyWavelets' ``dwt``/``dwtn`` do with ``mode="periodization"``.
+filters. Both boundary rules are non-expansive (``N`` samples give ``N``
+coefficients): ``"symmetric"`` extends every band symmetrically at every level
+(whole-sample, as JPEG 2000), which equals PyWavelets' ``dwt(mode="reflect")``
+restricted to the non-expansive coefficients, level by level; ``"periodization"``
+equals PyWavelets' ``mode="periodization"`` and wraps around the borders.
 ``levels`` levels split every band again (a full packet tree), so a signal of shape
 ``(N, C, *S)`` becomes ``(N, C * 2**(levels*ndim), *S / 2**levels)``.
 
@@ -17,6 +21,7 @@ block of bands ``[c * B, (c + 1) * B)`` with ``B = 2**(levels*ndim)``.
 
 import functools
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 import pywt
@@ -29,6 +34,7 @@ __all__ = [
     "WaveletPacket",
     "apply_fused",
     "band_paths",
+    "default_boundary",
     "fused_encoder",
     "resolve_wavelet",
     "separable_encoder",
@@ -88,6 +94,41 @@ def _circular_pad(x, pads):
     return x
 
 
+# Symmetric extensions: "ws" mirrors about the end sample itself (x[-k] = x[k]),
+# "hs" about the half-sample beyond it (x[-k] = x[k-1]).
+def _symmetric_index(n, left, right, kinds):
+    """Source index of each position ``-left .. n + right - 1`` of the extension."""
+    lo, hi = kinds
+    # One period of the extended sequence, starting at index 0.
+    back = list(range(n - 2 if hi == "ws" else n - 1, -1 if lo == "hs" else 0, -1))
+    period = list(range(n)) + back
+    idx = np.arange(-left, n + right) % len(period)
+    return torch.from_numpy(np.asarray(period)[idx])
+
+
+def _symmetric_pad(x, dim, left, right, kinds):
+    """Extend ``x`` along ``dim`` symmetrically, of the kinds ``(left, right)``.
+
+    Flipped slices where one reflection suffices (the common case, and much
+    faster than a gather on CPU); an index gather for signals shorter than the
+    pads, which reflect several times.
+    """
+    n = x.shape[dim]
+    lo, hi = kinds
+    fits = left <= n - (lo == "ws") and right <= n - (hi == "ws")
+    if not fits or n < 2:
+        idx = _symmetric_index(n, left, right, kinds).to(x.device)
+        return x.index_select(dim, idx)
+    parts = [x]
+    if left:
+        start = 1 if lo == "ws" else 0
+        parts.insert(0, x.narrow(dim, start, left).flip(dim))
+    if right:
+        end = n - 1 if hi == "ws" else n
+        parts.append(x.narrow(dim, end - right, right).flip(dim))
+    return torch.cat(parts, dim) if len(parts) > 1 else x
+
+
 def _taps(xp, filters, dim, step, length):
     """``out[j][i] = sum_k filters[j][k] * xp[step * i + k]`` along ``dim``.
 
@@ -142,7 +183,7 @@ def _filter_bank(wavelet):
 
 
 class WaveletPacket(torch.nn.Module):
-    """Full wavelet packet transform with periodic boundaries, differentiable.
+    """Full wavelet packet transform, non-expansive and differentiable.
 
     Parameters
     ----------
@@ -152,6 +193,13 @@ class WaveletPacket(torch.nn.Module):
         PyWavelets name of an orthogonal or biorthogonal wavelet.
     signal_ndim : {1, 2}, default=2
         Number of trailing spatial axes.
+    boundary : {"symmetric", "periodization"} or None, default=None
+        How each level extends a band beyond its ends. "symmetric": whole-sample
+        symmetric extension at every level, as JPEG 2000 does, so no border
+        wraps around; it inverts exactly for symmetric biorthogonal wavelets
+        (``bior4.4`` and its kin) and is refused for others. "periodization":
+        PyWavelets' periodic mode (models of format version 1). None: the
+        first that inverts for ``wavelet`` (:func:`default_boundary`).
 
     Notes
     -----
@@ -174,10 +222,22 @@ class WaveletPacket(torch.nn.Module):
     True
     """
 
-    def __init__(self, levels, wavelet="bior4.4", signal_ndim=2, boundary="symmetric"):
+    # Modules pickled before the boundary rule existed were periodic.
+    boundary = "periodization"
+
+    def __init__(
+        self, levels, wavelet="bior4.4", signal_ndim=2, boundary=None, *, _check=True
+    ):
         super().__init__()
+        if boundary is None:
+            boundary = default_boundary(wavelet)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}; got {boundary!r}.")
+        if _check and boundary == "symmetric" and default_boundary(wavelet) != boundary:
+            raise ValueError(
+                f"boundary='symmetric' does not invert for wavelet={wavelet!r} "
+                "(its filters are not symmetric); use boundary='periodization'."
+            )
         self.boundary = boundary
         self.levels = int(levels)
         self.wavelet = wavelet
@@ -202,9 +262,13 @@ class WaveletPacket(torch.nn.Module):
         nd = self.signal_ndim
         n, c = x.shape[:2]
         dim = 2 + axis
-        pads = [(0, 0)] * nd
-        pads[axis] = (self.offset, self.taps - 1 - self.offset)
-        xp = _circular_pad(x, pads)
+        left, right = self.offset, self.taps - 1 - self.offset
+        if self.boundary == "symmetric":
+            xp = _symmetric_pad(x, dim, left, right, ("ws", "ws"))
+        else:
+            pads = [(0, 0)] * nd
+            pads[axis] = (left, right)
+            xp = _circular_pad(x, pads)
         bands = _taps(xp, self._analysis, dim, 2, x.shape[dim] // 2)
         y = torch.stack(bands, 2)  # (n, c, 2, *spatial): bands of a channel adjacent
         return y.reshape(n, 2 * c, *y.shape[3:])
@@ -216,17 +280,30 @@ class WaveletPacket(torch.nn.Module):
         spatial = list(y.shape[2:])
         length = spatial[axis]
         kernel = self._synthesis
-        pads = [(0, 0)] * nd
-        pads[axis] = (self.synthesis_pad, len(kernel[0][0]) - 1 - self.synthesis_pad)
-        yp = _circular_pad(y.reshape(n, c2 // 2, 2, *spatial), pads)
-        dim = 3 + axis
+        left = self.synthesis_pad
+        right = len(kernel[0][0]) - 1 - left
+        y = y.reshape(n, c2 // 2, 2, *spatial)
+        dim = 2 + axis  # of one band, y[:, :, b]
+        if self.boundary == "symmetric":
+            # The bands of a whole-sample symmetric signal are themselves
+            # symmetric: the lowpass (even samples) about its first sample and
+            # the half-sample past its last; the highpass (odd samples) the
+            # other way round.
+            bands = [
+                _symmetric_pad(y[:, :, b], dim, left, right, kinds)
+                for b, kinds in enumerate((("ws", "hs"), ("hs", "ws")))
+            ]
+        else:
+            pads = [(0, 0)] * nd
+            pads[axis] = (left, right)
+            bands = [_circular_pad(y[:, :, b], pads) for b in range(2)]
         phases = []
         for r in range(2):
             lo, hi = (
-                _taps(yp[:, :, b], [kernel[r][b]], dim - 1, 1, length)[0]
-                for b in range(2)
+                _taps(bands[b], [kernel[r][b]], dim, 1, length)[0] for b in range(2)
             )
             phases.append(lo + hi)
+        dim += 1  # interleave in the layout (n, c, *spatial) with a phase axis
         # Interleave along ``axis``: x[2m + r] = phases[r][m].
         x = torch.stack(phases, dim)
         spatial[axis] *= 2
@@ -262,9 +339,12 @@ class WaveletPacket(torch.nn.Module):
         kernel : Tensor of shape ``(n_bands, 1, L, ..., L)``
             ``L = (taps - 1) * (2**levels - 1) + 1``.
         offset : int
-            Left circular padding such that ``forward(x)`` equals
-            ``conv(circular_pad(x, (offset, L - 1 - offset)), kernel,
-            stride=2**levels)`` for each channel.
+            Left padding such that ``forward(x)`` equals
+            ``conv(pad(x, (offset, L - 1 - offset)), kernel, stride=2**levels)``
+            for each channel: everywhere with circular padding for
+            ``boundary="periodization"``; at every output whose support lies
+            inside the signal for ``"symmetric"`` (the others are the edge rows
+            that :class:`SeparableEncoder` applies).
         """
         stride = 2**self.levels
         support = (self.taps - 1) * (stride - 1) + 1
@@ -303,7 +383,9 @@ def fused_encoder(wpt, weight, bias):
     -------
     kernel : Tensor ``(out, C, L, ..., L)``; offset : int
         ``conv(circular_pad(x, (offset, L - 1 - offset)), kernel, bias,
-        stride=2**levels)`` equals ``conv1x1(wpt(x), weight, bias)``.
+        stride=2**levels)`` equals ``conv1x1(wpt(x), weight, bias)`` for the
+        periodic boundary, and away from the borders for the symmetric one
+        (:func:`separable_encoder` is exact everywhere for both).
     """
     composite, offset = wpt.composite_analysis(torch.float64)
     out, total = weight.shape
@@ -343,6 +425,88 @@ def _band_index(levels, signal_ndim):
     return index
 
 
+@functools.lru_cache(maxsize=64)
+def default_boundary(wavelet):
+    """"symmetric" where it inverts exactly for ``wavelet``, else "periodization".
+
+    The whole-sample symmetric extension is non-expansive and perfectly
+    invertible for odd-length symmetric filters centred as PyWavelets centres
+    them (``bior2.2``, ``bior4.4``, ``bior6.8``, ``rbio*.*``; ``haar`` needs no
+    extension at all); for asymmetric filters (``db*``, ``sym*``, ``coif*``) it
+    does not invert, and only the periodic extension does. Checked numerically.
+    """
+    resolve_wavelet(wavelet)
+    wpt = WaveletPacket(1, wavelet, 1, "symmetric", _check=False).double()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 1, 32)))
+    exact = bool((wpt.inverse(wpt(x)) - x).abs().max() < 1e-8)
+    return "symmetric" if exact else "periodization"
+
+
+class _EdgeRows(NamedTuple):
+    """The rows of a 1D packet analysis that the composite filter gets wrong.
+
+    ``left`` ``(n_bands, n_left, p_left)`` maps the first ``p_left`` samples to
+    the first ``n_left`` outputs of each band, ``right`` the last ``p_right``
+    samples to the last ``n_right`` outputs; every output between them is the
+    plain strided correlation. ``left`` alone with ``n_left`` = all outputs is
+    the whole (small) operator.
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor | None
+
+
+@functools.lru_cache(maxsize=128)
+def _edge_rows(levels, wavelet, length):
+    """Exact edge rows of the symmetric ``levels``-level 1D packet analysis of a
+    signal of ``length`` samples (a multiple of ``2**levels``), float64.
+
+    An output whose composite support lies inside the signal never reads an
+    extended sample at any level, so it equals the strided correlation with the
+    composite filter; only the outputs whose support crosses an end differ.
+    Their rows do not depend on the length once the signal is long enough for
+    the two ends not to interact, so long signals share the rows computed at a
+    reference length.
+    """
+    line = WaveletPacket(levels, wavelet, 1, "symmetric").double()
+    stride = 2**levels
+    support = (line.taps - 1) * (stride - 1) + 1
+    offset = line.offset * (stride - 1)
+    n_left = -(-offset // stride)
+    n_right = -(-(support - 1 - offset) // stride)
+    outputs = length // stride
+    if outputs <= n_left + n_right:
+        eye = torch.eye(length, dtype=torch.float64)[:, None]
+        return _EdgeRows(line(eye).permute(1, 2, 0).contiguous(), None)
+    reference = stride * -(-4 * support // stride)
+    if length > reference:
+        return _edge_rows(levels, wavelet, reference)
+    span = min(length, stride * max(n_left, n_right) + support)
+    eye = torch.zeros((2 * span, 1, length), dtype=torch.float64)
+    eye[torch.arange(span), 0, torch.arange(span)] = 1.0
+    tail = torch.arange(length - span, length)
+    eye[torch.arange(span, 2 * span), 0, tail] = 1.0
+    rows = line(eye)  # (2 * span, n_bands, outputs)
+    left = rows[:span, :, :n_left].permute(1, 2, 0)
+    right = rows[span:, :, outputs - n_right :].permute(1, 2, 0)
+    return _EdgeRows(left.contiguous(), right.contiguous())
+
+
+class _Stage(NamedTuple):
+    """One strided correlation along one axis of the separable encoder.
+
+    ``kernel`` is the conv weight; ``mix`` is None for the grouped first stages
+    (each input channel into its ``n_bands`` 1D bands) and ``(out, G, n_bands)``
+    for the last, dense stage, whose kernel is ``mix`` contracted with the 1D
+    composite filters.
+    """
+
+    kernel: torch.Tensor
+    axis: int
+    groups: int
+    mix: torch.Tensor | None
+
+
 class SeparableEncoder:
     """The fused encoder of :func:`fused_encoder`, factorised along the axes.
 
@@ -353,8 +517,13 @@ class SeparableEncoder:
     that also applies the 1x1 layer. For ``bior4.4`` with ``J = 3`` that is
     ``C * (64 + latent_dim * 8 * 64 / 8**2)`` MACs per pixel instead of
     ``latent_dim * C * 64**2 / 8**2`` (480 against 2304 for RGB at 16x); the
-    result equals the single convolution up to rounding. In 1D it is the single
+    result equals the two-step path up to rounding. In 1D it is the single
     convolution.
+
+    With the symmetric boundary, the few outputs per axis whose composite
+    support crosses a signal end are computed with the exact edge rows of the
+    packet analysis (:func:`_edge_rows`), so the result equals the two-step
+    path everywhere, borders included.
 
     Built by :func:`separable_encoder`; call it on ``(N, C, *S)`` with every
     spatial size a multiple of ``stride``.
@@ -373,47 +542,102 @@ class SeparableEncoder:
     True
     """
 
-    def __init__(self, stages, bias, offset, stride):
-        self.stages = stages  # [(kernel, axis, groups), ...] in order of use
+    def __init__(self, stages, bias, offset, stride, line):
+        self.stages = stages  # [_Stage, ...] in order of use
         self.bias = bias
         self.offset = offset
         self.stride = stride
+        self.line = line  # (levels, wavelet, boundary) of the 1D analysis
 
     def __call__(self, x):
-        ndim = x.dim() - 2
-        for n, (kernel, axis, groups) in enumerate(self.stages):
-            size = kernel.shape[2 + axis]
-            pads = [(0, 0)] * ndim
-            pads[axis] = (self.offset, size - 1 - self.offset)
-            stride = [1] * ndim
-            stride[axis] = self.stride
+        for n, stage in enumerate(self.stages):
             bias = self.bias if n == len(self.stages) - 1 else None
-            x = _CONV[ndim](
-                _circular_pad(x, pads), kernel, bias, stride=stride, groups=groups
-            )
+            if self.line[2] == "symmetric":
+                x = self._symmetric_stage(x, stage, bias)
+            else:
+                x = self._periodic_stage(x, stage, bias)
         return x
+
+    def _periodic_stage(self, x, stage, bias):
+        ndim = x.dim() - 2
+        size = stage.kernel.shape[2 + stage.axis]
+        pads = [(0, 0)] * ndim
+        pads[stage.axis] = (self.offset, size - 1 - self.offset)
+        stride = [1] * ndim
+        stride[stage.axis] = self.stride
+        x = _circular_pad(x, pads)
+        return _CONV[ndim](x, stage.kernel, bias, stride=stride, groups=stage.groups)
+
+    def _symmetric_stage(self, x, stage, bias):
+        ndim = x.dim() - 2
+        dim = 2 + stage.axis
+        length = x.shape[dim]
+        rows = _edge_rows(*self.line[:2], length)
+        if rows.right is None:  # short: every output is an edge output
+            return self._edge(x, stage, rows.left, bias)
+        size = stage.kernel.shape[dim]
+        n_left, n_right = rows.left.shape[1], rows.right.shape[1]
+        inner = length // self.stride - n_left - n_right
+        start = self.stride * n_left - self.offset
+        stride = [1] * ndim
+        stride[stage.axis] = self.stride
+        middle = x.narrow(dim, start, self.stride * (inner - 1) + size)
+        parts = [
+            _CONV[ndim](middle, stage.kernel, bias, stride=stride, groups=stage.groups)
+        ]
+        if n_left:
+            head = x.narrow(dim, 0, rows.left.shape[2])
+            parts.insert(0, self._edge(head, stage, rows.left, bias))
+        if n_right:
+            tail = x.narrow(dim, length - rows.right.shape[2], rows.right.shape[2])
+            parts.append(self._edge(tail, stage, rows.right, bias))
+        return torch.cat(parts, dim)
+
+    def _edge(self, x, stage, rows, bias):
+        """Apply edge ``rows`` ``(n_bands, m, p)`` along the stage's axis."""
+        dim = 2 + stage.axis
+        rows = rows.to(dtype=x.dtype, device=x.device)
+        xs = x.movedim(dim, -1)  # (n, G, *rest, p)
+        if stage.mix is None:  # grouped: each channel into its 1D bands
+            out = torch.tensordot(xs, rows, dims=([-1], [2]))  # (n, G, *rest, b, m)
+            out = out.movedim(-2, 2)
+            out = out.reshape(out.shape[0], -1, *out.shape[3:])
+        else:
+            weight = torch.einsum("ogb,bmp->ogmp", stage.mix.to(rows), rows)
+            out = torch.einsum("ng...p,ogmp->no...m", xs, weight)
+        if bias is not None:
+            out = out + bias.view(1, -1, *[1] * (out.dim() - 2))
+        return out.movedim(-1, dim)
 
     def to(self, *args, **kwargs):
         """A copy with every tensor moved/cast as by ``Tensor.to``."""
-        stages = [(k.to(*args, **kwargs), a, g) for k, a, g in self.stages]
+        stages = [
+            s._replace(
+                kernel=s.kernel.to(*args, **kwargs),
+                mix=None if s.mix is None else s.mix.to(*args, **kwargs),
+            )
+            for s in self.stages
+        ]
         return SeparableEncoder(
-            stages, self.bias.to(*args, **kwargs), self.offset, self.stride
+            stages, self.bias.to(*args, **kwargs), self.offset, self.stride, self.line
         )
 
     def scaled(self, scale, bias):
         """A copy whose output is ``scale * self(x) + bias``."""
-        *first, (kernel, axis, groups) = self.stages
+        *first, last = self.stages
+        last = last._replace(kernel=last.kernel * scale, mix=last.mix * scale)
         return SeparableEncoder(
-            [*first, (kernel * scale, axis, groups)], bias, self.offset, self.stride
+            [*first, last], bias, self.offset, self.stride, self.line
         )
 
     @property
     def macs_per_sample(self):
-        """Multiply-accumulates per input sample (pixel) of one signal."""
+        """Multiply-accumulates per input sample (pixel) of one signal, away
+        from the borders."""
         outputs, total = 1.0, 0.0
-        for kernel, _, _ in self.stages:
+        for stage in self.stages:
             outputs /= self.stride  # each stage decimates one more axis
-            total += outputs * kernel.shape[0] * kernel[0].numel()
+            total += outputs * stage.kernel.shape[0] * stage.kernel[0].numel()
         return total
 
 
@@ -424,7 +648,7 @@ def separable_encoder(wpt, weight, bias):
     same composite filter factorised along the axes; ``.to(dtype)`` casts it.
     """
     nd = wpt.signal_ndim
-    line = WaveletPacket(wpt.levels, wpt.wavelet, signal_ndim=1)
+    line = WaveletPacket(wpt.levels, wpt.wavelet, 1, wpt.boundary)
     composite, offset = line.composite_analysis(torch.float64)
     k1 = composite[:, 0]  # (nb, L): the 1D composite filters
     nb, size = k1.shape
@@ -439,11 +663,17 @@ def separable_encoder(wpt, weight, bias):
         shape = [1] * nd
         shape[axis] = size
         kernel = k1.repeat(groups, 1).reshape(groups * nb, 1, *shape)
-        stages.append((kernel, axis, groups))
+        stages.append(_Stage(kernel, axis, groups, None))
         groups *= nb
     # The last stage contracts axis 0's 1D bands with the weight.
-    final = torch.tensordot(w, k1, dims=([2], [0]))  # (out, C, i_1.., L)
-    final = final.reshape(out, -1, *[1] * (nd - 1), size).movedim(-1, 2)
+    mix = w.movedim(2, -1).reshape(out, groups, nb)  # (out, (C, i_1..), i_0)
+    final = torch.einsum("ogb,bl->ogl", mix, k1)
     final = final.reshape(out, groups, size, *[1] * (nd - 1))
-    stages.append((final.contiguous(), 0, 1))
-    return SeparableEncoder(stages, bias.to(torch.float64), offset, 2**wpt.levels)
+    stages.append(_Stage(final.contiguous(), 0, 1, mix.contiguous()))
+    return SeparableEncoder(
+        stages,
+        bias.to(torch.float64),
+        offset,
+        2**wpt.levels,
+        (wpt.levels, wpt.wavelet, wpt.boundary),
+    )

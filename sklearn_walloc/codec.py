@@ -361,7 +361,14 @@ class WallocCodec(WallocTransformer):
                             raise ValueError(f"blobs[{i}]: {e}") from None
                         grids.append(q)
                     z = np.stack(grids).astype(np.float32)
-                    (signals,) = self._decode([z])
+                    # Decode no more than the blobs ask for: a small blob may
+                    # declare a huge signal, and padding a 1-row image to 2**J
+                    # rows must not multiply its memory.
+                    spatial = np.max(
+                        [parsed[i].signal_shape[: self.signal_ndim] for i in part],
+                        axis=0,
+                    )
+                    (signals,) = self._decode([z], tuple(int(s) for s in spatial))
                     for i, x in zip(part, signals):
                         out[i] = _finish(x, parsed[i], restore, self.signal_ndim)
                     bar.update(len(part))

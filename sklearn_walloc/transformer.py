@@ -28,6 +28,7 @@ from ._signal import (
     write_latents,
     write_signals,
 )
+from ._tiles import decode_grids
 from ._training import closed_form_start, optimise
 from ._wavelets import resolve_wavelet
 
@@ -458,9 +459,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             for a in arrays
         ]
 
-    def _decode(self, latents):
+    def _decode(self, latents, out_spatial=None):
         module, _, device = self._runtime_model()
-        return [run_in_chunks(module.decode, z, device) for z in latents]
+        return [decode_grids(module, z, device, out_spatial) for z in latents]
 
     def transform(self, X):
         """Encode signals to integer-valued latents (float32).

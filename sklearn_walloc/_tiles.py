@@ -1,0 +1,108 @@
+"""Bounded-memory, batch-invariant decoding of latent grids.
+
+The decoder (a few 3x3 convolutions on the latent grid, then the wavelet packet
+synthesis) reads only a small neighbourhood of latents for each output sample.
+A large grid is therefore decoded tile by tile: each tile with a halo at least
+that neighbourhood's radius, alone, and only its centre is written into an
+output allocated once at the requested (cropped) size. Peak memory is the
+output plus one tile, whatever the signal's size, and a blob declaring a huge
+signal costs memory in proportion to the output it asks for, not more.
+
+Every signal is cut into tiles by its own grid shape alone, and small grids run
+in the fixed-size chunks of :func:`~sklearn_walloc._signal.run_in_chunks`, so a
+signal decodes to the same bits whatever batch it came in; ``inverse_transform``
+and ``WallocCodec.decompress`` share this path and so agree bit for bit.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from ._signal import _canonical_layout, run_in_chunks
+
+__all__ = ["TILE_VALUES", "decode_grids", "receptive_radius"]
+
+#: Output values (samples x channels) of one decoded tile: 2**24 float32 values
+#: are 64 MiB, e.g. 2048 x 2048 RGB pixels or 16 M audio samples; a grid whose
+#: output is smaller decodes in one piece.
+TILE_VALUES = 2**24
+
+
+def receptive_radius(module):
+    """Latent positions on each side that an output sample's value depends on.
+
+    The residual decoder path reads one position per 3x3 convolution (one, plus
+    two per block); the synthesis of level ``j`` reads ``r`` band samples on
+    either side, which are ``r / 2**(J-j)`` latent positions, less than ``2r``
+    over all levels.
+    """
+    refine = module.decoder.refine
+    convs = 0 if refine is None else 1 + 2 * (len(refine) - 3)
+    wpt = module.wpt
+    taps = len(wpt._synthesis[0][0])
+    r = max(wpt.synthesis_pad, taps - 1 - wpt.synthesis_pad)
+    return convs + 2 * r + 1
+
+
+def _tile_side(grid, channels, stride):
+    """Latent positions per axis of a tile, or None if the grid fits whole."""
+    ndim = len(grid)
+    out_values = channels * math.prod(g * stride for g in grid)
+    if out_values <= TILE_VALUES:
+        return None
+    side = (TILE_VALUES / channels) ** (1 / ndim) / stride
+    return max(1, int(side))
+
+
+def decode_grids(module, z, device, out_spatial=None):
+    """Decode latent grids ``z`` ``(n, D, *g)`` to signals ``(n, C, *S)``.
+
+    Parameters
+    ----------
+    module : WallocAutoencoder
+        On ``device``, in eval mode.
+    z : ndarray of float32, shape (n, latent_dim, *grid)
+    device : torch.device
+    out_spatial : tuple of int, default=None
+        Crop of the output, at most ``grid * stride`` per axis; None keeps the
+        whole padded size.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, C, *out_spatial)
+    """
+    grid = z.shape[2:]
+    stride = module.stride
+    full = tuple(g * stride for g in grid)
+    out_spatial = full if out_spatial is None else tuple(out_spatial)
+    channels = module.decoder.linear.out_channels // module.wpt.n_bands
+    side = _tile_side(grid, channels, stride)
+    if side is None:
+        y = run_in_chunks(module.decode, z, device)
+        return y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
+    halo = receptive_radius(module)
+    out = np.empty((len(z), channels, *out_spatial), dtype=np.float32)
+    # Tiles along each axis: (start, stop) of the centre in latent positions.
+    axes = [
+        [(s, min(s + side, g)) for s in range(0, -(-o // stride), side)]
+        for g, o in zip(grid, out_spatial)
+    ]
+    with torch.no_grad():
+        for i in range(len(z)):
+            for tile in itertools.product(*axes):
+                window = [
+                    (max(0, a - halo), min(g, b + halo))
+                    for (a, b), g in zip(tile, grid)
+                ]
+                part = z[(i, slice(None), *[slice(a, b) for a, b in window])][None]
+                t = _canonical_layout(torch.from_numpy(np.ascontiguousarray(part)))
+                y = module.decode(t.to(device))[0]
+                src, dst = [slice(None)], [i, slice(None)]
+                for (a, b), (wa, _), o in zip(tile, window, out_spatial):
+                    lo, hi = a * stride, min(b * stride, o)
+                    src.append(slice(lo - wa * stride, hi - wa * stride))
+                    dst.append(slice(lo, hi))
+                out[tuple(dst)] = y[tuple(src)].cpu().numpy()
+    return out
