@@ -22,6 +22,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_VALUES",
+    "VERSIONS",
     "Blob",
     "model_fingerprint",
     "pack_blob",
@@ -29,7 +30,10 @@ __all__ = [
 ]
 
 MAGIC = b"WLOC"
-FORMAT_VERSION = 1
+#: Version written for models with symmetric borders. Version 1 (the same
+#: layout) marks blobs of models with periodic borders, which still decode.
+FORMAT_VERSION = 2
+VERSIONS = (1, 2)
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
@@ -187,6 +191,7 @@ def pack_blob(
     latent_shape,
     latent_bits,
     fingerprint,
+    version=FORMAT_VERSION,
 ):
     """Assemble one self-contained blob.
 
@@ -208,6 +213,8 @@ def pack_blob(
         Bits per latent, 2 to 16.
     fingerprint : bytes
         ``FINGERPRINT_SIZE`` bytes identifying the model.
+    version : {1, 2}, default=FORMAT_VERSION
+        1 for a model with periodic borders, 2 for symmetric borders.
 
     Returns
     -------
@@ -239,11 +246,13 @@ def pack_blob(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an int, got {value!r}")
     signal_ndim, levels, latent_bits = int(signal_ndim), int(levels), int(latent_bits)
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
     parts = [
         _FIXED.pack(
             MAGIC,
-            FORMAT_VERSION,
+            version,
             signal_ndim,
             len(signal_shape),
             len(latent_shape),
@@ -293,8 +302,11 @@ def unpack_blob(blob, expected_fingerprint=None):
     fields = _FIXED.unpack_from(blob, 0)
     version, signal_ndim, signal_rank, latent_rank = fields[1:5]
     code, latent_bits, levels, reserved = fields[5:9]
-    if version != FORMAT_VERSION:
-        raise ValueError(f"unsupported blob format version {version}")
+    if version not in VERSIONS:
+        raise ValueError(
+            f"unsupported blob format version {version} (this sklearn-walloc "
+            f"reads versions {', '.join(map(str, VERSIONS))})"
+        )
     (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
     if zlib.crc32(blob[: -_CRC.size]) != crc:
         raise ValueError("blob checksum mismatch (corrupted or truncated blob)")

@@ -583,13 +583,13 @@ def _decode(words, dims, bound):
     uniform = _models.Uniform()
     byte_model = _models.Uniform(_N_TABLES)
     mode_model = _models.Uniform(len(_SHRINK))
-    dec = constriction.stream.queue.RangeDecoder(words)
+    dec = _Replaying(words)
     out = np.zeros((channels, height * width), dtype=np.int64)
     for c in range(channels):
         x = out[c]
         tables = np.zeros(_N_CONTEXTS, dtype=np.int64)
         seen = np.zeros(_N_CONTEXTS, dtype=bool)
-        mode = int(dec.decode(mode_model))
+        mode = int(dec.decode(mode_model, 1)[0])
         for p in passes:
             pred, ctx = _predict(x, p, mode)
             present = np.unique(ctx)
@@ -619,4 +619,38 @@ def _decode(words, dims, bound):
     end = dec.decode(_models.Uniform(1 << 16), 1)
     if int(end[0]) != _SENTINEL:
         raise ValueError("corrupted latent payload: end marker mismatch")
+    if not dec.canonical():
+        raise ValueError(
+            "corrupted latent payload: its words are not the encoder's for the "
+            "decoded symbols (trailing or altered words)"
+        )
     return out.reshape(dims).astype(np.int32)
+
+
+class _Replaying:
+    """A range decoder that re-encodes every symbol it decodes.
+
+    A payload is canonical when re-encoding what was read gives its words back
+    exactly: words after the end marker, which the decoder never needs, are
+    refused, as are alterations it happens to read through. The re-encoding
+    uses the transmitted table choices, so it is integer-only and gives the
+    same words on every machine (the encoder's float cost comparisons are not
+    repeated).
+    """
+
+    def __init__(self, words):
+        self.words = words
+        self._dec = constriction.stream.queue.RangeDecoder(words)
+        self._enc = constriction.stream.queue.RangeEncoder()
+
+    def decode(self, model, arg):
+        symbols = np.asarray(self._dec.decode(model, arg), dtype=np.int32)
+        if isinstance(arg, np.ndarray):  # per-symbol parameters of the model
+            self._enc.encode(symbols, model, arg)
+        else:
+            self._enc.encode(symbols, model)
+        return symbols
+
+    def canonical(self):
+        again = self._enc.get_compressed()
+        return again.shape == self.words.shape and bool(np.all(again == self.words))

@@ -263,6 +263,7 @@ class WallocCodec(WallocTransformer):
         arrays, layout = self._read(X)
         described = _describe_input(self, X, layout, arrays)
         fingerprint = _fingerprint(self)
+        version = _blob_version(self)
         blobs = [None] * layout.n_signals
         with _progress(self, layout.n_signals, "compress") as bar:
             for arr, (idx, _) in zip(arrays, layout.groups):
@@ -285,6 +286,7 @@ class WallocCodec(WallocTransformer):
                             latent_shape=grid.shape,
                             latent_bits=self.latent_bits_,
                             fingerprint=fingerprint,
+                            version=version,
                         )
                         bar.update(1)
         return blobs
@@ -379,6 +381,7 @@ class WallocCodec(WallocTransformer):
         ndim = self.signal_ndim
         channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
         expected = {
+            "format version": (b.version, _blob_version(self)),
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
             "latent_bits": (b.latent_bits, self.latent_bits_),
@@ -493,6 +496,11 @@ def _fingerprint(est):
     fp = model_fingerprint(arrays)
     assert len(fp) == FINGERPRINT_SIZE
     return fp
+
+
+def _blob_version(est):
+    """Blob format version of a model: 1 marks periodic borders, 2 symmetric."""
+    return 1 if est.module_.wpt.boundary == "periodization" else 2
 
 
 def _chunk(per_signal):

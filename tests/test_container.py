@@ -62,8 +62,10 @@ def test_roundtrip_fields():
     assert blob.startswith(MAGIC)
     out = unpack_blob(blob, expected_fingerprint=FP)
     assert isinstance(out, Blob)
-    assert out == Blob(1, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
+    assert out == Blob(2, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
                        payload)  # fmt: skip
+    old = unpack_blob(pack_blob(payload, **_fields(), version=1))
+    assert old.version == 1 and old.payload == payload
     with pytest.raises(AttributeError):
         out.payload = b""  # frozen
     assert unpack_blob(bytearray(blob)) == out
@@ -134,7 +136,7 @@ def test_unpack_named_errors():
     body = SMALL[:-4]
     cases = {
         "magic": b"WLOX" + SMALL[4:],
-        "version": _reseal(body[:4] + b"\x02" + body[5:]),
+        "version": _reseal(body[:4] + b"\x03" + body[5:]),
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),

@@ -272,3 +272,15 @@ def test_context_is_integer_log_bucket():
     a = np.arange(0, 300000, dtype=np.int64)
     expected = np.minimum(np.floor(2 * np.log2(a + 1.0)), _entropy._N_CONTEXTS - 1)
     np.testing.assert_array_equal(_entropy._context(a), expected)
+
+
+@pytest.mark.parametrize("tail", [b"\0\0\0\0", b"\x01\0\0\0", b"\xff" * 4, b"\x07" * 8])
+def test_words_after_the_payload_are_refused(tail, rng):
+    # Blobs are canonical: the decoder re-encodes what it read and needs the
+    # same words back, so words it never reads (after the end marker) count.
+    for shape in [(2, 5, 7), (1, 1, 1), (3, 16)]:
+        q = rng.integers(-9, 10, shape)
+        payload = encode_latents(q, 8)
+        np.testing.assert_array_equal(decode_latents(payload, shape, 8), q)
+        with pytest.raises(ValueError, match="not the encoder's"):
+            decode_latents(payload + tail, shape, 8)
