@@ -1,0 +1,220 @@
+"""Image borders before and after the symmetric boundary rule.
+
+What it measures
+----------------
+Two 16x closed-form codecs (``latent_dim=12, levels=3, max_iter=0,
+random_state=0``) fitted on the eight bundled "fit" photos: **before**, with the
+periodic wavelet packets of model format 1 (borders wrap around), and
+**after**, with the whole-sample symmetric extension at every level that new
+models use. Both code photos that neither saw:
+
+- the three bundled held-out photos (astronaut, coffee, china);
+- the 12 "nature" photos of the Debian package ``mate-backgrounds`` (resized to
+  512 x 768), when ``apt-get download`` can fetch it;
+
+each at its own size ("aligned": sides multiples of 8) and cropped by 3 rows and
+5 columns ("odd": the padded path). For every decoded uint8 photo
+(``decompress(restore=True)``) it reports the PSNR of the first and last row and
+column, of the 8-pixel border ring and of the interior (32 pixels in from every
+side), and the blob bytes; and, averaged over photos and the four sides, the PSNR
+of the line at each distance from the edge (figure). Writes
+``benchmarks/results/borders.{md,json,csv,png}`` and corner crops
+(``borders_corner.png``, original | before | after, 4x).
+
+Run: ``python benchmarks/borders.py`` (about 2 minutes on 2 CPU cores).
+"""
+
+import math
+
+import numpy as np
+from _common import benchmark_parser, load_mate_photos, save_figure, write_report
+from _machine import machine_line
+
+from sklearn_walloc import _wavelets
+from sklearn_walloc.codec import WallocCodec
+from sklearn_walloc.datasets import load_photos
+
+MARGIN = 32  # interior: this many pixels in from every side
+RING = 8
+
+
+def _fit(photos, boundary):
+    """A closed-form codec whose wavelet packets use ``boundary``."""
+    original = _wavelets.default_boundary
+    _wavelets.default_boundary = lambda wavelet: boundary
+    try:
+        codec = WallocCodec(
+            latent_dim=12, levels=3, max_iter=0, decoder_width=0, random_state=0
+        ).fit(photos)
+    finally:
+        _wavelets.default_boundary = original
+    assert codec.module_.wpt.boundary == boundary
+    return codec
+
+
+def _psnr(a, b):
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _line_psnr(x, y, d):
+    """Mean over the four sides of the PSNR of the line ``d`` pixels in."""
+    return float(
+        np.mean(
+            [
+                _psnr(x[d], y[d]),
+                _psnr(x[-1 - d], y[-1 - d]),
+                _psnr(x[:, d], y[:, d]),
+                _psnr(x[:, -1 - d], y[:, -1 - d]),
+            ]
+        )
+    )
+
+
+def _measure(codec, x):
+    (blob,) = codec.compress([x])
+    (y,) = codec.decompress([blob], restore=True)
+    ring = np.ones(x.shape[:2], bool)
+    ring[RING:-RING, RING:-RING] = False
+    inner = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+    return {
+        "bytes": len(blob),
+        "first_row": _psnr(x[0], y[0]),
+        "last_row": _psnr(x[-1], y[-1]),
+        "first_col": _psnr(x[:, 0], y[:, 0]),
+        "last_col": _psnr(x[:, -1], y[:, -1]),
+        "ring": _psnr(x[ring], y[ring]),
+        "interior": _psnr(x[inner], y[inner]),
+        "whole": _psnr(x, y),
+        "profile": [_line_psnr(x, y, d) for d in range(MARGIN)],
+    }, y
+
+
+def main():
+    args = benchmark_parser(__doc__).parse_args()
+    fit = load_photos(split="fit")
+    held, names = load_photos(split="holdout", return_names=True)
+    sets = {"bundled held-out": (held, names)}
+    mate, mate_names = load_mate_photos(limit=3 if args.quick else None)
+    if mate:
+        sets["mate-backgrounds nature"] = (mate, mate_names)
+    codecs = {b: _fit(fit, b) for b in ("periodization", "symmetric")}
+    rows, summary, profiles, corners = [], [], {}, {}
+    for set_name, (photos, photo_names) in sets.items():
+        for size in ("aligned", "odd"):
+            per = {b: [] for b in codecs}
+            for x, name in zip(photos, photo_names):
+                x = x if size == "aligned" else x[:-3, :-5]
+                for b, codec in codecs.items():
+                    m, y = _measure(codec, x)
+                    per[b].append(m)
+                    rows.append(
+                        {"set": set_name, "size": size, "photo": name,
+                         "boundary": b, **{k: v for k, v in m.items()
+                                           if k != "profile"}}  # fmt: skip
+                    )
+                    if name == "astronaut" and size == "odd":
+                        corners[b] = y[-64:, -64:]
+                        corners["original"] = x[-64:, -64:]
+            for b, ms in per.items():
+                mean = {
+                    k: float(np.mean([m[k] for m in ms]))
+                    for k in ms[0]
+                    if k != "profile"
+                }
+                mean["bytes"] = int(sum(m["bytes"] for m in ms))
+                mean["worst_edge_deficit"] = max(
+                    m["interior"] - min(m[k] for k in
+                                        ("first_row", "last_row", "first_col",
+                                         "last_col"))  # fmt: skip
+                    for m in ms
+                )
+                summary.append({"set": set_name, "size": size, "boundary": b,
+                                "photos": len(ms), **mean})  # fmt: skip
+                profiles[(set_name, size, b)] = np.mean(
+                    [m["profile"] for m in ms], axis=0
+                )
+    header = (
+        "| photos | size | boundary | first row | last row | first col | last col "
+        "| 8-px ring | interior | worst edge deficit | bytes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [header]
+    for s in summary:
+        lines.append(
+            f"| {s['set']} ({s['photos']}) | {s['size']} | {s['boundary']} | "
+            f"{s['first_row']:.2f} | {s['last_row']:.2f} | {s['first_col']:.2f} | "
+            f"{s['last_col']:.2f} | {s['ring']:.2f} | {s['interior']:.2f} | "
+            f"{s['worst_edge_deficit']:.2f} | {s['bytes']} |"
+        )
+    changes = []
+    for s_after in summary:
+        if s_after["boundary"] != "symmetric":
+            continue
+        before = next(
+            s for s in summary
+            if (s["set"], s["size"], s["boundary"])
+            == (s_after["set"], s_after["size"], "periodization")
+        )  # fmt: skip
+        changes.append(
+            f"- {s_after['set']}, {s_after['size']}: bytes "
+            f"{100 * (s_after['bytes'] / before['bytes'] - 1):+.2f}%, whole-image "
+            f"PSNR {s_after['whole'] - before['whole']:+.2f} dB, 8-px ring "
+            f"{s_after['ring'] - before['ring']:+.2f} dB"
+        )
+    text = "\n".join(
+        [
+            "# Borders: periodic (model format 1) against symmetric (format 2)",
+            "",
+            f"Machine: {machine_line()}",
+            "",
+            "Mean PSNR in dB (peak 255) of decoded uint8 photos, by line; "
+            "'worst edge deficit' is the largest gap, over photos, between the "
+            "interior and the worst of its four edge lines. Bytes: all blobs of "
+            "the set.",
+            "",
+            *lines,
+            "",
+            "Change from periodic to symmetric:",
+            "",
+            *changes,
+        ]
+    )
+    print(text)
+    report = {"summary": summary, "profiles": {
+        " / ".join(k): v.tolist() for k, v in profiles.items()}}  # fmt: skip
+    write_report(args.out, "borders", report, text, rows)
+    _plot(profiles, args.out / "borders.png")
+    if corners:
+        from PIL import Image
+
+        strip = np.concatenate(
+            [corners["original"], np.full((64, 4, 3), 255, np.uint8),
+             corners["periodization"], np.full((64, 4, 3), 255, np.uint8),
+             corners["symmetric"]], axis=1)  # fmt: skip
+        Image.fromarray(strip).resize(
+            (strip.shape[1] * 4, strip.shape[0] * 4), Image.NEAREST
+        ).save(args.out / "borders_corner.png")
+
+
+def _plot(profiles, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k[:2] for k in profiles})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), sharey=True)
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        for b, style in (("periodization", "r--"), ("symmetric", "b-")):
+            p = profiles[(*key, b)]
+            ax.plot(np.arange(len(p)), p, style, label=b)
+        ax.set_title(f"{key[0]}, {key[1]}", fontsize=9)
+        ax.set_xlabel("pixels from the edge")
+    np.atleast_1d(axes)[0].set_ylabel("line PSNR (dB), mean of 4 sides")
+    np.atleast_1d(axes)[0].legend()
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
