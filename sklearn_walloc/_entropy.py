@@ -567,7 +567,7 @@ def decode_latents(payload, shape, latent_bits):
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         out = _decode(words, dims, bound)
-    except ValueError:
+    except (ValueError, MemoryError):
         raise
     except Exception as exc:  # constriction signals corrupt data in its own ways
         raise ValueError(f"corrupted latent payload: {exc}") from exc

@@ -56,6 +56,16 @@ def _tile_side(grid, channels, stride):
     return max(1, int(side))
 
 
+def _decode_tile(module, t):
+    try:
+        return module.decode(t)[0]
+    except RuntimeError as e:
+        # torch reports a failed allocation as a RuntimeError; say what it is.
+        if "alloc" in str(e).lower() or "out of memory" in str(e).lower():
+            raise MemoryError(str(e)) from None
+        raise
+
+
 def decode_grids(module, z, device, out_spatial=None):
     """Decode latent grids ``z`` ``(n, D, *g)`` to signals ``(n, C, *S)``.
 
@@ -98,7 +108,7 @@ def decode_grids(module, z, device, out_spatial=None):
                 ]
                 part = z[(i, slice(None), *[slice(a, b) for a, b in window])][None]
                 t = _canonical_layout(torch.from_numpy(np.ascontiguousarray(part)))
-                y = module.decode(t.to(device))[0]
+                y = _decode_tile(module, t.to(device))
                 src, dst = [slice(None)], [i, slice(None)]
                 for (a, b), (wa, _), o in zip(tile, window, out_spatial):
                     lo, hi = a * stride, min(b * stride, o)

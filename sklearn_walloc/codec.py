@@ -25,10 +25,13 @@ from .transformer import WallocTransformer
 
 __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
 
-#: Default largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
-#: agrees to decode: about 134 M values, e.g. a 6700 x 6700 RGB image or 25
-#: minutes of 44.1 kHz stereo. A blob of a constant signal is tiny whatever its
-#: size, so without a limit a few bytes could ask for gigabytes.
+#: Largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
+#: decodes unless told otherwise: about 134 M values (512 MiB of float32), e.g. a
+#: 6688 x 6688 RGB image or 25 minutes of 44.1 kHz stereo. A blob of a constant
+#: signal is tiny whatever its size, so without a limit a few bytes could ask for
+#: gigabytes. As Pillow's ``Image.MAX_IMAGE_PIXELS``, it is read at each call:
+#: assign another int to change it for the process, or None to switch the check
+#: off (for trusted blobs only).
 MAX_DECODED_VALUES = 2**27
 
 # Parameters that shape the network; they enter the fingerprint with the
@@ -291,7 +294,7 @@ class WallocCodec(WallocTransformer):
                         bar.update(1)
         return blobs
 
-    def decompress(self, blobs, *, restore=False, max_values=MAX_DECODED_VALUES):
+    def decompress(self, blobs, *, restore=False, max_values=None):
         """Decode blobs made by :meth:`compress` with this model.
 
         Parameters
@@ -307,10 +310,14 @@ class WallocCodec(WallocTransformer):
             dtype.min, dtype.max)``, floating dtypes a cast (clipped to the
             finite range of float16), ``bool`` ``y >= 0.5``; a signal given
             without a channel axis comes back without one.
-        max_values : int, default=MAX_DECODED_VALUES
+        max_values : int, default=None
             Largest number of scalar values a single blob may declare; larger
             declared signals are refused with a ``ValueError`` before anything
             is allocated (a constant signal of any size codes to a few bytes).
+            None: the module's ``MAX_DECODED_VALUES`` at the time of the call
+            (``2**27`` unless changed; Pillow's decompression-bomb convention).
+            Within the limit, decoding runs in tiles, so peak memory stays
+            close to the output's size.
 
         Returns
         -------
@@ -331,16 +338,22 @@ class WallocCodec(WallocTransformer):
         """
         check_is_fitted(self)
         blobs = _as_blob_list(blobs)
-        if isinstance(max_values, bool) or not isinstance(
+        if max_values is None:
+            max_values = MAX_DECODED_VALUES
+        if max_values is None:
+            max_values = math.inf
+        elif isinstance(max_values, bool) or not isinstance(
             max_values, (int, np.integer)
-        ):
-            raise ValueError(f"max_values must be an int, got {max_values!r}")
+        ) or max_values < 1:
+            raise ValueError(
+                f"max_values must be a positive int or None, got {max_values!r}"
+            )
         fingerprint = _fingerprint(self)
         parsed = []
         for i, blob in enumerate(blobs):
             try:
                 b = unpack_blob(blob, fingerprint)
-                self._check_blob(b, int(max_values))
+                self._check_blob(b, max_values)
             except ValueError as e:
                 raise ValueError(f"blobs[{i}]: {e}") from None
             parsed.append(b)

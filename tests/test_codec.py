@@ -276,6 +276,37 @@ def test_max_values_refuses_declared_huge_signals(rgb_codec, small_photos):
     with pytest.raises(ValueError, match="max_values"):
         rgb_codec.decompress(blobs, max_values=64 * 80 * 3 - 1)
     assert rgb_codec.decompress(blobs, max_values=64 * 80 * 3).shape == (1, 64, 80, 3)
+    for bad in (0, -1, 2.5, "big", True):
+        with pytest.raises(ValueError, match="max_values"):
+            rgb_codec.decompress(blobs, max_values=bad)
+
+
+def test_module_limit_is_read_at_each_call_as_pillow_does(
+    rgb_codec, small_photos, monkeypatch
+):
+    from sklearn_walloc import codec as codec_module
+
+    blobs = rgb_codec.compress(small_photos[:1])
+    monkeypatch.setattr(codec_module, "MAX_DECODED_VALUES", 64 * 80 * 3 - 1)
+    with pytest.raises(ValueError, match="max_values"):
+        rgb_codec.decompress(blobs)
+    monkeypatch.setattr(codec_module, "MAX_DECODED_VALUES", None)  # check off
+    assert rgb_codec.decompress(blobs).shape == (1, 64, 80, 3)
+
+
+def test_allocation_failure_is_a_memory_error_not_corruption(
+    rgb_codec, small_photos, monkeypatch
+):
+    from sklearn_walloc import _entropy
+
+    blobs = rgb_codec.compress(small_photos[:1])
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("cannot allocate 4 GiB")
+
+    monkeypatch.setattr(_entropy, "_decode", no_memory)
+    with pytest.raises(MemoryError):
+        rgb_codec.decompress(blobs)
 
 
 def _reseal(blob):
