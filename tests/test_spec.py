@@ -96,11 +96,11 @@ def test_json_round_trip_is_strict():
     spec = _spec()
     assert ModelSpec.from_json(spec.to_json()) == spec
     assert ModelSpec.from_json(_spec(sample_dtype=None).to_json()).sample_dtype is None
-    with pytest.raises(ValueError, match="unknown keys.*extra"):
+    with pytest.raises(ValueError, match=r"unknown keys.*extra"):
         ModelSpec.from_json({**spec.to_json(), "extra": 1})
     d = spec.to_json()
     del d["boundary"]
-    with pytest.raises(ValueError, match="missing keys.*boundary"):
+    with pytest.raises(ValueError, match=r"missing keys.*boundary"):
         ModelSpec.from_json(d)
     with pytest.raises(ValueError, match="JSON object"):
         ModelSpec.from_json([1, 2])
