@@ -397,9 +397,8 @@ def _check_fitted(fitted, spec, version):
     for k, ok in checks.items():
         if not ok(fitted[k]):
             raise _Malformed(f"fitted: invalid {k}: {_short(fitted[k])}")
-        out[k] = float(fitted[k]) if k in ("data_range_", "latent_scale_") else (
-            fitted[k]
-        )
+        floats = ("data_range_", "latent_scale_")
+        out[k] = float(fitted[k]) if k in floats else fitted[k]
     return out
 
 

@@ -677,9 +677,7 @@ def _one_signal_hint(X, layout, n_channels, signal_ndim):
         )
     else:
         read = f"read as {shape[0]} flat rows of {shape[-1]} samples"
-    return (
-        f"; X has shape {tuple(shape)}, {read}; for one {what} pass X[None] or [X]"
-    )
+    return f"; X has shape {tuple(shape)}, {read}; for one {what} pass X[None] or [X]"
 
 
 def _n_signals(X):
