@@ -137,11 +137,18 @@ class WallocCodec(WallocTransformer):
 
     Attributes
     ----------
+    spec_ : ModelSpec
+        The fitted model's structure and sample domain (see
+        :class:`WallocTransformer`); it enters the fingerprint.
+
     module_ : torch.nn.Module
         The fitted autoencoder, on the CPU.
 
     n_channels_ : int
         Channels of the signals seen in ``fit``.
+
+    latent_bits_ : int
+        Bits per latent actually used (``latent_bits`` with "auto" resolved).
 
     n_features_in_ : int
         Number of features seen during fit (flat input only).
@@ -283,11 +290,15 @@ class WallocCodec(WallocTransformer):
         restore : bool, default=False
             False: float32 output, exactly ``inverse_transform(transform(X))``
             cropped to the original size, channel axis always present (as
-            :meth:`inverse_transform` returns). True: each signal in its
-            original dtype and rank: integer dtypes get ``clip(rint(y),
-            dtype.min, dtype.max)``, floating dtypes a cast (clipped to the
-            finite range of float16), ``bool`` ``y >= 0.5``; a signal given
-            without a channel axis comes back without one.
+            :meth:`inverse_transform` returns), in the model's sample domain.
+            True: each signal in its original dtype, scale and rank: first
+            the inverse of the sample-domain rule (for a float signal given to
+            a uint8 model, ``y / 255`` clipped to ``[0, 1]``; for int32 audio
+            given to an int16 model, ``y * 2**31 / 2**15``), then integer
+            dtypes get ``clip(rint(y), dtype.min, dtype.max)``, floating dtypes
+            a cast (clipped to the finite range of float16), ``bool`` ``y >=
+            0.5``; a signal given without a channel axis comes back without
+            one.
         max_values : int, default=MAX_DECODED_VALUES
             Largest number of scalar values a single blob may declare; larger
             declared signals are refused with a ``ValueError`` before anything

@@ -130,7 +130,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     device : str, default="auto"
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
-        Used to fit and to transform.
+        Used to fit and to transform. A fitted model whose CUDA device is
+        missing (loaded on a CPU-only machine) runs on the CPU with a
+        ``UserWarning``; ``fit`` refuses it.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the PCA subsample, the validation split, the weight
@@ -143,6 +145,13 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    spec_ : ModelSpec
+        The fitted model's structure and sample domain (frozen): channels,
+        ``latent_dim``, ``levels``, ``wavelet``, ``signal_ndim``, latent bits,
+        decoder size, wavelet boundary rule and ``sample_dtype``, the dtype of
+        the data seen in ``fit``, into whose units every input is converted
+        (see Notes).
+
     module_ : torch.nn.Module
         The fitted autoencoder, on the CPU.
 
@@ -162,8 +171,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Device the model was trained on.
 
     data_range_ : float
-        Peak-to-peak range used by :meth:`score` (the dtype's range for integer
-        input, else the observed range of the training data).
+        Peak-to-peak range used by :meth:`score`, in the units of
+        ``spec_.sample_dtype`` (the dtype's range for full-scale integer
+        samples, else the observed range of the training data).
 
     latent_scale_ : float
         Factor applied to the projections before companding (closed form).
@@ -187,6 +197,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     --------
     WallocCodec : The same model with entropy coding to bytes.
     sklearn.decomposition.PCA : Linear dimensionality reduction.
+
+    Notes
+    -----
+    Sample domain: integer samples are read at full scale, as scikit-image and
+    soundfile read them (uint8/16/32: ``2**bits - 1``; int8/16/32:
+    ``2**(bits-1)``); other dtypes are numbers as they are. An input of another
+    dtype than ``spec_.sample_dtype`` is converted into it (a uint8 model reads
+    floats in ``[0, 1]`` and uint16 photos; an int16 model reads int32 and
+    floats in ``[-1, 1]``) or refused with a ``ValueError`` naming both (floats
+    beyond full scale, full-scale integers given to a float model). The rule is
+    in ``docs/transformer.md``.
 
     References
     ----------
@@ -538,7 +559,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         score : float
-            Mean over signals of ``10 log10(data_range_**2 / MSE)``.
+            Mean over signals of ``10 log10(data_range_**2 / MSE)``, in the
+            model's sample domain (``X`` converted as :meth:`transform` reads
+            it).
         """
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
@@ -621,6 +644,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         The file is a NumPy ``.npz`` archive of arrays and JSON text with a
         format version; :meth:`load` reads it with ``allow_pickle=False``.
 
+        Model format 2: an uncompressed ``.npz`` of ``header.npy`` (JSON:
+        parameters, ``spec_``, fitted attributes) and the learned tensors.
+
         Parameters
         ----------
         path : str or path-like
@@ -639,6 +665,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     def load(cls, path):
         """Read a model written by :meth:`save`, without unpickling anything.
 
+        Everything in the file is validated before anything is built: the
+        archive's members (stored, not compressed, of plausible sizes), each
+        tensor's dtype and shape against the spec, the parameters, the spec,
+        a whitelist of fitted attributes and finite weights. Files of model
+        format 1 load as legacy models.
+
         Parameters
         ----------
         path : str or path-like
@@ -648,6 +680,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         estimator : WallocTransformer
             The fitted model, on the CPU.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid model file, naming it and the problem.
         """
         return _model_io.load(cls, path)
 
