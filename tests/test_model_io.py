@@ -347,3 +347,12 @@ def test_arbitrary_header_values_never_escape_as_other_errors(
             WallocCodec.load(path)
         except ValueError as e:
             assert str(path) in str(e)
+
+
+def test_legacy_models_saved_in_format_2_keep_their_fingerprint(tmp_path):
+    old = WallocCodec.load(DATA / "golden_codec_model_1d.npz")
+    old.save(tmp_path / "v2.npz")
+    new = WallocCodec.load(tmp_path / "v2.npz")
+    assert new.spec_ == old.spec_ and new.fingerprint() == old.fingerprint()
+    blob = (DATA / "golden_codec_1d.bin").read_bytes()
+    assert np.array_equal(new.decompress([blob]), old.decompress([blob]))
