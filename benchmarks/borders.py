@@ -109,9 +109,13 @@ def main():
                     m, y = _measure(codec, x)
                     per[b].append(m)
                     rows.append(
-                        {"set": set_name, "size": size, "photo": name,
-                         "boundary": b, **{k: v for k, v in m.items()
-                                           if k != "profile"}}  # fmt: skip
+                        {
+                            "set": set_name,
+                            "size": size,
+                            "photo": name,
+                            "boundary": b,
+                            **{k: v for k, v in m.items() if k != "profile"},
+                        }
                     )
                     if name == "astronaut" and size == "odd":
                         corners[b] = y[-64:, -64:]
@@ -124,13 +128,21 @@ def main():
                 }
                 mean["bytes"] = int(sum(m["bytes"] for m in ms))
                 mean["worst_edge_deficit"] = max(
-                    m["interior"] - min(m[k] for k in
-                                        ("first_row", "last_row", "first_col",
-                                         "last_col"))  # fmt: skip
+                    m["interior"]
+                    - min(
+                        m[k] for k in ("first_row", "last_row", "first_col", "last_col")
+                    )
                     for m in ms
                 )
-                summary.append({"set": set_name, "size": size, "boundary": b,
-                                "photos": len(ms), **mean})  # fmt: skip
+                summary.append(
+                    {
+                        "set": set_name,
+                        "size": size,
+                        "boundary": b,
+                        "photos": len(ms),
+                        **mean,
+                    }
+                )
                 profiles[(set_name, size, b)] = np.mean(
                     [m["profile"] for m in ms], axis=0
                 )
@@ -152,10 +164,11 @@ def main():
         if s_after["boundary"] != "symmetric":
             continue
         before = next(
-            s for s in summary
+            s
+            for s in summary
             if (s["set"], s["size"], s["boundary"])
             == (s_after["set"], s_after["size"], "periodization")
-        )  # fmt: skip
+        )
         changes.append(
             f"- {s_after['set']}, {s_after['size']}: bytes "
             f"{100 * (s_after['bytes'] / before['bytes'] - 1):+.2f}%, whole-image "
@@ -181,17 +194,25 @@ def main():
         ]
     )
     print(text)
-    report = {"summary": summary, "profiles": {
-        " / ".join(k): v.tolist() for k, v in profiles.items()}}  # fmt: skip
+    report = {
+        "summary": summary,
+        "profiles": {" / ".join(k): v.tolist() for k, v in profiles.items()},
+    }
     write_report(args.out, "borders", report, text, rows)
     _plot(profiles, args.out / "borders.png")
     if corners:
         from PIL import Image
 
         strip = np.concatenate(
-            [corners["original"], np.full((64, 4, 3), 255, np.uint8),
-             corners["periodization"], np.full((64, 4, 3), 255, np.uint8),
-             corners["symmetric"]], axis=1)  # fmt: skip
+            [
+                corners["original"],
+                np.full((64, 4, 3), 255, np.uint8),
+                corners["periodization"],
+                np.full((64, 4, 3), 255, np.uint8),
+                corners["symmetric"],
+            ],
+            axis=1,
+        )
         Image.fromarray(strip).resize(
             (strip.shape[1] * 4, strip.shape[0] * 4), Image.NEAREST
         ).save(args.out / "borders_corner.png")

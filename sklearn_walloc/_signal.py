@@ -7,6 +7,8 @@ as whole-batch torch operations; the layout remembers how to put results back.
 """
 
 import numbers
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,19 +16,26 @@ import torch
 from sklearn.utils import check_array
 from sklearn.utils.validation import validate_data
 
+from ._domain import check_float32_range, dtype_of
+
 __all__ = [
     "Layout",
     "check_signal_shape",
     "crop",
-    "input_data_range",
     "pad_to_multiple",
     "read_latents",
     "read_signals",
     "resolve_device",
     "run_in_chunks",
+    "source_dtype",
     "write_latents",
     "write_signals",
 ]
+
+_FILE_HINT = (
+    "read the file first (np.asarray(PIL.Image.open(path)) for images, "
+    "soundfile.read(path) for audio) or use the walloc command-line tool"
+)
 
 # Scalars per chunk when running a model: bounds memory, and because every signal
 # of a given size always runs in a chunk of the same size (the last chunk is
@@ -49,8 +58,21 @@ class Layout:
     n_signals: int
 
 
-def resolve_device(device):
-    """Parse the ``device`` parameter into a ``torch.device``."""
+def resolve_device(device, *, fallback=False):
+    """Parse the ``device`` parameter into a ``torch.device``.
+
+    With ``fallback=True`` (inference), a CUDA device that this machine lacks
+    falls back to the CPU with a ``UserWarning``: a model fitted on a GPU must
+    stay usable wherever it is loaded.
+    """
+    if fallback:
+        try:
+            return resolve_device(device)
+        except ValueError as e:
+            if not str(device).startswith("cuda"):
+                raise
+            warnings.warn(f"{e} Running on the CPU instead.", UserWarning, stacklevel=3)
+            return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -136,8 +158,26 @@ def _check_min_size(spatial, what):
         )
 
 
-def _as_signal(x, name, signal_ndim):
+def _check_real_numbers(x, name):
+    """Refuse what check_array would refuse with an unhelpful message: file names
+    (as text, not samples) and complex numbers (which it prints in full)."""
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{name} is a file name ({os.fspath(x)!r}), not samples: {_FILE_HINT}."
+        )
+    dtype = dtype_of(x)
+    if dtype.kind == "c":
+        raise ValueError(
+            f"Complex data not supported: {name} is {dtype}; WaLLoC codes real "
+            "samples, so pass the real and imaginary parts as separate channels or "
+            "signals."
+        )
+
+
+def _as_signal(x, name, signal_ndim, convert=None):
     """One signal, channels last, as a finite float array ``(*S, C)``."""
+    _check_real_numbers(x, name)
+    source = dtype_of(x)
     try:
         arr = check_array(
             x,
@@ -157,11 +197,21 @@ def _as_signal(x, name, signal_ndim):
             f"{name} must have shape {forms} for signal_ndim={signal_ndim}; got "
             f"shape {np.shape(x)}."
         )
-    return arr
+    return _samples(arr, source, name, convert)
 
 
-def read_signals(est, X, *, reset):
+def _samples(arr, source, name, convert):
+    """Validated float samples, checked against float32 and converted by
+    ``convert(arr, source_dtype, name)`` (the model's sample domain) if given."""
+    check_float32_range(arr, name)
+    return arr if convert is None else convert(arr, source, name)
+
+
+def read_signals(est, X, *, reset, convert=None):
     """Validate ``X`` and split it into groups of equal-sized signals.
+
+    ``convert(samples, source_dtype, name)``, if given, maps each signal's
+    validated float samples into the model's units (see ``_domain``).
 
     Returns
     -------
@@ -169,11 +219,16 @@ def read_signals(est, X, *, reset):
     layout : Layout
     """
     ndim = est.signal_ndim
+    if isinstance(X, (list, tuple)):
+        for i, x in enumerate(X):
+            if isinstance(x, (str, bytes, os.PathLike)):
+                _check_real_numbers(x, f"X[{i}]")
     if _is_signal_list(X, ndim):
-        return _read_list(X, ndim)
+        return _read_list(X, ndim, convert)
+    _check_real_numbers(X, "X")
     batch_ndims = (3, 4) if ndim == 2 else (3,)
     if _ndim(X) in batch_ndims:
-        return _read_batch(est, X, ndim, reset)
+        return _read_batch(est, X, ndim, reset, convert)
     if _ndim(X) > 2:
         forms = "(n, H, W), (n, H, W, C)" if ndim == 2 else "(n, L, C)"
         raise ValueError(
@@ -181,7 +236,20 @@ def read_signals(est, X, *, reset):
             f"{forms}, or a list of signals for signal_ndim={ndim}; got an array "
             f"of shape {np.shape(X)}."
         )
-    return _read_flat(est, X, ndim, reset)
+    return _read_flat(est, X, ndim, reset, convert)
+
+
+def source_dtype(X, signal_ndim):
+    """The dtype that sets a new model's sample domain: the first signal's for a
+    list of signals, else the array's."""
+    if _is_signal_list(X, signal_ndim):
+        return dtype_of(X[0])
+    return dtype_of(X)
+
+
+def _is_array_like_signal(x):
+    # PIL images expose __array_interface__ but no shape.
+    return hasattr(x, "shape") or hasattr(x, "__array_interface__")
 
 
 def _is_signal_list(X, ndim):
@@ -190,7 +258,7 @@ def _is_signal_list(X, ndim):
     return (
         isinstance(X, (list, tuple))
         and len(X) > 0
-        and hasattr(X[0], "shape")
+        and _is_array_like_signal(X[0])
         and np.ndim(X[0]) >= ndim
     )
 
@@ -215,16 +283,19 @@ def _channels_first_view(x):
     return arr if arr.flags.writeable else arr.copy(order="K")
 
 
-def _read_flat(est, X, ndim, reset):
+def _read_flat(est, X, ndim, reset, convert):
+    source = dtype_of(X)
     X = validate_data(est, X, reset=reset, **_float_dtypes_and_finite_check(X))
     n, n_features = X.shape
     spatial, channels = _resolve_flat_shape(est.signal_shape, ndim, n_features)
     _check_min_size(spatial, "signal_shape")
+    X = _samples(X, source, "X", convert)
     arr = _channels_first_view(X.reshape(n, *spatial, channels))
     return [arr], Layout("flat", [(np.arange(n), spatial)], n)
 
 
-def _read_batch(est, X, ndim, reset):
+def _read_batch(est, X, ndim, reset, convert):
+    source = dtype_of(X)
     X = check_array(
         X, allow_nd=True, input_name="X", **_float_dtypes_and_finite_check(X)
     )
@@ -236,15 +307,22 @@ def _read_batch(est, X, ndim, reset):
         del est.n_features_in_
     spatial = X.shape[1:-1]
     _check_min_size(spatial, "X")
+    X = _samples(X, source, "X", convert)
     arr = _channels_first_view(X)
     return [arr], Layout("batch", [(np.arange(len(X)), spatial)], len(X))
 
 
-def _read_list(X, ndim):
-    signals = [_as_signal(x, f"X[{i}]", ndim) for i, x in enumerate(X)]
+def _read_list(X, ndim, convert):
+    signals = [_as_signal(x, f"X[{i}]", ndim, convert) for i, x in enumerate(X)]
     by_shape = {}
     for i, s in enumerate(signals):
         _check_min_size(s.shape[:-1], f"X[{i}]")
+        if s.shape[-1] != signals[0].shape[-1]:
+            raise ValueError(
+                f"X[{i}] has {s.shape[-1]} channel(s), but X[0] has "
+                f"{signals[0].shape[-1]}: the signals of a list share one channel "
+                "count."
+            )
         by_shape.setdefault(s.shape, []).append(i)
     arrays, groups = [], []
     for shape, idx in by_shape.items():
@@ -377,19 +455,3 @@ def write_signals(signals, layout, flat_spatial=None):
         x = crop(x, flat_spatial)
         return np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(len(x), -1)
     return write_latents(signals, layout)
-
-
-_SAMPLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)
-
-
-def input_data_range(X, arrays):
-    """Peak-to-peak range for PSNR: the dtype's for 8/16-bit integer samples
-    (images, PCM audio), else the observed range of the validated data."""
-    first = X[0] if isinstance(X, (list, tuple)) and len(X) else X
-    dtype = getattr(first, "dtype", None)
-    if dtype is not None and dtype in _SAMPLE_DTYPES:
-        info = np.iinfo(dtype)
-        return float(info.max) - float(info.min)
-    lo = min(float(a.min()) for a in arrays)
-    hi = max(float(a.max()) for a in arrays)
-    return hi - lo if hi > lo else 1.0

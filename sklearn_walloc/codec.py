@@ -5,9 +5,7 @@
 # (``_container``), and keeps both directions batch-invariant by running the
 # network through the transformer's fixed-size chunks.
 
-import json
 import math
-import numbers
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -15,10 +13,10 @@ from sklearn.utils.validation import check_is_fitted
 from . import _signal
 from ._container import (
     FINGERPRINT_SIZE,
-    model_fingerprint,
     pack_blob,
     unpack_blob,
 )
+from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
 from ._signal import crop
 from .transformer import WallocTransformer
@@ -33,20 +31,6 @@ __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
 #: assign another int to change it for the process, or None to switch the check
 #: off (for trusted blobs only).
 MAX_DECODED_VALUES = 2**27
-
-# Parameters that shape the network; they enter the fingerprint with the
-# weights. Fixed here (not imported) because the fingerprint is part of the
-# format: changing this tuple invalidates every blob ever written.
-_FINGERPRINT_FIELDS = (
-    "latent_dim",
-    "levels",
-    "wavelet",
-    "signal_ndim",
-    "latent_bits",
-    "decoder_width",
-    "decoder_depth",
-)
-_FINGERPRINT_TAG = "sklearn-walloc/fingerprint/v1"
 
 # The 12 dtypes the container can record (docs/format.md).
 _CODED_DTYPES = frozenset(
@@ -156,11 +140,18 @@ class WallocCodec(WallocTransformer):
 
     Attributes
     ----------
+    spec_ : ModelSpec
+        The fitted model's structure and sample domain (see
+        :class:`WallocTransformer`); it enters the fingerprint.
+
     module_ : torch.nn.Module
         The fitted autoencoder, on the CPU.
 
     n_channels_ : int
         Channels of the signals seen in ``fit``.
+
+    latent_bits_ : int
+        Bits per latent actually used (``latent_bits`` with "auto" resolved).
 
     n_features_in_ : int
         Number of features seen during fit (flat input only).
@@ -229,12 +220,11 @@ class WallocCodec(WallocTransformer):
     def fingerprint(self):
         """The 16-byte fingerprint of the fitted model, recorded in every blob.
 
-        SHA-256 (truncated) over a tag, the structural parameters (``latent_dim``,
-        ``levels``, ``wavelet``, ``signal_ndim``, ``latent_bits``,
-        ``decoder_width``, ``decoder_depth``) with the fitted channel count, and
-        every array of the network's ``state_dict`` in name order
-        (little-endian). Unchanged by pickling, ``save``/``load`` and the
-        device; changed by any refit.
+        SHA-256 (truncated) over a tag, the model's spec (``spec_``: its
+        structure and sample domain) and every learned tensor (little-endian);
+        models of model format 1 and older pickles keep their original formula
+        (see ``_spec.legacy_fingerprint``). Unchanged by pickling,
+        ``save``/``load`` and the device; changed by any refit.
 
         Returns
         -------
@@ -305,11 +295,15 @@ class WallocCodec(WallocTransformer):
         restore : bool, default=False
             False: float32 output, exactly ``inverse_transform(transform(X))``
             cropped to the original size, channel axis always present (as
-            :meth:`inverse_transform` returns). True: each signal in its
-            original dtype and rank: integer dtypes get ``clip(rint(y),
-            dtype.min, dtype.max)``, floating dtypes a cast (clipped to the
-            finite range of float16), ``bool`` ``y >= 0.5``; a signal given
-            without a channel axis comes back without one.
+            :meth:`inverse_transform` returns), in the model's sample domain.
+            True: each signal in its original dtype, scale and rank: first
+            the inverse of the sample-domain rule (for a float signal given to
+            a uint8 model, ``y / 255`` clipped to ``[0, 1]``; for int32 audio
+            given to an int16 model, ``y * 2**31 / 2**15``), then integer
+            dtypes get ``clip(rint(y), dtype.min, dtype.max)``, floating dtypes
+            a cast (clipped to the finite range of float16), ``bool`` ``y >=
+            0.5``; a signal given without a channel axis comes back without
+            one.
         max_values : int, default=None
             Largest number of scalar values a single blob may declare; larger
             declared signals are refused with a ``ValueError`` before anything
@@ -385,7 +379,7 @@ class WallocCodec(WallocTransformer):
                     )
                     (signals,) = self._decode([z], tuple(int(s) for s in spatial))
                     for i, x in zip(part, signals):
-                        out[i] = _finish(x, parsed[i], restore, self.signal_ndim)
+                        out[i] = _finish(x, parsed[i], restore, self.spec_)
                     bar.update(len(part))
         return self._lay_out(out, parsed, restore)
 
@@ -487,26 +481,7 @@ class WallocCodec(WallocTransformer):
 
 # ----------------------------------------------------------------------- helpers
 def _fingerprint(est):
-    names = sorted(est.module_.state_dict())
-    state = est.module_.state_dict()
-    structure = {
-        k: int(v) if isinstance(v, numbers.Integral) else str(v)
-        # The resolved bit depth: "auto" and its value make the same model.
-        for k, v in (
-            (k, est.latent_bits_ if k == "latent_bits" else getattr(est, k))
-            for k in _FINGERPRINT_FIELDS
-        )
-    }
-    structure["n_channels"] = int(est.n_channels_)
-    header = json.dumps(
-        {"tag": _FINGERPRINT_TAG, "structure": structure, "arrays": names},
-        sort_keys=True,
-    ).encode("utf-8")
-    arrays = [np.frombuffer(header, dtype=np.uint8)]
-    for name in names:
-        a = state[name].detach().cpu().numpy()
-        arrays.append(a.astype(a.dtype.newbyteorder("<"), copy=False))
-    fp = model_fingerprint(arrays)
+    fp = est.spec_.fingerprint(est.module_.state_dict())
     assert len(fp) == FINGERPRINT_SIZE
     return fp
 
@@ -536,23 +511,6 @@ def _coded_dtype(dtype):
     return np.dtype("<f8")
 
 
-def _dtype_of(x):
-    """dtype of an array-like without copying arrays (pandas frames included)."""
-    dtype = getattr(x, "dtype", None)
-    if dtype is not None:
-        return dtype
-    dtypes = getattr(x, "dtypes", None)
-    if dtypes is not None:
-        try:
-            return np.result_type(*[np.dtype(d) for d in dtypes])
-        except TypeError:
-            return np.dtype("float64")
-    try:
-        return np.asarray(x).dtype
-    except (TypeError, ValueError):
-        return np.dtype("float64")
-
-
 def _describe_input(est, X, layout, arrays):
     """Per signal: (original shape, channels last, as given; recorded dtype)."""
     ndim = est.signal_ndim
@@ -564,14 +522,14 @@ def _describe_input(est, X, layout, arrays):
             if layout.kind == "list":
                 item = X[i]
                 with_axis = np.ndim(item) == ndim + 1
-                dtype = _dtype_of(item)
+                dtype = dtype_of(item)
             elif layout.kind == "batch":
                 with_axis = np.ndim(X) == ndim + 2
-                dtype = _dtype_of(X)
+                dtype = dtype_of(X)
             else:  # flat rows
                 shape = est.signal_shape
                 with_axis = shape is not None and len(shape) == ndim + 1
-                dtype = _dtype_of(X)
+                dtype = dtype_of(X)
             shape = (
                 (*spatial, channels) if with_axis or channels != 1 else tuple(spatial)
             )
@@ -579,15 +537,17 @@ def _describe_input(est, X, layout, arrays):
     return out
 
 
-def _finish(x, b, restore, ndim):
-    """Crop one decoded signal ``(C, *S')`` to its original size, channels last."""
+def _finish(x, b, restore, spec):
+    """Crop one decoded signal ``(C, *S')`` to its original size, channels last;
+    with ``restore``, back in the recorded dtype's own scale (``_domain``)."""
+    ndim = spec.signal_ndim
     spatial = b.signal_shape[:ndim]
     y = np.ascontiguousarray(np.moveaxis(crop(x[None], spatial)[0], 0, -1))
     if not restore:
         return y
     if len(b.signal_shape) == ndim:
         y = y[..., 0]
-    return _to_dtype(y, b.dtype)
+    return _to_dtype(from_domain(y, b.dtype, spec.sample_dtype), b.dtype)
 
 
 def _to_dtype(y, dtype):

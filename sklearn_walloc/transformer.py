@@ -4,6 +4,7 @@
 # layouts live in their own modules.
 
 import copy
+import dataclasses
 import math
 from numbers import Integral, Real
 
@@ -14,35 +15,26 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _model_io
-from ._networks import WallocAutoencoder
+from . import _model_io, _wavelets
+from ._domain import data_range, sample_dtype_name, to_domain
 from ._signal import (
     check_signal_shape,
     crop,
-    input_data_range,
     pad_to_multiple,
     read_latents,
     read_signals,
     resolve_device,
     run_in_chunks,
+    source_dtype,
     write_latents,
     write_signals,
 )
+from ._spec import ModelSpec
 from ._tiles import decode_grids
 from ._training import closed_form_start, optimise
-from ._wavelets import resolve_wavelet
+from ._wavelets import WaveletPacket, resolve_wavelet
 
 __all__ = ["WallocTransformer"]
-
-_STRUCTURE = (
-    "latent_dim",
-    "levels",
-    "wavelet",
-    "signal_ndim",
-    "latent_bits",
-    "decoder_width",
-    "decoder_depth",
-)
 
 
 class WallocTransformer(TransformerMixin, BaseEstimator):
@@ -139,7 +131,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     device : str, default="auto"
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
-        Used to fit and to transform.
+        Used to fit and to transform. A fitted model whose CUDA device is
+        missing (loaded on a CPU-only machine) runs on the CPU with a
+        ``UserWarning``; ``fit`` refuses it.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the PCA subsample, the validation split, the weight
@@ -152,6 +146,13 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    spec_ : ModelSpec
+        The fitted model's structure and sample domain (frozen): channels,
+        ``latent_dim``, ``levels``, ``wavelet``, ``signal_ndim``, latent bits,
+        decoder size, wavelet boundary rule and ``sample_dtype``, the dtype of
+        the data seen in ``fit``, into whose units every input is converted
+        (see Notes).
+
     module_ : torch.nn.Module
         The fitted autoencoder, on the CPU.
 
@@ -171,8 +172,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Device the model was trained on.
 
     data_range_ : float
-        Peak-to-peak range used by :meth:`score` (the dtype's range for integer
-        input, else the observed range of the training data).
+        Peak-to-peak range used by :meth:`score`, in the units of
+        ``spec_.sample_dtype`` (the dtype's range for full-scale integer
+        samples, else the observed range of the training data).
 
     latent_scale_ : float
         Factor applied to the projections before companding (closed form).
@@ -196,6 +198,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     --------
     WallocCodec : The same model with entropy coding to bytes.
     sklearn.decomposition.PCA : Linear dimensionality reduction.
+
+    Notes
+    -----
+    Sample domain: integer samples are read at full scale, as scikit-image and
+    soundfile read them (uint8/16/32: ``2**bits - 1``; int8/16/32:
+    ``2**(bits-1)``); other dtypes are numbers as they are. An input of another
+    dtype than ``spec_.sample_dtype`` is converted into it (a uint8 model reads
+    floats in ``[0, 1]`` and uint16 photos; an int16 model reads int32 and
+    floats in ``[-1, 1]``) or refused with a ``ValueError`` naming both (floats
+    beyond full scale, full-scale integers given to a float model). The rule is
+    in ``docs/transformer.md``.
 
     References
     ----------
@@ -337,35 +350,26 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         check_signal_shape(self.signal_shape, self.signal_ndim)
         stride = 2**self.levels
-        arrays, layout = read_signals(self, X, reset=not warm)
-        channels = arrays[0].shape[1]
-        n_bands = channels * 2 ** (self.levels * self.signal_ndim)
-        if self.latent_dim > n_bands:
-            raise ValueError(
-                f"latent_dim={self.latent_dim} exceeds the {n_bands} wavelet packet "
-                f"bands of a {channels}-channel signal with levels={self.levels}."
-            )
+        if warm:
+            domain = self.spec_.sample_dtype
+        else:
+            domain = sample_dtype_name(source_dtype(X, self.signal_ndim))
+        arrays, layout = read_signals(
+            self, X, reset=not warm, convert=_converter(domain)
+        )
+        spec = self._spec_from_params(arrays[0].shape[1], domain)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         if warm:
-            self._check_structure(channels)
+            self._check_structure(spec)
             module = self.module_
         else:
-            module = WallocAutoencoder(
-                channels,
-                self.latent_dim,
-                self.levels,
-                self.wavelet,
-                self.signal_ndim,
-                self._resolve_latent_bits(),
-                self.decoder_width,
-                self.decoder_depth,
-            )
+            module = spec.build()
             module.reset_parameters(torch.Generator().manual_seed(seed))
         padded = [pad_to_multiple(a, stride) for a in arrays]
         if not warm:
             closed_form_start(module, padded, rng)
-            self.data_range_ = input_data_range(X, arrays)
+            self.data_range_ = data_range(domain, arrays)
         train, val = _split(padded, validate and self.early_stopping, self, rng)
         crop = self.crop_size or (128 if self.signal_ndim == 2 else 8192)
         history = optimise(
@@ -387,8 +391,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self.module_ = module.cpu().eval()
         for p in self.module_.parameters():
             p.requires_grad_(False)
-        self.n_channels_ = channels
-        self.latent_bits_ = module.bottleneck.latent_bits
+        if not warm:
+            self.spec_ = spec
+        self.n_channels_ = self.spec_.in_channels
+        self.latent_bits_ = self.spec_.latent_bits
         self.device_ = str(device)
         self.latent_scale_ = float(module.latent_scale)
         self.n_iter_ = history["n_iter"]
@@ -397,10 +403,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self.best_validation_score_ = history.get("best_validation_score")
         if layout.kind == "flat":
             spatial = layout.groups[0][1]
-            self.signal_shape_ = (*spatial, channels)
+            self.signal_shape_ = (*spatial, self.n_channels_)
         elif not warm:
             self.signal_shape_ = None
-        self._structure = self._current_structure(channels)
         self._runtime = {}
         return self
 
@@ -409,21 +414,44 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             return 8 if self.signal_ndim == 2 else 16
         return self.latent_bits
 
-    def _current_structure(self, channels):
-        return (*(getattr(self, k) for k in _STRUCTURE), channels)
+    def _spec_from_params(self, channels, domain):
+        """The spec a new fit on ``channels``-channel data in ``domain`` makes."""
+        return ModelSpec(
+            in_channels=int(channels),
+            latent_dim=int(self.latent_dim),
+            levels=int(self.levels),
+            wavelet=str(self.wavelet),
+            signal_ndim=int(self.signal_ndim),
+            latent_bits=int(self._resolve_latent_bits()),
+            decoder_width=int(self.decoder_width),
+            decoder_depth=int(self.decoder_depth),
+            # Symmetric borders wherever the wavelet inverts with them; read
+            # from the module so benchmarks can build "before" models.
+            boundary=_wavelets.default_boundary(str(self.wavelet)),
+            sample_dtype=domain,
+        )
 
-    def _check_structure(self, channels):
-        if self._current_structure(channels) != self._structure:
+    def _check_structure(self, spec):
+        # The boundary and the sample domain are the fitted model's: a legacy
+        # model stays a legacy model when trained further.
+        fitted = self.spec_
+        if (
+            dataclasses.replace(
+                spec, boundary=fitted.boundary, sample_dtype=fitted.sample_dtype
+            )
+            != fitted
+        ):
             raise ValueError(
-                "warm_start/partial_fit need the same model structure "
-                f"({', '.join(_STRUCTURE)}) and channel count as the fitted model; "
-                "set warm_start=False to fit a new model."
+                "warm_start/partial_fit need the same model structure (latent_dim, "
+                "levels, wavelet, signal_ndim, latent_bits, decoder_width, "
+                "decoder_depth) and channel count as the fitted model "
+                f"({self.spec_}); set warm_start=False to fit a new model."
             )
 
     # ---------------------------------------------------------------- inference
     def _runtime_model(self):
         """The fitted module and its fused encoder on the execution device."""
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, fallback=True)
         key = str(device)
         runtime = self.__dict__.setdefault("_runtime", {})
         if key not in runtime:
@@ -439,17 +467,20 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     def _read(self, X):
         check_is_fitted(self)
-        arrays, layout = read_signals(self, X, reset=False)
+        arrays, layout = read_signals(
+            self, X, reset=False, convert=_converter(self.spec_.sample_dtype)
+        )
         if arrays[0].shape[1] != self.n_channels_:
             raise ValueError(
                 f"X has {arrays[0].shape[1]} channel(s), but {type(self).__name__} "
-                f"was fitted with {self.n_channels_} channel(s)."
+                f"was fitted with {self.n_channels_} channel(s)"
+                f"{_one_signal_hint(X, layout, self.n_channels_, self.signal_ndim)}."
             )
         return arrays, layout
 
     def _encode(self, arrays):
         module, fused, device = self._runtime_model()
-        stride = 2**self.levels
+        stride = 2**self.spec_.levels
         return [
             run_in_chunks(
                 lambda t: module.encode_fused(t, fused),
@@ -500,9 +531,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         flat_shape = self._flat_signal_shape()
-        stride = 2**self.levels
+        spec = self.spec_
+        stride = 2**spec.levels
         grid = None if flat_shape is None else [-(-s // stride) for s in flat_shape[0]]
-        latents, layout = read_latents(X, self.latent_dim, self.signal_ndim, grid)
+        latents, layout = read_latents(X, spec.latent_dim, spec.signal_ndim, grid)
         signals = self._decode(latents)
         return write_signals(
             signals, layout, None if flat_shape is None else flat_shape[0]
@@ -530,7 +562,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         score : float
-            Mean over signals of ``10 log10(data_range_**2 / MSE)``.
+            Mean over signals of ``10 log10(data_range_**2 / MSE)``, in the
+            model's sample domain (``X`` converted as :meth:`transform` reads
+            it).
         """
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
@@ -574,15 +608,47 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        state.pop("_structure", None)  # pickles made before spec_ existed
         super().__setstate__(state)
         if "module_" in state:
+            if "spec_" not in state:
+                self._adopt_legacy_model()
             self._runtime = {}
+
+    def _adopt_legacy_model(self):
+        """Give a model pickled before ``spec_`` existed its legacy spec.
+
+        Those models used periodization boundaries and never converted input
+        (no sample domain); their fingerprint formula is kept, so their blobs
+        still decode.
+        """
+        latent_bits = getattr(self, "latent_bits_", self.latent_bits)
+        self.spec_ = ModelSpec(
+            in_channels=int(self.n_channels_),
+            latent_dim=int(self.latent_dim),
+            levels=int(self.levels),
+            wavelet=str(self.wavelet),
+            signal_ndim=int(self.signal_ndim),
+            latent_bits=int(latent_bits),
+            decoder_width=int(self.decoder_width),
+            decoder_depth=int(self.decoder_depth),
+            boundary="periodization",
+            sample_dtype=None,
+        )
+        self.latent_bits_ = self.spec_.latent_bits
+        for m in self.module_.modules():
+            if isinstance(m, WaveletPacket):
+                m.boundary = "periodization"
 
     def save(self, path):
         """Write the fitted model to ``path`` in a safe format (no pickle).
 
         The file is a NumPy ``.npz`` archive of arrays and JSON text with a
         format version; :meth:`load` reads it with ``allow_pickle=False``.
+
+        Model format 2: an uncompressed ``.npz`` of ``header.npy`` (JSON:
+        parameters, ``spec_``, fitted attributes) and the learned tensors.
 
         Parameters
         ----------
@@ -602,6 +668,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     def load(cls, path):
         """Read a model written by :meth:`save`, without unpickling anything.
 
+        Everything in the file is validated before anything is built: the
+        archive's members (stored, not compressed, of plausible sizes), each
+        tensor's dtype and shape against the spec, the parameters, the spec,
+        a whitelist of fitted attributes and finite weights. Files of model
+        format 1 load as legacy models.
+
         Parameters
         ----------
         path : str or path-like
@@ -611,6 +683,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         estimator : WallocTransformer
             The fitted model, on the CPU.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid model file, naming it and the problem.
         """
         return _model_io.load(cls, path)
 
@@ -618,6 +695,29 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+def _converter(domain):
+    """The ``convert`` callback of ``read_signals`` for a sample domain."""
+    if domain is None:
+        return None
+    return lambda x, source, name: to_domain(x, source, domain, name)
+
+
+def _one_signal_hint(X, layout, n_channels, signal_ndim):
+    """What to pass instead, when one signal was read as a batch of others."""
+    shape = np.shape(X) if layout.kind != "list" else None
+    if shape is None or len(shape) != signal_ndim + 1 or shape[-1] != n_channels:
+        return ""
+    what = "image" if signal_ndim == 2 else "signal"
+    if layout.kind == "batch":
+        read = (
+            f"read as a batch of {shape[0]} one-channel signals of shape "
+            f"{tuple(shape[1:])}"
+        )
+    else:
+        read = f"read as {shape[0]} flat rows of {shape[-1]} samples"
+    return f"; X has shape {tuple(shape)}, {read}; for one {what} pass X[None] or [X]"
 
 
 def _n_signals(X):

@@ -185,13 +185,14 @@ def test_restore_rounds_and_clips_to_the_original_dtype(rgb_codec, small_photos)
     R = rgb_codec.decompress(blobs, restore=True)
     assert R.dtype == np.uint8 and R.shape == X.shape
     assert np.array_equal(R, np.clip(np.rint(Y), 0, 255).astype(np.uint8))
-    # Mixed dtypes come back as a list, each in its own dtype.
+    # Mixed dtypes come back as a list, each in its own dtype and scale: floats
+    # are read at full scale ([0, 1] for a uint8 model).
     mixed = rgb_codec.decompress(
-        rgb_codec.compress([X[0], X[1].astype(np.float32)]), restore=True
+        rgb_codec.compress([X[0], X[1].astype(np.float32) / 255]), restore=True
     )
     assert isinstance(mixed, list)
     assert [m.dtype for m in mixed] == [np.uint8, np.float32]
-    assert np.array_equal(mixed[1], Y[1])
+    np.testing.assert_allclose(mixed[1], np.clip(Y[1] / 255, 0, 1), atol=1e-3)
 
 
 # ------------------------------------------------------------- batch invariance

@@ -2,6 +2,7 @@
 
 import io
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -15,7 +16,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_walloc import WallocTransformer, _signal
+from sklearn_walloc import WallocCodec, WallocTransformer, _signal
 from sklearn_walloc._signal import run_in_chunks
 
 TINY = dict(decoder_width=8, decoder_depth=1, random_state=0)
@@ -452,3 +453,99 @@ def test_rate_weight_trades_psnr_for_fewer_bits(small_photos):
     assert _empirical_bits(lean.transform(X)) < 0.98 * _empirical_bits(
         plain.transform(X)
     )
+
+
+# ------------------------------------------------------------ input gaps (#9)
+@pytest.fixture(scope="module")
+def rgb_model(small_photos):
+    return WallocCodec(latent_dim=4, levels=1, max_iter=0, **TINY).fit(small_photos)
+
+
+def test_a_gray_image_among_rgb_ones_names_its_index(rgb_model, small_photos):
+    rgb, gray = small_photos[0], small_photos[1][..., 0]
+    msg = r"X\[1\] has 1 channel\(s\), but X\[0\] has 3"
+    with pytest.raises(ValueError, match=msg):
+        WallocTransformer(latent_dim=4, levels=1, max_iter=0).fit([rgb, gray])
+    for method in ("transform", "compress", "score"):
+        with pytest.raises(ValueError, match=msg):
+            getattr(rgb_model, method)([rgb, gray])
+
+
+def test_one_image_read_as_a_batch_says_what_to_pass(rgb_model, small_photos):
+    x = small_photos[0]  # (64, 80, 3)
+    msg = (
+        r"X has shape \(64, 80, 3\), read as a batch of 64 one-channel signals of "
+        r"shape \(80, 3\).*for one image pass X\[None\] or \[X\]"
+    )
+    with pytest.raises(ValueError, match=msg):
+        rgb_model.transform(x)
+    # The documented reading of a 3D array is unchanged.
+    gray = WallocTransformer(latent_dim=2, levels=1, max_iter=0).fit(x)
+    assert gray.transform(x).shape == (64, 40, 2, 2)
+
+
+def test_one_stereo_signal_read_as_flat_rows_says_what_to_pass(rng):
+    X = rng.standard_normal((2, 64, 2))
+    w = WallocTransformer(latent_dim=2, levels=1, signal_ndim=1, max_iter=0).fit(X)
+    with pytest.raises(ValueError, match=r"64 flat rows.*pass X\[None\] or \[X\]"):
+        w.transform(X[0])
+
+
+@pytest.mark.parametrize(
+    "X", ["photo.png", Path("photo.png"), b"photo.png", ["photo.png"]]
+)
+def test_file_names_say_to_read_the_file_first(rgb_model, X):
+    for call in (rgb_model.transform, rgb_model.compress, WallocTransformer().fit):
+        with pytest.raises(TypeError, match=r"read the file first.*walloc"):
+            call(X)
+
+
+def test_a_file_name_inside_a_list_names_its_index(rgb_model, small_photos):
+    with pytest.raises(TypeError, match=r"X\[1\] is a file name"):
+        rgb_model.transform([small_photos[0], Path("b.png")])
+
+
+def test_pil_images_are_signals(rgb_model, small_photos):
+    from PIL import Image
+
+    images = [Image.fromarray(p) for p in small_photos[:2]]
+    Z = rgb_model.transform(images)
+    expected = rgb_model.transform(small_photos[:2])
+    assert all(np.array_equal(a, b) for a, b in zip(Z, expected))
+    (blob,) = rgb_model.compress(images[:1])
+    assert rgb_model.decompress([blob], restore=True)[0].dtype == np.uint8
+
+
+def test_complex_input_is_refused_without_dumping_it(rgb_model, small_photos):
+    X = np.stack(small_photos[:1]).astype(np.complex64)
+    X[0, 0, 0, 0] = 12345.678 + 1j
+    for call in (rgb_model.transform, WallocTransformer(max_iter=0).fit):
+        with pytest.raises(ValueError, match="complex64") as info:
+            call(X)
+        assert "12345" not in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(ValueError, match=r"X\[0\] is complex"):
+        rgb_model.transform(list(X))
+
+
+def test_a_cuda_model_runs_on_a_cpu_only_machine(rgb_model, small_photos):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X = np.stack(small_photos[:2])
+    gpu = clone(rgb_model).set_params(device="cpu").fit(small_photos)
+    Z, blobs = gpu.transform(X), gpu.compress(X)
+    gpu.set_params(device="cuda")  # as if fitted on a GPU, pickled or loaded
+    for call, arg in (
+        (gpu.transform, X),
+        (gpu.inverse_transform, Z),
+        (gpu.compress, X),
+        (gpu.decompress, blobs),
+    ):
+        with pytest.warns(UserWarning, match="CUDA is not available.*CPU"):
+            call(arg)
+    with pytest.warns(UserWarning):
+        assert np.array_equal(gpu.transform(X), Z)
+    with pytest.warns(UserWarning):
+        assert gpu.compress(X) == blobs
+    # Fitting where CUDA was explicitly asked for and is missing stays an error.
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        gpu.fit(X)

@@ -1,0 +1,339 @@
+"""One description of a WaLLoC model: what it is, validated before anything exists.
+
+:class:`ModelSpec` is the single place that lists the structural parameters of a
+fitted model. It validates them (exact types, ranges, a bound on the parameter
+count computed from the formula), builds the torch module, names the shapes of
+the learned tensors without building it (so a model file can be checked before
+any allocation), serialises to JSON and fingerprints a model for the blob
+container.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from ._wavelets import BOUNDARIES, default_boundary, resolve_wavelet
+
+__all__ = [
+    "FINGERPRINT_TAG",
+    "LEGACY_FINGERPRINT_TAG",
+    "MAX_PARAMETERS",
+    "SAMPLE_DTYPES",
+    "ModelSpec",
+    "legacy_fingerprint",
+]
+
+#: Largest number of learned scalars a model may have (256 MiB of float32); a
+#: model file declaring more is refused before anything is allocated.
+MAX_PARAMETERS = 2**26
+
+#: Largest number of wavelet packet bands, ``in_channels * 2**(levels*ndim)``.
+MAX_BANDS = 2**16
+
+#: The sample dtypes a model can be fitted in (see ``_domain``); also the dtypes
+#: the blob container can record.
+SAMPLE_DTYPES = (
+    "uint8",
+    "uint16",
+    "uint32",
+    "int8",
+    "int16",
+    "int32",
+    "float16",
+    "float32",
+    "float64",
+    "int64",
+    "uint64",
+    "bool",
+)
+
+FINGERPRINT_TAG = "sklearn-walloc/fingerprint/v2"
+# Part of the blob format of models with periodization boundaries: changing it
+# (or legacy_fingerprint) makes every blob they ever wrote undecodable.
+LEGACY_FINGERPRINT_TAG = "sklearn-walloc/fingerprint/v1"
+_LEGACY_FIELDS = (
+    "latent_dim",
+    "levels",
+    "wavelet",
+    "signal_ndim",
+    "latent_bits",
+    "decoder_width",
+    "decoder_depth",
+)
+
+_INT_RANGES = {
+    "in_channels": (1, MAX_BANDS),
+    "latent_dim": (1, MAX_BANDS),
+    "levels": (1, 10),
+    "signal_ndim": (1, 2),
+    "latent_bits": (2, 16),
+    "decoder_width": (0, 4096),
+    "decoder_depth": (0, 64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The structure of a WaLLoC model: everything but the learned values.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the signals (C).
+    latent_dim : int
+        Channels of the latent grid, at most ``n_bands``.
+    levels : int
+        Wavelet packet levels, 1 to 10.
+    wavelet : str
+        A discrete orthogonal or biorthogonal PyWavelets wavelet name.
+    signal_ndim : {1, 2}
+        Spatial axes of a signal.
+    latent_bits : int
+        Bits per latent, 2 to 16.
+    decoder_width, decoder_depth : int
+        Residual decoder path (0: linear decoder only).
+    boundary : {"symmetric", "periodization"}
+        Boundary rule of the wavelet packet transform; "periodization" marks
+        models of model format 1 and older pickles.
+    sample_dtype : str or None
+        Name of the dtype the model was fitted in (its sample domain, see
+        ``docs/transformer.md``); None for legacy models, which never convert.
+
+    Raises
+    ------
+    ValueError
+        On construction, if any field has the wrong type or range, naming it.
+
+    Examples
+    --------
+    >>> from sklearn_walloc._spec import ModelSpec
+    >>> spec = ModelSpec(3, 12, 3, "bior4.4", 2, 8, 0, 0, "symmetric", "uint8")
+    >>> spec.n_bands
+    192
+    >>> list(spec.tensor_shapes().items())[3]
+    ('encoder.weight', (12, 192, 1, 1))
+    >>> ModelSpec.from_json(spec.to_json()) == spec
+    True
+    """
+
+    in_channels: int
+    latent_dim: int
+    levels: int
+    wavelet: str
+    signal_ndim: int
+    latent_bits: int
+    decoder_width: int
+    decoder_depth: int
+    boundary: str = "symmetric"
+    sample_dtype: str | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def n_bands(self):
+        """Wavelet packet bands of all channels, ``C * 2**(levels*signal_ndim)``."""
+        return self.in_channels * 2 ** (self.levels * self.signal_ndim)
+
+    @property
+    def has_refine(self):
+        """Whether the decoder has its residual path."""
+        return self.decoder_width > 0 and self.decoder_depth > 0
+
+    def validate(self):
+        """Check every field; raise ``ValueError`` naming the first bad one."""
+        for name, (lo, hi) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise ValueError(
+                    f"model spec: {name} must be an int, got {type(value).__name__} "
+                    f"{value!r}"
+                )
+            if not lo <= value <= hi:
+                raise ValueError(
+                    f"model spec: {name} must be in [{lo}, {hi}], got {value}"
+                )
+        for name in ("wavelet", "boundary"):
+            if type(getattr(self, name)) is not str:
+                raise ValueError(
+                    f"model spec: {name} must be a str, got "
+                    f"{type(getattr(self, name)).__name__}"
+                )
+        n_bands = self.in_channels * 2 ** (self.levels * self.signal_ndim)
+        if n_bands > MAX_BANDS:
+            raise ValueError(
+                f"model spec: {self.in_channels} channel(s) with levels={self.levels} "
+                f"and signal_ndim={self.signal_ndim} make {n_bands} wavelet packet "
+                f"bands, more than the {MAX_BANDS} supported"
+            )
+        if self.latent_dim > n_bands:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} exceeds the {n_bands} wavelet packet "
+                f"bands of a {self.in_channels}-channel signal with "
+                f"levels={self.levels}."
+            )
+        n_params = sum(math.prod(s) for s in self.tensor_shapes().values())
+        if n_params > MAX_PARAMETERS:
+            raise ValueError(
+                f"model spec: the model would have {n_params} parameters, more than "
+                f"the {MAX_PARAMETERS} supported (decoder_width={self.decoder_width}, "
+                f"decoder_depth={self.decoder_depth}, latent_dim={self.latent_dim}, "
+                f"{n_bands} bands)"
+            )
+        try:
+            resolve_wavelet(self.wavelet)
+        except ValueError as e:
+            raise ValueError(f"model spec: {e}") from None
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(
+                f"model spec: boundary must be one of {BOUNDARIES}, got "
+                f"{self.boundary!r}"
+            )
+        if self.boundary == "symmetric" and default_boundary(self.wavelet) != (
+            "symmetric"
+        ):
+            raise ValueError(
+                f"model spec: boundary 'symmetric' does not invert for wavelet "
+                f"{self.wavelet!r}; only 'periodization' does"
+            )
+        if self.sample_dtype is not None and (
+            type(self.sample_dtype) is not str or self.sample_dtype not in SAMPLE_DTYPES
+        ):
+            raise ValueError(
+                f"model spec: sample_dtype must be None or one of "
+                f"{', '.join(SAMPLE_DTYPES)}; got {self.sample_dtype!r}"
+            )
+
+    def tensor_shapes(self):
+        """Shapes of the learned tensors, by ``state_dict`` name, in module order.
+
+        The buffers the model reads (``latent_scale``, ``data_offset``,
+        ``data_scale``) are included; the wavelet filter buffers are not: they
+        follow from the wavelet's name. Computed without building the module.
+
+        Returns
+        -------
+        shapes : OrderedDict of str to tuple of int
+            All float32.
+        """
+        k1 = (1,) * self.signal_ndim
+        k3 = (3,) * self.signal_ndim
+        bands = self.in_channels * 2 ** (self.levels * self.signal_ndim)
+        d, w = self.latent_dim, self.decoder_width
+        shapes = OrderedDict(
+            [
+                ("latent_scale", ()),
+                ("data_offset", ()),
+                ("data_scale", ()),
+                ("encoder.weight", (d, bands, *k1)),
+                ("encoder.bias", (d,)),
+                ("decoder.linear.weight", (bands, d, *k1)),
+                ("decoder.linear.bias", (bands,)),
+            ]
+        )
+        if self.has_refine:
+            shapes["decoder.refine.0.weight"] = (w, d, *k3)
+            shapes["decoder.refine.0.bias"] = (w,)
+            for i in range(1, self.decoder_depth + 1):
+                for conv in ("conv1", "conv2"):
+                    shapes[f"decoder.refine.{i}.{conv}.weight"] = (w, w, *k3)
+                    shapes[f"decoder.refine.{i}.{conv}.bias"] = (w,)
+            # The GELU at index depth + 1 has no parameters.
+            last = self.decoder_depth + 2
+            shapes[f"decoder.refine.{last}.weight"] = (bands, w, *k1)
+            shapes[f"decoder.refine.{last}.bias"] = (bands,)
+        return shapes
+
+    def build(self):
+        """A freshly initialised :class:`WallocAutoencoder` of this structure."""
+        from ._networks import WallocAutoencoder
+
+        return WallocAutoencoder(
+            self.in_channels,
+            self.latent_dim,
+            self.levels,
+            self.wavelet,
+            self.signal_ndim,
+            self.latent_bits,
+            self.decoder_width,
+            self.decoder_depth,
+            boundary=self.boundary,
+        )
+
+    def to_json(self):
+        """The fields as a JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        """A validated spec from :meth:`to_json`'s dict; strict about keys."""
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"model spec must be a JSON object, got {type(data).__name__}"
+            )
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(fields), key=str)
+        missing = [f for f in fields if f not in data]
+        if unknown or missing:
+            raise ValueError(
+                f"model spec: unknown keys {unknown}, missing keys {missing}"
+            )
+        return cls(**{f: data[f] for f in fields})
+
+    def fingerprint(self, tensors):
+        """The 16-byte fingerprint that every blob of this model records.
+
+        Parameters
+        ----------
+        tensors : mapping of str to array-like or torch.Tensor
+            The module's ``state_dict`` (or at least its learned tensors; the
+            legacy formula also needs the wavelet filter buffers).
+
+        Returns
+        -------
+        fingerprint : bytes
+            SHA-256 (truncated to 16 bytes) over :data:`FINGERPRINT_TAG`, the
+            canonical spec JSON and each learned tensor in
+            :meth:`tensor_shapes` order (name, dtype, shape, little-endian
+            bytes). Models with periodization boundaries (model format 1, old
+            pickles) keep :func:`legacy_fingerprint`, so their blobs decode.
+        """
+        if self.boundary == "periodization":
+            return legacy_fingerprint(self, tensors)
+        digest = hashlib.sha256(FINGERPRINT_TAG.encode())
+        digest.update(json.dumps(self.to_json(), sort_keys=True).encode())
+        for name in self.tensor_shapes():
+            a = _little_endian(tensors[name])
+            digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+            digest.update(a.tobytes())
+        return digest.digest()[:16]
+
+
+def legacy_fingerprint(spec, state_dict):
+    """The fingerprint of model format 1 (tag v1): frozen, part of old blobs.
+
+    SHA-256 over a JSON header (the tag, the structural parameters with the
+    channel count, the sorted ``state_dict`` names), then every array of the
+    ``state_dict`` (wavelet filters included) in name order, little-endian.
+    """
+    from ._container import model_fingerprint
+
+    structure = {k: getattr(spec, k) for k in _LEGACY_FIELDS}
+    structure["n_channels"] = spec.in_channels
+    names = sorted(state_dict)
+    header = json.dumps(
+        {"tag": LEGACY_FINGERPRINT_TAG, "structure": structure, "arrays": names},
+        sort_keys=True,
+    ).encode("utf-8")
+    arrays = [np.frombuffer(header, dtype=np.uint8)]
+    arrays += [_little_endian(state_dict[name]) for name in names]
+    return model_fingerprint(arrays)
+
+
+def _little_endian(t):
+    a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+    return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
