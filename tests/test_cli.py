@@ -69,7 +69,12 @@ def test_fit_compress_decompress_images(files, image_model, capsys):
         assert y.shape == x.shape == (45, 61, 3) and y.dtype == np.uint8
         # The files hold exactly what the Python API gives.
         blob, meta = unpack_file((imgs / f"{name}.png.wlc").read_bytes())
-        assert meta == {"media": "image", "mode": "RGB", "name": f"{name}.png"}
+        assert meta == {
+            "media": "image",
+            "format": "PNG",
+            "mode": "RGB",
+            "name": f"{name}.png",
+        }
         assert np.array_equal(y, codec.decompress([blob], restore=True)[0])
         assert codec.compress([x]) == [blob]
         assert 10 * np.log10(255**2 / np.mean((x - y.astype(float)) ** 2)) > 20
@@ -187,7 +192,7 @@ def test_failed_write_leaves_nothing(files, image_model, monkeypatch, capsys):
     imgs = files / "imgs"
     assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
 
-    def broken(path, arr, meta, tmp):
+    def broken(tmp, signal, meta, fmt, quality):
         with open(tmp, "wb") as f:
             f.write(b"half an image")
         raise OSError("disk full")
