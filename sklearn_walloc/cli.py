@@ -404,8 +404,8 @@ def _signal_of(info, ndim):
 def _check_format_options(args, media):
     if args.format is not None and FORMATS[args.format][0] != media:
         raise CliError(
-            f"--format {args.format} writes {FORMATS[args.format][0]}, but the model "
-            f"codes {media}"
+            f"--format {args.format} is for {FORMATS[args.format][0]}, but the "
+            f"model codes {media}"
         )
     if args.quality is not None and (
         args.format is None or FORMATS[args.format][2] is False
@@ -438,7 +438,12 @@ def _cmd_decompress(args):
 
     def decompress(f):
         blob, meta, fmt, _ = parsed[f]
-        (signal,) = codec.decompress([blob], restore=True, max_values=args.max_values)
+        try:
+            (signal,) = codec.decompress(
+                [blob], restore=True, max_values=args.max_values
+            )
+        except ValueError as e:  # name the option, not the Python argument
+            raise ValueError(str(e).replace("max_values", "--max-values")) from None
         out = outs[f]
         _write(
             out,
