@@ -1,8 +1,15 @@
 """The ``walloc`` command line, driven through ``main([...])`` in a temporary folder."""
 
+import errno
 import json
+import os
+import signal
+import stat
+import struct
 import subprocess
 import sys
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -390,3 +397,233 @@ def test_python_dash_m_runs():
         timeout=120,
     )
     assert r.returncode == 0 and "decompress" in r.stdout
+
+
+# ------------------------------------------------------- errors without tracebacks
+def _one_error_line_per(err, *names):
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert all(line.startswith("walloc: error: ") for line in lines), err
+    for name in names:
+        assert sum(name in line for line in lines) == 1, (name, err)
+    return lines
+
+
+def test_bad_model_files_give_one_line(files, capsys):
+    imgs = files / "imgs"
+    empty = files / "empty.npz"
+    empty.write_bytes(b"")
+    npy = files / "weights.npy"
+    np.save(npy, np.zeros(3))
+    junk = files / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    for model, reason in ((empty, "empty"), (npy, ".npy"), (junk, "model file")):
+        for cmd in ("compress", "decompress", "info"):
+            assert main([cmd, "-m", str(model), str(imgs / "a.png")]) == 1
+            err = capsys.readouterr().err
+            (line,) = _one_error_line_per(err, model.name)
+            assert reason in line
+    assert main(["info", str(empty), str(npy), str(junk)]) == 1
+    _one_error_line_per(capsys.readouterr().err, "empty", "weights", "junk")
+
+
+def test_output_folder_that_is_a_file(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
+    taken = files / "taken.txt"
+    taken.write_text("mine")
+    for cmd, src in (("compress", imgs / "a.png"), ("decompress", imgs / "a.png.wlc")):
+        assert main([cmd, "-m", str(image_model), str(src), "-o", str(taken)]) == 1
+        (line,) = _one_error_line_per(capsys.readouterr().err, "taken.txt")
+        assert "not a folder" in line
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_read_only_output_folder(files, image_model, monkeypatch, capsys):
+    ro = files / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root writes anyway: refuse as the kernel would
+        from sklearn_walloc import _atomic
+
+        def refused(**kw):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(_atomic.tempfile, "mkstemp", refused)
+    try:
+        code = main(
+            ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(ro)]
+        )
+        assert code == 1
+        lines = _one_error_line_per(capsys.readouterr().err, "a.png", "b.png", "c.png")
+        assert all("Permission denied" in line for line in lines)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_full_disk_fails_each_file_cleanly(files, image_model, monkeypatch, capsys):
+    from sklearn_walloc import _atomic
+
+    def full(data, tmp):
+        with open(tmp, "wb") as f:
+            f.write(data[:7])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_atomic, "dump", full)
+    out = files / "packed"
+    code = main(
+        ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    lines = _one_error_line_per(capsys.readouterr().err, "a.png", "b.png", "c.png")
+    assert all("No space left on device" in line for line in lines)
+    assert list(out.iterdir()) == []
+
+
+def _wlc_with_meta(files, image_model, meta_text):
+    """a.png.wlc with its metadata replaced by ``meta_text`` (valid checksum)."""
+    blob, _ = unpack_file((files / "imgs" / "a.png.wlc").read_bytes())
+    text = meta_text.encode()
+    head = struct.pack("<4sB3sI", b"WLCF", 1, b"\0\0\0", len(text)) + text
+    return head + struct.pack("<I", zlib.crc32(head)) + blob
+
+
+def test_hostile_wlc_files_fail_alone(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs), "-q"]) == 0
+    packed = files / "packed"
+    packed.mkdir()
+    good = (imgs / "a.png.wlc").read_bytes()
+    (packed / "a.png.wlc").write_bytes(good)
+    (packed / "rate.wav.wlc").write_bytes(
+        _wlc_with_meta(files, image_model, '{"sample_rate":2147483648}')
+    )
+    (packed / "deep.png.wlc").write_bytes(
+        _wlc_with_meta(files, image_model, "[" * 20000 + "]" * 20000)
+    )
+    (packed / "short.png.wlc").write_bytes(good[: len(good) // 2])
+    (packed / "tiny.png.wlc").write_bytes(good[:9])
+    out = files / "out"
+    code = main(
+        ["decompress", "-m", str(image_model), str(packed), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    lines = _one_error_line_per(err, "rate.wav", "deep.png", "short.png", "tiny.png")
+    assert len(lines) == 4 and "sample_rate" in err and "nested" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert main(["info", str(packed / "deep.png.wlc")]) == 1
+    _one_error_line_per(capsys.readouterr().err, "deep.png")
+
+
+def test_unexpected_errors_are_one_line_and_ctrl_c_exits_130(
+    files, image_model, monkeypatch, capsys
+):
+    real = cli.read_signal
+
+    def flaky(path):
+        if path.name == "b.png":
+            raise RuntimeError("boom")
+        return real(path)
+
+    monkeypatch.setattr(cli, "read_signal", flaky)
+    out = files / "packed"
+    code = main(
+        ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "b.png")
+    assert "unexpected RuntimeError: boom" in line
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.wlc", "c.png.wlc"]
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "read_signal", interrupted)
+    code = main(
+        [
+            "compress",
+            "-m",
+            str(image_model),
+            str(files / "imgs"),
+            "-o",
+            str(files / "p2"),
+            "-q",
+        ]
+    )
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert _no_temp_files(files)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_a_write_leaves_no_temp_file(files, image_model):
+    # A child process writes slowly; SIGTERM arrives mid-write.
+    script = (
+        "import sys, time\n"
+        "from sklearn_walloc import _atomic, cli\n"
+        "def slow(data, tmp):\n"
+        "    with open(tmp, 'wb') as f:\n"
+        "        f.write(data[:5]); f.flush()\n"
+        "    time.sleep(120)\n"
+        "_atomic.dump = slow\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = files / "packed"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "compress",
+            "-m",
+            str(image_model),
+            str(files / "imgs" / "a.png"),
+            "-o",
+            str(out),
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_outputs_respect_the_umask(files, image_model):
+    old = os.umask(0o027)
+    try:
+        a = files / "imgs" / "a.png"
+        assert main(["compress", "-m", str(image_model), str(a), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "decompress",
+                    "-m",
+                    str(image_model),
+                    str(a) + ".wlc",
+                    "-o",
+                    str(files / "out"),
+                    "-q",
+                ]
+            )
+            == 0
+        )
+        model = files / "m2.npz"
+        assert main(["fit", str(a), "-o", str(model), *FIT]) == 0
+    finally:
+        os.umask(old)
+    for path in (files / "imgs" / "a.png.wlc", files / "out" / "a.png", model):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
