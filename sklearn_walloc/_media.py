@@ -230,8 +230,8 @@ def write_signal(tmp, signal, meta, fmt, quality=None):
     fmt : str
         A key of :data:`FORMATS`.
     quality : int, default=None
-        1-100 for lossy formats (``jpg``, ``ogg``; ``webp`` is lossy only with
-        a quality); None: 90.
+        1-100, for the lossy formats. None: ``jpg`` at 90, ``webp`` lossless,
+        ``ogg`` at libsndfile's default.
 
     Raises
     ------
