@@ -1,324 +1,73 @@
 """The ``walloc`` command line: fit, compress, decompress, info, demo.
 
 Run ``walloc --help`` (or ``python -m sklearn_walloc.cli --help``); the user
-guide is ``docs/cli.md``. Images are read and written with Pillow, audio with
-``scipy.io.wavfile``. Compressed files (``.wlc``) hold one blob of
-:class:`~sklearn_walloc.codec.WallocCodec` behind a small file header that keeps
-what the blob does not: the sample rate of audio, the image mode and the
-original file name (``docs/format.md``, "The .wlc file").
+guide is ``docs/cli.md``. This module holds the parser and the commands; the
+``.wlc`` file format is in ``_wlc``, reading and writing media in ``_media``,
+and atomic, interrupt-safe output files in ``_atomic``.
 
-Exit status: 0 on success, 1 when a file could not be read, written or decoded
-(every other file is still processed, and nothing half-written is left behind),
-2 on a usage error.
+Exit status: 0 on success; 1 when a file could not be read, written or decoded
+(one line per failing file on stderr, every other file is still processed, and
+nothing half-written is left behind); 2 on a usage error; 130 on Ctrl-C and
+143 on ``SIGTERM``.
 """
 
 import argparse
 import json
 import math
-import os
-import struct
 import sys
-import tempfile
 import time
-import warnings
-import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from . import __version__, _atomic
+from ._atomic import OutputExists, Terminated, sigterm_raises
+from ._media import (
+    FORMATS,
+    default_format,
+    media_of,
+    output_name,
+    read_signal,
+    write_signal,
+)
+from ._wlc import BLOB_MAGIC, FILE_MAGIC, MetadataTooLong, pack_file, unpack_file
+from .codec import MAX_DECODED_VALUES, WallocCodec, blob_info
 
 __all__ = ["main", "pack_file", "unpack_file"]
 
 PROG = "walloc"
 SUFFIX = ".wlc"
-
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".gif",
-    ".ppm",
-    ".pgm",
-    ".pnm",
-)
-AUDIO_EXTENSIONS = (".wav",)
-
-# ------------------------------------------------------------------ file format
-FILE_MAGIC = b"WLCF"
-FILE_VERSION = 1
-_FILE_HEAD = struct.Struct("<4sB3sI")  # magic, version, reserved (zero), meta length
-_FILE_CRC = struct.Struct("<I")
-_MAX_META = 1 << 16
-_BLOB_MAGIC = b"WLOC"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 class CliError(Exception):
     """A problem to report to the user (one line), not a bug."""
 
 
-def pack_file(blob, meta):
-    """Wrap one blob in the ``.wlc`` file header.
-
-    Parameters
-    ----------
-    blob : bytes
-        A blob from :meth:`WallocCodec.compress`.
-    meta : dict
-        JSON-serialisable metadata (``media``, ``sample_rate``, ``mode``,
-        ``name``).
-
-    Returns
-    -------
-    bytes
-    """
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    if len(text) > _MAX_META:
-        raise ValueError("file metadata too long")
-    head = _FILE_HEAD.pack(FILE_MAGIC, FILE_VERSION, b"\0\0\0", len(text)) + text
-    return head + _FILE_CRC.pack(zlib.crc32(head)) + bytes(blob)
+def _one_line(text):
+    return " ".join(str(text).split())
 
 
-def unpack_file(data):
-    """Split a ``.wlc`` file into (blob, metadata); a bare blob gives ``{}``.
-
-    The blob itself is not checked here (``WallocCodec.decompress`` does).
-
-    Parameters
-    ----------
-    data : bytes
-
-    Returns
-    -------
-    blob : bytes
-    meta : dict
-
-    Raises
-    ------
-    ValueError
-        If the file header is invalid.
-    """
-    data = bytes(data)
-    if data[:4] == _BLOB_MAGIC:
-        return data, {}
-    if data[:4] != FILE_MAGIC:
-        raise ValueError("not a WaLLoC file (wrong magic)")
-    if len(data) < _FILE_HEAD.size + _FILE_CRC.size:
-        raise ValueError("truncated WaLLoC file header")
-    _, version, reserved, n = _FILE_HEAD.unpack_from(data)
-    if version != FILE_VERSION:
-        raise ValueError(f"unsupported WaLLoC file version {version}")
-    if reserved != b"\0\0\0":
-        raise ValueError("reserved bytes of the file header must be zero")
-    if n > _MAX_META:
-        raise ValueError(f"file metadata length {n} exceeds {_MAX_META}")
-    end = _FILE_HEAD.size + n
-    if end + _FILE_CRC.size > len(data):
-        raise ValueError("truncated WaLLoC file header")
-    (crc,) = _FILE_CRC.unpack_from(data, end)
-    if zlib.crc32(data[:end]) != crc:
-        raise ValueError("file header checksum mismatch (corrupted file)")
-    try:
-        meta = json.loads(data[_FILE_HEAD.size : end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"invalid file metadata: {e}") from None
-    if not isinstance(meta, dict):
-        raise ValueError("invalid file metadata: not an object")
-    return data[end + _FILE_CRC.size :], meta
-
-
-# ------------------------------------------------------------------------ media
-def _media_of(path):
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in AUDIO_EXTENSIONS:
-        return "audio"
-    return None
-
-
-def read_signal(path):
-    """Read an image or a WAV file: ``(array, meta)``; ``CliError`` if unreadable."""
-    media = _media_of(path)
-    if media == "image":
-        return _read_image(path)
-    if media == "audio":
-        return _read_wav(path)
-    raise CliError(
-        f"{path}: unsupported file type (images: {', '.join(IMAGE_EXTENSIONS)}; "
-        "audio: .wav)"
-    )
-
-
-def _read_image(path):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode == "1":
-                img = img.convert("L")
-            elif mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            elif mode == "PA":
-                img = img.convert("RGBA")
-            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGB")
-            elif mode.startswith("I;16"):
-                arr = np.asarray(img).astype(np.uint16)
-                return arr, {"media": "image", "mode": "I;16"}
-            arr = np.asarray(img)
-            mode = img.mode
-    except Exception as e:  # Pillow reports bad files with many exception types
-        raise CliError(f"{path}: cannot read image: {e}") from None
-    if arr.size == 0:
-        raise CliError(f"{path}: empty image")
-    return np.ascontiguousarray(arr), {"media": "image", "mode": mode}
-
-
-def _read_wav(path):
-    from scipy.io import wavfile
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rate, data = wavfile.read(path)
-    except Exception as e:  # scipy reports bad files with several types
-        raise CliError(f"{path}: cannot read WAV file: {e}") from None
-    if data.size == 0:
-        raise CliError(f"{path}: empty WAV file")
-    if data.dtype.kind not in "iuf":
-        raise CliError(f"{path}: unsupported WAV sample type {data.dtype}")
-    return np.ascontiguousarray(data), {"media": "audio", "sample_rate": int(rate)}
-
-
-def _pil_format(path):
-    from PIL import Image
-
-    Image.init()
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
-    if fmt is None:
-        raise CliError(f"{path}: Pillow cannot write {Path(path).suffix!r} files")
-    return fmt
-
-
-def write_signal(path, arr, meta, tmp):
-    """Write ``arr`` to ``tmp`` in the format that ``path``'s extension names."""
-    media = _media_of(path)
-    if media == "audio":
-        from scipy.io import wavfile
-
-        rate = meta.get("sample_rate", 44100)
-        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 < rate < 2**32:
-            raise CliError(f"{path}: invalid sample rate {rate!r} in the file header")
-        if arr.dtype not in (np.uint8, np.int16, np.int32, np.float32, np.float64):
-            arr = np.clip(np.rint(arr), -32767, 32767).astype(np.int16)
-        wavfile.write(tmp, rate, arr)
-        return
-    from PIL import Image
-
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.dtype == np.uint8 and arr.ndim == 2:
-        img = Image.fromarray(arr, "L")
-    elif arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (2, 3, 4):
-        img = Image.fromarray(arr, {2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]])
-    elif arr.ndim == 2 and arr.dtype in (np.uint16, np.int32, np.float32):
-        img = Image.fromarray(arr)
+def _reason(exc):
+    """Why a file failed, in one line (no traceback, whatever the exception)."""
+    if isinstance(exc, (CliError, ValueError, OutputExists)):
+        text = str(exc)
+        if text.startswith("blobs[0]: "):  # the codec names list items
+            text = text[len("blobs[0]: ") :]
+    elif isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
     else:
-        raise CliError(
-            f"{path}: cannot write a {arr.dtype} image of shape {arr.shape} with "
-            "Pillow; decompress it from Python with WallocCodec.decompress"
-        )
-    try:
-        img.save(tmp, format=_pil_format(path))
-    except (OSError, ValueError, KeyError) as e:
-        raise CliError(f"{path}: cannot write image: {e}") from None
+        text = f"unexpected {type(exc).__name__}: {exc} (please report this)"
+    return _one_line(text) or type(exc).__name__
 
 
-# ---------------------------------------------------------------------- writing
-def _atomic_write(path, write, force):
-    """Run ``write(tmp_path)``, then move the temporary file to ``path``.
-
-    Without ``force`` an existing ``path`` is never replaced (even one that
-    appeared meanwhile). Nothing is left behind on failure.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic, and fails if path exists
-            except FileExistsError:
-                raise CliError(f"{path}: exists (use --force to overwrite)") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise CliError(
-                        f"{path}: exists (use --force to overwrite)"
-                    ) from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _error(text):
+    print(f"{PROG}: error: {_one_line(text)}", file=sys.stderr)
 
 
-def _write_bytes(data):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    return write
-
-
-# ----------------------------------------------------------------------- inputs
-def _expand(inputs, accept, what):
-    """Files named on the command line, folders expanded (sorted, not recursive)."""
-    files = []
-    for name in inputs:
-        p = Path(name)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and accept(q))
-            if not found:
-                raise CliError(f"{p}: no {what} in this folder")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise CliError(f"{p}: no such file or folder")
-    if not files:
-        raise CliError(f"no {what} given")
-    return files
-
-
-def _load_codec(path):
-    from .codec import WallocCodec
-    from .transformer import WallocTransformer
-
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f"{path}: no such model file")
-    try:
-        return WallocCodec.load(path)
-    except ValueError as e:
-        if "holds a WallocTransformer" not in str(e):
-            raise CliError(str(e)) from None
-    # A transformer's weights make the same codec (same fingerprint).
-    try:
-        t = WallocTransformer.load(path)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    codec = WallocCodec(**t.get_params())
-    codec.__dict__.update(t.__dict__)
-    return codec
+def _warn(text):
+    print(f"{PROG}: warning: {_one_line(text)}", file=sys.stderr)
 
 
 def _bar(iterable, quiet, **kw):
@@ -334,8 +83,105 @@ def _say(quiet, text):
         tqdm.write(text, file=sys.stdout)
 
 
-def _error(text):
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+def _each(items, name_of, job, quiet, desc):
+    """Run ``job(item)`` for every item; a failure prints one line and counts.
+
+    Returns the number of failed items. ``KeyboardInterrupt`` and
+    :class:`Terminated` are not caught: they stop the command.
+    """
+    failed = 0
+    for item in _bar(items, quiet, desc=desc, unit="file"):
+        try:
+            job(item)
+        except Exception as e:
+            _error(f"{name_of(item)}: {_reason(e)}")
+            failed += 1
+    return failed
+
+
+def _write(out, write, force):
+    """:func:`atomic_write`, with a write failure told as one line."""
+    try:
+        _atomic.atomic_write(out, write, force=force)
+    except OutputExists:
+        raise
+    except OSError as e:
+        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _expand(inputs, accept, what):
+    """Files named on the command line, folders expanded (sorted, not recursive).
+
+    Returns ``(files, failed)``: a missing input or a folder without
+    ``what`` is reported and counted, and the others are still used.
+    """
+    files, failed = [], 0
+    for name in inputs:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and accept(q))
+            if not found:
+                _error(f"{p}: no {what} in this folder")
+                failed += 1
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            _error(f"{p}: no such file or folder")
+            failed += 1
+    return files, failed
+
+
+def _read_model(path):
+    from .transformer import WallocTransformer
+
+    try:
+        return WallocCodec.load(path)
+    except ValueError as e:
+        if "holds a WallocTransformer" not in str(e):
+            raise
+    # A transformer's weights make the same codec (same fingerprint).
+    t = WallocTransformer.load(path)
+    codec = WallocCodec(**t.get_params())
+    codec.__dict__.update(t.__dict__)
+    return codec
+
+
+def _load_codec(path, device=None):
+    """The model file as a codec, or a one-line ``CliError`` saying why not."""
+    from ._signal import resolve_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"{path}: no such model file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CliError(f"{path}: cannot read model file: {e.strerror or e}") from None
+    if not head:
+        raise CliError(f"{path}: empty file, not a model file")
+    if head.startswith(_NPY_MAGIC):
+        raise CliError(
+            f"{path}: a NumPy .npy array, not a model file (models are the .npz "
+            "files that 'walloc fit' writes)"
+        )
+    try:
+        codec = _read_model(path)
+    except ValueError as e:
+        text = _one_line(e)
+        raise CliError(text if text.startswith(str(path)) else f"{path}: {text}")
+    except Exception as e:  # np.load and zipfile fail in many ways on bad files
+        raise CliError(
+            f"{path}: not a sklearn-walloc model file ({type(e).__name__}: {e})"
+        ) from None
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as e:
+            raise CliError(f"--device: {e}") from None
+        codec.device = device
+    return codec
 
 
 def _reduction(codec):
@@ -344,20 +190,43 @@ def _reduction(codec):
     )
 
 
-# --------------------------------------------------------------------- commands
-def _cmd_fit(args):
-    from .codec import WallocCodec
+def _channels(signal, ndim):
+    return signal.shape[ndim] if signal.ndim > ndim else 1
 
-    files = _expand(
-        args.inputs, lambda q: _media_of(q) is not None, "images or WAV files"
-    )
-    kinds = {_media_of(f) for f in files}
-    unknown = [f for f in files if _media_of(f) is None]
+
+def _check_same_channels(files, signals, ndim):
+    """Refuse inputs of different channel counts, naming the odd ones out."""
+    counts = [_channels(s, ndim) for s in signals]
+    common, _ = Counter(counts).most_common(1)[0]
+    reference = files[counts.index(common)]
+    odd = [(f, c) for f, c in zip(files, counts) if c != common]
+    if odd:
+        f, c = odd[0]
+        more = f" (and {len(odd) - 1} more file(s))" if len(odd) > 1 else ""
+        raise CliError(
+            f"{f} has {c} channel(s), but {reference} has {common}{more}; fit "
+            "files with the same number of channels (e.g. all RGB, or all stereo)"
+        )
+    return common
+
+
+# --------------------------------------------------------------------- commands
+_WHAT = "images or audio files"
+
+
+def _cmd_fit(args):
+    files, failed = _expand(args.inputs, lambda q: media_of(q) is not None, _WHAT)
+    unknown = [f for f in files if media_of(f) is None]
     if unknown:
         raise CliError(f"{unknown[0]}: unsupported file type")
-    if len(kinds) > 1:
-        raise CliError("cannot fit images and audio together; fit one model each")
-    ndim = 2 if kinds == {"image"} else 1
+    images = [f for f in files if media_of(f) == "image"]
+    sounds = [f for f in files if media_of(f) == "audio"]
+    if images and sounds:
+        raise CliError(
+            f"cannot fit images and audio together ({images[0]}, {sounds[0]}); "
+            "fit one model each"
+        )
+    ndim = 1 if sounds else 2
     if args.signal_ndim is not None and args.signal_ndim != ndim:
         raise CliError(
             f"--signal-ndim {args.signal_ndim} does not match the inputs "
@@ -366,22 +235,21 @@ def _cmd_fit(args):
     out = Path(args.output)
     if out.exists() and not args.force:
         raise CliError(f"{out}: exists (use --force to overwrite)")
-    signals, failed = [], 0
-    for f in _bar(files, args.quiet, desc="reading", unit="file"):
-        try:
-            signals.append(read_signal(f)[0])
-        except CliError as e:
-            _error(str(e))
-            failed += 1
-    if failed:
-        raise CliError(f"{failed} input file(s) could not be read; nothing fitted")
-    counts = {(s.shape[ndim] if s.ndim > ndim else 1) for s in signals}
-    if len(counts) > 1:
+    signals = {}
+    failed += _each(
+        files,
+        str,
+        lambda f: signals.__setitem__(f, read_signal(f)[0]),
+        args.quiet,
+        "reading",
+    )
+    if failed or not files:
         raise CliError(
-            f"the inputs have different channel counts {sorted(counts)}; fit "
-            "files with the same number of channels (e.g. all RGB, or all stereo)"
+            f"{failed} input(s) could not be read; nothing fitted"
+            if failed
+            else f"no {_WHAT} given"
         )
-    channels = counts.pop()
+    channels = _check_same_channels(files, [signals[f] for f in files], ndim)
     levels = args.levels if args.levels is not None else 3
     bands = channels * 2 ** (levels * ndim)
     if args.latent_dim is not None:
@@ -410,17 +278,20 @@ def _cmd_fit(args):
             params[name] = value
     start = time.perf_counter()
     try:
-        codec = WallocCodec(**params).fit(signals)
+        codec = WallocCodec(**params).fit([signals[f] for f in files])
     except ValueError as e:
         raise CliError(f"cannot fit: {e}") from None
     elapsed = time.perf_counter() - start
     codec.verbose = 0
     if out.parent != Path(""):
-        out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, codec.save, args.force)
+        _make_folder(out.parent)
+    try:
+        _write(out, codec.save, args.force)
+    except OutputExists as e:
+        raise CliError(str(e)) from None
     _say(
         args.quiet,
-        f"fitted on {len(signals)} file(s) in {elapsed:.1f} s: {channels} channel(s), "
+        f"fitted on {len(files)} file(s) in {elapsed:.1f} s: {channels} channel(s), "
         f"levels={codec.levels}, latent_dim={codec.latent_dim} "
         f"({_reduction(codec):.3g}x fewer values), {codec.n_iter_} training step(s)"
         f"\nwrote {out}",
@@ -428,105 +299,160 @@ def _cmd_fit(args):
     return 0
 
 
+def _make_folder(folder):
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(
+            f"{folder}: cannot create the folder: {e.strerror or e}"
+        ) from None
+
+
 def _outputs_for(files, outdir, name_of):
-    outs = []
+    outs = {}
     for f in files:
         folder = Path(outdir) if outdir is not None else f.parent
-        outs.append(folder / name_of(f))
-    dup = {o for o in outs if outs.count(o) > 1}
+        outs[f] = folder / name_of(f)
+    seen = Counter(outs.values())
+    dup = sorted(o for o, n in seen.items() if n > 1)
     if dup:
-        raise CliError(f"two inputs would write the same output {sorted(dup)[0]}")
+        raise CliError(f"two inputs would write the same output {dup[0]}")
     return outs
 
 
 def _check_free(outs, force):
+    """Without ``force``, refuse the whole command if any output exists."""
     taken = [o for o in outs if o.exists()]
     if taken and not force:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
         raise CliError(f"{taken[0]}{more}: exists; refusing to overwrite (use --force)")
 
 
-def _cmd_compress(args):
-    codec = _load_codec(args.model)
-    files = _expand(
-        args.inputs, lambda q: _media_of(q) is not None, "images or WAV files"
+def _media_of_codec(codec):
+    return "image" if codec.signal_ndim == 2 else "audio"
+
+
+def _pack(f, blob, meta):
+    """The ``.wlc`` bytes; an ICC profile too large for the header is dropped."""
+    try:
+        return pack_file(blob, meta)
+    except MetadataTooLong:
+        if "icc_profile" not in meta:
+            raise
+    size = len(meta.pop("icc_profile")) * 3 // 4
+    _warn(
+        f"{f}: the ICC profile (about {size} bytes) does not fit in a .wlc file; "
+        "dropped"
     )
+    return pack_file(blob, meta)
+
+
+def _rate(signal, media, nbytes, meta):
+    """Bits per pixel of an image, bits per sample (and kbit/s) of audio."""
+    bits = 8 * nbytes
+    if media == "image":
+        return f"{bits / (signal.shape[0] * signal.shape[1]):.3g} bpp"
+    seconds = signal.shape[0] / meta["sample_rate"]
+    return f"{bits / signal.size:.3g} bits/sample, {bits / seconds / 1000:.3g} kbit/s"
+
+
+def _ratio(source_bytes, nbytes, name):
+    ratio = source_bytes / nbytes
+    if ratio >= 1:
+        return f"{ratio:.3g}x smaller than {name}"
+    return f"{1 / ratio:.3g}x larger than {name}"
+
+
+def _cmd_compress(args):
+    codec = _load_codec(args.model, args.device)
+    files, failed = _expand(args.inputs, lambda q: media_of(q) is not None, _WHAT)
     outs = _outputs_for(files, args.output_dir, lambda f: f.name + SUFFIX)
-    _check_free(outs, args.force)
+    _check_free(outs.values(), args.force)
     if args.output_dir is not None:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for f, out in zip(_bar(files, args.quiet, desc="compress", unit="file"), outs):
-        try:
-            arr, meta = read_signal(f)
-            expected = "image" if codec.signal_ndim == 2 else "audio"
-            if meta["media"] != expected:
-                raise CliError(f"{f}: the model codes {expected}, not {meta['media']}")
-            meta["name"] = f.name
-            try:
-                (blob,) = codec.compress([arr])
-            except ValueError as e:
-                raise CliError(f"{f}: {e}") from None
-            data = pack_file(blob, meta)
-            _atomic_write(out, _write_bytes(data), args.force)
-        except (CliError, OSError) as e:
-            _error(str(e))
-            failed += 1
-            continue
-        bits = 8 * len(data)
+        _make_folder(args.output_dir)
+    expected = _media_of_codec(codec)
+
+    def compress(f):
+        signal, meta = read_signal(f)
+        if meta["media"] != expected:
+            raise CliError(f"the model codes {expected}, not {meta['media']}")
+        meta["name"] = f.name
+        (blob,) = codec.compress([signal])
+        data = _pack(f, blob, meta)
+        out = outs[f]
+        _write(out, lambda tmp: _atomic.dump(data, tmp), args.force)
         _say(
             args.quiet,
-            f"{f} -> {out}: {len(data)} bytes, {bits / arr.size:.4g} bits/sample, "
-            f"{arr.itemsize * 8 * arr.size / bits:.3g}:1",
+            f"{f} -> {out}: {len(data)} bytes, "
+            f"{_rate(signal, expected, len(data), meta)}, "
+            f"{_ratio(f.stat().st_size, len(data), f.name)}",
         )
+
+    failed += _each(files, str, compress, args.quiet, "compress")
     return 1 if failed else 0
 
 
-def _decoded_name(f, meta, codec):
-    name = f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.name + ".out"
-    if _media_of(name) is None:
-        original = meta.get("name")
-        ext = Path(original).suffix if isinstance(original, str) else ""
-        if _media_of(ext) is None:
-            ext = ".png" if codec.signal_ndim == 2 else ".wav"
-        name += ext
-    return name
+def _signal_of(info, ndim):
+    """(dtype, channels) a blob declares, from :func:`blob_info`."""
+    shape = info["signal_shape"]
+    return np.dtype(info["dtype"]), (shape[ndim] if len(shape) > ndim else 1)
+
+
+def _check_format_options(args, media):
+    if args.format is not None and FORMATS[args.format][0] != media:
+        raise CliError(
+            f"--format {args.format} is for {FORMATS[args.format][0]}, but the "
+            f"model codes {media}"
+        )
+    if args.quality is not None and (
+        args.format is None or FORMATS[args.format][2] is False
+    ):
+        lossy = ", ".join(k for k, v in FORMATS.items() if v[2] is not False)
+        raise CliError(f"--quality applies to lossy formats only (--format {lossy})")
 
 
 def _cmd_decompress(args):
-    codec = _load_codec(args.model)
-    files = _expand(args.inputs, lambda q: q.name.endswith(SUFFIX), f"{SUFFIX} files")
-    parsed, failed = [], 0
-    for f in files:
-        try:
-            blob, meta = unpack_file(f.read_bytes())
-        except (ValueError, OSError) as e:
-            _error(f"{f}: {e}")
-            failed += 1
-            continue
-        parsed.append((f, blob, meta))
-    names = {f: _decoded_name(f, meta, codec) for f, _, meta in parsed}
-    outs = _outputs_for([f for f, _, _ in parsed], args.output_dir, names.__getitem__)
-    _check_free(outs, args.force)
-    if args.output_dir is not None:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    bar = _bar(parsed, args.quiet, desc="decompress", unit="file")
-    for (f, blob, meta), out in zip(bar, outs):
-        try:
-            try:
-                (arr,) = codec.decompress([blob], restore=True)
-            except ValueError as e:
-                raise CliError(f"{f}: {e}") from None
+    codec = _load_codec(args.model, args.device)
+    media = _media_of_codec(codec)
+    _check_format_options(args, media)
+    files, failed = _expand(
+        args.inputs, lambda q: q.name.endswith(SUFFIX), f"{SUFFIX} files"
+    )
+    parsed = {}
 
-            def write(tmp, arr=arr, out=out, meta=meta):
-                write_signal(out, arr, meta, tmp)
+    def parse(f):
+        blob, meta = unpack_file(f.read_bytes())
+        dtype, channels = _signal_of(blob_info(blob), codec.signal_ndim)
+        fmt = args.format or default_format(media, meta, dtype, channels)
+        stem = f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.name
+        parsed[f] = (blob, meta, fmt, output_name(stem, fmt))
 
-            _atomic_write(out, write, args.force)
-        except (CliError, OSError) as e:
-            _error(str(e))
-            failed += 1
-            continue
+    failed += _each(files, str, parse, True, "reading")
+    outs = _outputs_for(list(parsed), args.output_dir, lambda f: parsed[f][3])
+    _check_free(outs.values(), args.force)
+    if args.output_dir is not None and parsed:
+        _make_folder(args.output_dir)
+
+    def decompress(f):
+        blob, meta, fmt, _ = parsed[f]
+        try:
+            (signal,) = codec.decompress(
+                [blob], restore=True, max_values=args.max_values
+            )
+        except ValueError as e:  # name the option, not the Python argument
+            raise ValueError(str(e).replace("max_values", "--max-values")) from None
+        out = outs[f]
+        _write(
+            out,
+            lambda tmp: write_signal(tmp, signal, meta, fmt, args.quality),
+            args.force,
+        )
         _say(args.quiet, f"{f} -> {out}")
+
+    failed += _each(list(parsed), str, decompress, args.quiet, "decompress")
     return 1 if failed else 0
 
 
@@ -557,14 +483,14 @@ def _model_summary(path):
 
 
 def _blob_summary(path, data, model):
-    from .codec import blob_info
-
     blob, meta = unpack_file(data)
     info = blob_info(blob)
     out = {"file": str(path), "type": "compressed signal", **info}
     out["signal_shape"] = list(info["signal_shape"])
     out["latent_shape"] = list(info["latent_shape"])
     out["file_bytes"] = len(data)
+    if "icc_profile" in meta:  # kilobytes of base64 say nothing to a reader
+        meta = {**meta, "icc_profile": f"<{len(meta['icc_profile']) * 3 // 4} bytes>"}
     out["metadata"] = meta
     if model is not None:
         out["made_by_model"] = info["fingerprint"] == model.fingerprint().hex()
@@ -573,37 +499,28 @@ def _blob_summary(path, data, model):
 
 def _cmd_info(args):
     model = _load_codec(args.model) if args.model else None
-    failed = 0
-    for name in args.files:
+
+    def describe(name):
         path = Path(name)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            _error(f"{path}: {e.strerror or e}")
-            failed += 1
-            continue
-        try:
-            if data[:4] in (FILE_MAGIC, _BLOB_MAGIC):
-                summary = _blob_summary(path, data, model)
-            elif data[:2] == b"PK":
+        data = path.read_bytes()
+        if data[:4] in (FILE_MAGIC, BLOB_MAGIC):
+            summary = _blob_summary(path, data, model)
+        elif data[:2] == b"PK":
+            try:
                 summary = _model_summary(path)
-            else:
-                raise CliError(f"{path}: neither a WaLLoC file (.wlc) nor a model file")
-        except (CliError, ValueError) as e:
-            msg = str(e)
-            _error(msg if msg.startswith(str(path)) else f"{path}: {msg}")
-            failed += 1
-            continue
+            except CliError as e:  # its message names the file already
+                raise CliError(str(e).removeprefix(f"{path}: ")) from None
+        else:
+            raise CliError("neither a WaLLoC file (.wlc) nor a model file")
         if args.json:
             print(json.dumps(summary, default=str))
-        else:
-            print(f"{path}:")
-            for k, v in summary.items():
-                if k != "file":
-                    if isinstance(v, float):
-                        v = f"{v:.4g}"
-                    print(f"  {k}: {v}")
-    return 1 if failed else 0
+            return
+        print(f"{path}:")
+        for k, v in summary.items():
+            if k != "file":
+                print(f"  {k}: {f'{v:.4g}' if isinstance(v, float) else v}")
+
+    return 1 if _each(args.files, str, describe, True, "info") else 0
 
 
 def _psnr(a, b, peak=255.0):
@@ -613,8 +530,6 @@ def _psnr(a, b, peak=255.0):
 
 def _cmd_demo(args):
     from PIL import Image
-
-    from .codec import WallocCodec
 
     try:
         from .datasets import load_photos
@@ -626,7 +541,7 @@ def _cmd_demo(args):
             f"the demo needs scikit-image and scikit-learn's photos: {e}"
         ) from None
     outdir = Path(args.output_dir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    _make_folder(outdir)
     # With max_iter=0 the residual decoder path is exactly zero: skip it.
     width = 0 if args.max_iter == 0 else 64
     codec = WallocCodec(
@@ -681,7 +596,7 @@ def _cmd_demo(args):
         gap = np.full((h, 8, 3), 255, np.uint8)
         side = np.concatenate([x, gap, y], axis=1)
         out = outdir / f"{name}_original_vs_walloc.png"
-        _atomic_write(
+        _write(
             out, lambda tmp, s=side: Image.fromarray(s).save(tmp, format="PNG"), True
         )
     bpp = 8 * totals[0] / totals[1]
@@ -695,7 +610,7 @@ def _cmd_demo(args):
 
 
 # ----------------------------------------------------------------------- parser
-def _bounded(cast, noun, minimum, strict):
+def _bounded(cast, noun, minimum, strict, maximum=None):
     """An argparse type: ``cast(text)``, at least (or above) ``minimum``."""
 
     def parse(text):
@@ -706,6 +621,8 @@ def _bounded(cast, noun, minimum, strict):
         if value < minimum or (strict and value == minimum):
             sign = ">" if strict else ">="
             raise argparse.ArgumentTypeError(f"must be {sign} {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -714,21 +631,17 @@ def _bounded(cast, noun, minimum, strict):
 _positive_int = _bounded(int, "an integer", 1, strict=False)
 _nonneg_int = _bounded(int, "an integer", 0, strict=False)
 _positive_float = _bounded(float, "a number", 0, strict=True)
+_quality = _bounded(int, "an integer", 1, strict=False, maximum=100)
+
+_DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: the model's, auto)"
 
 
-def _build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="WaLLoC: wavelet-domain learned lossy compression of images "
-        "and audio (see docs/cli.md).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_fit(sub):
     p = sub.add_parser(
         "fit",
-        help="fit a model on images or WAV files",
-        description="Fit a WallocCodec on images (Pillow) or WAV files and save it "
-        "in the safe model format.",
+        help="fit a model on images or audio files",
+        description="Fit a WallocCodec on images (Pillow) or audio files "
+        "(soundfile: WAV, FLAC, OGG, MP3) and save it in the safe model format.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     p.add_argument(
@@ -781,25 +694,67 @@ def _build_parser():
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_fit)
 
-    for name, func, what, hint in (
-        ("compress", _cmd_compress, "images or WAV files", f"x.png -> x.png{SUFFIX}"),
-        ("decompress", _cmd_decompress, f"{SUFFIX} files", f"x.png{SUFFIX} -> x.png"),
-    ):
-        p = sub.add_parser(
-            name,
-            help=f"{name} files ({hint})",
-            description=f"{name.capitalize()} {what} with a fitted model; outputs "
-            f"keep the input names ({hint}) and go next to the inputs unless -o is "
-            "given. Existing files are never overwritten without --force.",
-        )
-        p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
-        p.add_argument(
-            "-m", "--model", required=True, help="model file from 'walloc fit'"
-        )
-        p.add_argument("-o", "--output-dir", help="folder for the outputs")
-        p.add_argument("-f", "--force", action="store_true", help="overwrite outputs")
-        p.add_argument("-q", "--quiet", action="store_true")
-        p.set_defaults(func=func)
+
+def _add_coding(sub, name, func, what, hint):
+    p = sub.add_parser(
+        name,
+        help=f"{name} files ({hint})",
+        description=f"{name.capitalize()} {what} with a fitted model; outputs "
+        f"go next to the inputs unless -o is given ({hint}). Existing files are "
+        "never overwritten without --force.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    p.add_argument("-m", "--model", required=True, help="model file from 'walloc fit'")
+    p.add_argument("-o", "--output-dir", help="folder for the outputs")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("-f", "--force", action="store_true", help="overwrite outputs")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=func)
+    return p
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="WaLLoC: wavelet-domain learned lossy compression of images "
+        "and audio (see docs/cli.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_fit(sub)
+    _add_coding(
+        sub,
+        "compress",
+        _cmd_compress,
+        "images or audio files",
+        f"x.png -> x.png{SUFFIX}",
+    )
+    p = _add_coding(
+        sub,
+        "decompress",
+        _cmd_decompress,
+        f"{SUFFIX} files",
+        f"x.jpg{SUFFIX} -> x.png, x.flac{SUFFIX} -> x.flac",
+    )
+    p.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        help="output format (default: lossless: png, or tiff for 32-bit and float "
+        "greyscale; flac for FLAC sources, wav for other audio)",
+    )
+    p.add_argument(
+        "--quality",
+        type=_quality,
+        help="1-100, for the lossy formats jpg, webp and ogg (default: 90 for "
+        "jpg; webp without it is lossless)",
+    )
+    p.add_argument(
+        "--max-values",
+        type=_positive_int,
+        default=MAX_DECODED_VALUES,
+        help="largest signal (scalar values: pixels x channels, or samples x "
+        "channels) to decode, against decompression bombs (default: %(default)s)",
+    )
 
     p = sub.add_parser(
         "info",
@@ -849,21 +804,30 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 1 if any file failed, 2 on a usage error.
+        0 on success, 1 if any file failed, 2 on a usage error, 130 on
+        ``KeyboardInterrupt``, 143 on ``SIGTERM``.
     """
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, or a usage error already reported
+    except SystemExit as e:  # --help, --version, or a usage error already reported
         return e.code if isinstance(e.code, int) else 2
-    try:
-        return args.func(args)
-    except CliError as e:
-        _error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    # SIGTERM raises, so the finally blocks of atomic writes remove temp files.
+    with sigterm_raises():
+        try:
+            return args.func(args)
+        except CliError as e:
+            _error(str(e))
+            return 1
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
+        except Terminated:
+            _error("terminated")
+            return 143
+        except Exception as e:  # a bug: still one line, never a traceback
+            _error(_reason(e))
+            return 1
 
 
 if __name__ == "__main__":  # python -m sklearn_walloc.cli

@@ -1,8 +1,15 @@
 """The ``walloc`` command line, driven through ``main([...])`` in a temporary folder."""
 
+import errno
 import json
+import os
+import signal
+import stat
+import struct
 import subprocess
 import sys
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -69,7 +76,12 @@ def test_fit_compress_decompress_images(files, image_model, capsys):
         assert y.shape == x.shape == (45, 61, 3) and y.dtype == np.uint8
         # The files hold exactly what the Python API gives.
         blob, meta = unpack_file((imgs / f"{name}.png.wlc").read_bytes())
-        assert meta == {"media": "image", "mode": "RGB", "name": f"{name}.png"}
+        assert meta == {
+            "media": "image",
+            "format": "PNG",
+            "mode": "RGB",
+            "name": f"{name}.png",
+        }
         assert np.array_equal(y, codec.decompress([blob], restore=True)[0])
         assert codec.compress([x]) == [blob]
         assert 10 * np.log10(255**2 / np.mean((x - y.astype(float)) ** 2)) > 20
@@ -187,7 +199,7 @@ def test_failed_write_leaves_nothing(files, image_model, monkeypatch, capsys):
     imgs = files / "imgs"
     assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
 
-    def broken(path, arr, meta, tmp):
+    def broken(tmp, signal, meta, fmt, quality):
         with open(tmp, "wb") as f:
             f.write(b"half an image")
         raise OSError("disk full")
@@ -385,3 +397,530 @@ def test_python_dash_m_runs():
         timeout=120,
     )
     assert r.returncode == 0 and "decompress" in r.stdout
+
+
+# ------------------------------------------------------- errors without tracebacks
+def _one_error_line_per(err, *names):
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert all(line.startswith("walloc: error: ") for line in lines), err
+    for name in names:
+        assert sum(name in line for line in lines) == 1, (name, err)
+    return lines
+
+
+def test_bad_model_files_give_one_line(files, capsys):
+    imgs = files / "imgs"
+    empty = files / "empty.npz"
+    empty.write_bytes(b"")
+    npy = files / "weights.npy"
+    np.save(npy, np.zeros(3))
+    junk = files / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    for model, reason in ((empty, "empty"), (npy, ".npy"), (junk, "model file")):
+        for cmd in ("compress", "decompress", "info"):
+            assert main([cmd, "-m", str(model), str(imgs / "a.png")]) == 1
+            err = capsys.readouterr().err
+            (line,) = _one_error_line_per(err, model.name)
+            assert reason in line
+    assert main(["info", str(empty), str(npy), str(junk)]) == 1
+    _one_error_line_per(capsys.readouterr().err, "empty", "weights", "junk")
+
+
+def test_output_folder_that_is_a_file(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
+    taken = files / "taken.txt"
+    taken.write_text("mine")
+    for cmd, src in (("compress", imgs / "a.png"), ("decompress", imgs / "a.png.wlc")):
+        assert main([cmd, "-m", str(image_model), str(src), "-o", str(taken)]) == 1
+        (line,) = _one_error_line_per(capsys.readouterr().err, "taken.txt")
+        assert "not a folder" in line
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_read_only_output_folder(files, image_model, monkeypatch, capsys):
+    ro = files / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root writes anyway: refuse as the kernel would
+        from sklearn_walloc import _atomic
+
+        def refused(**kw):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(_atomic.tempfile, "mkstemp", refused)
+    try:
+        code = main(
+            ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(ro)]
+        )
+        assert code == 1
+        lines = _one_error_line_per(capsys.readouterr().err, "a.png", "b.png", "c.png")
+        assert all("Permission denied" in line for line in lines)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_full_disk_fails_each_file_cleanly(files, image_model, monkeypatch, capsys):
+    from sklearn_walloc import _atomic
+
+    def full(data, tmp):
+        with open(tmp, "wb") as f:
+            f.write(data[:7])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_atomic, "dump", full)
+    out = files / "packed"
+    code = main(
+        ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    lines = _one_error_line_per(capsys.readouterr().err, "a.png", "b.png", "c.png")
+    assert all("No space left on device" in line for line in lines)
+    assert list(out.iterdir()) == []
+
+
+def _wlc_with_meta(files, image_model, meta_text):
+    """a.png.wlc with its metadata replaced by ``meta_text`` (valid checksum)."""
+    blob, _ = unpack_file((files / "imgs" / "a.png.wlc").read_bytes())
+    text = meta_text.encode()
+    head = struct.pack("<4sB3sI", b"WLCF", 1, b"\0\0\0", len(text)) + text
+    return head + struct.pack("<I", zlib.crc32(head)) + blob
+
+
+def test_hostile_wlc_files_fail_alone(files, image_model, capsys):
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs), "-q"]) == 0
+    packed = files / "packed"
+    packed.mkdir()
+    good = (imgs / "a.png.wlc").read_bytes()
+    (packed / "a.png.wlc").write_bytes(good)
+    (packed / "rate.wav.wlc").write_bytes(
+        _wlc_with_meta(files, image_model, '{"sample_rate":2147483648}')
+    )
+    (packed / "deep.png.wlc").write_bytes(
+        _wlc_with_meta(files, image_model, "[" * 20000 + "]" * 20000)
+    )
+    (packed / "short.png.wlc").write_bytes(good[: len(good) // 2])
+    (packed / "tiny.png.wlc").write_bytes(good[:9])
+    out = files / "out"
+    code = main(
+        ["decompress", "-m", str(image_model), str(packed), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    lines = _one_error_line_per(err, "rate.wav", "deep.png", "short.png", "tiny.png")
+    assert len(lines) == 4 and "sample_rate" in err and "nested" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert main(["info", str(packed / "deep.png.wlc")]) == 1
+    _one_error_line_per(capsys.readouterr().err, "deep.png")
+
+
+def test_unexpected_errors_are_one_line_and_ctrl_c_exits_130(
+    files, image_model, monkeypatch, capsys
+):
+    real = cli.read_signal
+
+    def flaky(path):
+        if path.name == "b.png":
+            raise RuntimeError("boom")
+        return real(path)
+
+    monkeypatch.setattr(cli, "read_signal", flaky)
+    out = files / "packed"
+    code = main(
+        ["compress", "-m", str(image_model), str(files / "imgs"), "-o", str(out), "-q"]
+    )
+    assert code == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "b.png")
+    assert "unexpected RuntimeError: boom" in line
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.wlc", "c.png.wlc"]
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "read_signal", interrupted)
+    code = main(
+        [
+            "compress",
+            "-m",
+            str(image_model),
+            str(files / "imgs"),
+            "-o",
+            str(files / "p2"),
+            "-q",
+        ]
+    )
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert _no_temp_files(files)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_a_write_leaves_no_temp_file(files, image_model):
+    # A child process writes slowly; SIGTERM arrives mid-write.
+    script = (
+        "import sys, time\n"
+        "from sklearn_walloc import _atomic, cli\n"
+        "def slow(data, tmp):\n"
+        "    with open(tmp, 'wb') as f:\n"
+        "        f.write(data[:5]); f.flush()\n"
+        "    time.sleep(120)\n"
+        "_atomic.dump = slow\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = files / "packed"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "compress",
+            "-m",
+            str(image_model),
+            str(files / "imgs" / "a.png"),
+            "-o",
+            str(out),
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_outputs_respect_the_umask(files, image_model):
+    old = os.umask(0o027)
+    try:
+        a = files / "imgs" / "a.png"
+        assert main(["compress", "-m", str(image_model), str(a), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "decompress",
+                    "-m",
+                    str(image_model),
+                    str(a) + ".wlc",
+                    "-o",
+                    str(files / "out"),
+                    "-q",
+                ]
+            )
+            == 0
+        )
+        model = files / "m2.npz"
+        assert main(["fit", str(a), "-o", str(model), *FIT]) == 0
+    finally:
+        os.umask(old)
+    for path in (files / "imgs" / "a.png.wlc", files / "out" / "a.png", model):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+# ------------------------------------------------------------ formats and media
+@pytest.fixture(scope="module")
+def srgb():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_jpeg_comes_back_lossless_with_orientation_and_icc(
+    files, image_model, srgb, capsys
+):
+    x = np.asarray(Image.open(files / "imgs" / "a.png"))[:37, :53]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpg = files / "x.jpg"
+    Image.fromarray(x).save(jpg, exif=exif.tobytes(), icc_profile=srgb)
+    assert main(["compress", "-m", str(image_model), str(jpg), "-q"]) == 0
+    wlc = files / "x.jpg.wlc"
+    assert main(["decompress", "-m", str(image_model), str(wlc), "-q"]) == 0
+    out = files / "x.png"  # x.jpg.wlc -> x.png: no second lossy stage
+    codec = WallocCodec.load(image_model)
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.mode == "RGB" and img.size == (53, 37)
+        assert img.getexif()[0x0112] == 6 and img.info["icc_profile"] == srgb
+        y = np.asarray(img)
+    blob, _ = unpack_file(wlc.read_bytes())
+    assert np.array_equal(y, codec.decompress([blob], restore=True)[0])
+    # Lossy formats on request, with a quality.
+    sizes = {}
+    for q in ("20", "95"):
+        folder = files / f"q{q}"
+        args = ["decompress", "-m", str(image_model), str(wlc), "-o", str(folder)]
+        assert main([*args, "--format", "jpg", "--quality", q, "-q"]) == 0
+        with Image.open(folder / "x.jpg") as img:
+            assert img.format == "JPEG" and img.getexif()[0x0112] == 6
+        sizes[q] = (folder / "x.jpg").stat().st_size
+    assert sizes["20"] < sizes["95"]
+    args = ["decompress", "-m", str(image_model), str(wlc), "-o", str(files / "w")]
+    assert main([*args, "--format", "webp", "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(files / "w" / "x.webp")), y)
+    assert main([*args, "--quality", "50"]) == 1  # png is lossless
+    assert main([*args, "--format", "wav"]) == 1  # not an image format
+    err = capsys.readouterr().err
+    assert "--quality applies to lossy formats" in err and "is for audio" in err
+
+
+def test_icc_profile_too_large_is_dropped_with_a_warning(
+    files, image_model, srgb, monkeypatch, capsys
+):
+    from sklearn_walloc import _wlc
+
+    x = np.asarray(Image.open(files / "imgs" / "a.png"))
+    Image.fromarray(x).save(files / "x.png", icc_profile=srgb)
+    monkeypatch.setattr(_wlc, "MAX_META_BYTES", 200)
+    assert main(["compress", "-m", str(image_model), str(files / "x.png"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("walloc: warning: ") and "ICC profile" in err
+    assert err.count("\n") == 1
+    _, meta = unpack_file((files / "x.png.wlc").read_bytes())
+    assert "icc_profile" not in meta and meta["mode"] == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("mode", "make"),
+    [
+        ("I;16", lambda g: g.astype(np.uint16) * 257),
+        ("RGBA", lambda g: np.dstack([g, 255 - g, g // 2, np.full_like(g, 200)])),
+        ("LA", lambda g: np.dstack([g, np.full_like(g, 99)])),
+    ],
+)
+def test_other_image_kinds_round_trip_as_png(files, mode, make):
+    g = np.add.outer(np.arange(37), 2 * np.arange(53)).astype(np.uint8)
+    folder = files / mode.replace(";", "")
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(make(np.roll(g, 5 * i, axis=1))).save(folder / f"{i}.png")
+    model = files / "m.npz"
+    assert main(["fit", str(folder), "-o", str(model), *FIT]) == 0
+    assert main(["compress", "-m", str(model), str(folder / "0.png"), "-q"]) == 0
+    out = files / "out"
+    wlc = folder / "0.png.wlc"
+    assert main(["decompress", "-m", str(model), str(wlc), "-o", str(out), "-q"]) == 0
+    with Image.open(out / "0.png") as img, Image.open(folder / "0.png") as src:
+        assert img.mode == src.mode == mode and img.size == (53, 37)
+        y, x = np.asarray(img), np.asarray(src)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    peak = 65535.0 if mode == "I;16" else 255.0
+    mse = np.mean((y.astype(float) - x) ** 2)
+    assert 10 * np.log10(peak**2 / max(mse, 1e-12)) > 20
+
+
+def test_fit_names_the_file_with_other_channels(files, capsys):
+    photos = files / "photos"
+    photos.mkdir()
+    x = np.asarray(Image.open(files / "imgs" / "a.png"))
+    Image.fromarray(x).save(photos / "a.png")
+    Image.fromarray(x[..., 0]).save(photos / "b.png")
+    Image.fromarray(x).convert("P").save(photos / "c.png")  # palette: read as RGB
+    assert main(["fit", str(photos), "-o", str(files / "m.npz"), *FIT]) == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "b.png")
+    assert f"{photos / 'b.png'} has 1 channel(s), but {photos / 'a.png'} has 3" in line
+    assert not (files / "m.npz").exists()
+
+
+def _audio_folder(files, name, subtype, ext, rate=16000):
+    import soundfile as sf
+
+    folder = files / name
+    folder.mkdir()
+    t = np.arange(2000) / rate
+    for i in range(2):
+        x = 0.4 * np.stack([np.sin(2 * np.pi * (300 + 50 * i) * t), np.cos(900 * t)], 1)
+        sf.write(folder / f"s{i}.{ext}", x, rate, subtype=subtype)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("subtype", "ext", "out_ext", "dtype"),
+    [
+        ("PCM_16", "flac", "flac", "int16"),
+        ("PCM_24", "wav", "wav", "int32"),
+        ("PCM_24", "flac", "flac", "int32"),
+        ("FLOAT", "wav", "wav", "float32"),
+        ("VORBIS", "ogg", "wav", "float32"),
+    ],
+)
+def test_audio_formats_round_trip_in_their_sample_type(
+    files, subtype, ext, out_ext, dtype
+):
+    import soundfile as sf
+
+    folder = _audio_folder(files, "snd", subtype, ext)
+    model = files / "m.npz"
+    assert main(["fit", str(folder), "-o", str(model), *FIT]) == 0
+    assert (
+        main(["compress", "-m", str(model), str(folder), "-o", str(files / "c")]) == 0
+    )
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(files / "c"),
+                "-o",
+                str(files / "d"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    for i in range(2):
+        src = sf.info(folder / f"s{i}.{ext}")
+        out = files / "d" / f"s{i}.{out_ext}"
+        info = sf.info(out)
+        expected = "FLOAT" if subtype == "VORBIS" else subtype
+        assert (info.subtype, info.samplerate, info.frames, info.channels) == (
+            expected,
+            16000,
+            src.frames,
+            2,
+        )
+        x, _ = sf.read(folder / f"s{i}.{ext}", dtype=dtype)
+        y, _ = sf.read(out, dtype=dtype)
+        peak = float(np.abs(x).max())
+        snr = 10 * np.log10(
+            np.mean(x.astype(float) ** 2) / np.mean((x.astype(float) - y) ** 2)
+        )
+        assert peak > 0 and snr > 10
+
+
+def test_compress_reports_bpp_bits_per_sample_and_ratio(files, image_model, capsys):
+    a = files / "imgs" / "a.png"
+    assert main(["compress", "-m", str(image_model), str(a)]) == 0
+    line = capsys.readouterr().out.strip()
+    n = (files / "imgs" / "a.png.wlc").stat().st_size
+    bpp = 8 * n / (45 * 61)
+    ratio = a.stat().st_size / n
+    assert line == (
+        f"{a} -> {a}.wlc: {n} bytes, {bpp:.3g} bpp, {ratio:.3g}x smaller than a.png"
+    )
+    wavs = files / "wavs"
+    model = files / "audio.npz"
+    assert main(["fit", str(wavs), "-o", str(model), *FIT]) == 0
+    assert main(["compress", "-m", str(model), str(wavs / "s0.wav")]) == 0
+    line = capsys.readouterr().out.strip()
+    n = (wavs / "s0.wav.wlc").stat().st_size
+    assert f"{8 * n / 3000:.3g} bits/sample" in line  # 1500 frames x 2 channels
+    assert f"{8 * n / (1500 / 16000) / 1000:.3g} kbit/s" in line
+    assert "x smaller than s0.wav" in line
+
+
+def test_version_device_and_max_values(files, image_model, capsys):
+    import sklearn_walloc
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"walloc {sklearn_walloc.__version__}"
+    a = files / "imgs" / "a.png"
+    assert (
+        main(["compress", "-m", str(image_model), str(a), "--device", "cpu", "-q"]) == 0
+    )
+    assert main(["compress", "-m", str(image_model), str(a), "--device", "tpu"]) == 1
+    assert "--device" in capsys.readouterr().err
+    wlc = str(a) + ".wlc"
+    args = ["decompress", "-m", str(image_model), wlc, "-o", str(files / "o"), "-q"]
+    assert main([*args, "--max-values", str(45 * 61 * 3 - 1)]) == 1
+    err = capsys.readouterr().err
+    assert "--max-values" in err and not (files / "o" / "a.png").exists()
+    assert main([*args, "--max-values", str(45 * 61 * 3), "--device", "cpu"]) == 0
+    assert main([*args, "--max-values", "0"]) == 2
+
+
+@pytest.mark.xfail(
+    reason="needs the sample-domain rule from the spec branch", strict=False
+)
+def test_24_bit_file_through_a_16_bit_model(files):
+    import soundfile as sf
+
+    model = files / "m16.npz"
+    assert (
+        main(
+            [
+                "fit",
+                str(_audio_folder(files, "a16", "PCM_16", "wav")),
+                "-o",
+                str(model),
+                *FIT,
+            ]
+        )
+        == 0
+    )
+    src = _audio_folder(files, "a24", "PCM_24", "wav")
+    assert (
+        main(
+            [
+                "compress",
+                "-m",
+                str(model),
+                str(src / "s0.wav"),
+                "-o",
+                str(files / "c"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(files / "c"),
+                "-o",
+                str(files / "d"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert sf.info(files / "d" / "s0.wav").subtype == "PCM_24"
+    x, _ = sf.read(src / "s0.wav")
+    y, _ = sf.read(files / "d" / "s0.wav")
+    assert 10 * np.log10(np.mean(x**2) / np.mean((x - y) ** 2)) > 10
+
+
+@pytest.mark.xfail(
+    reason="needs the sample-domain rule from the spec branch", strict=False
+)
+def test_8_bit_image_through_a_16_bit_model(files):
+    g = np.add.outer(np.arange(37), 2 * np.arange(53)).astype(np.uint8)
+    Image.fromarray(g.astype(np.uint16) * 257).save(files / "g16.png")
+    Image.fromarray(g).save(files / "g8.png")
+    model = files / "m.npz"
+    assert main(["fit", str(files / "g16.png"), "-o", str(model), *FIT]) == 0
+    assert main(["compress", "-m", str(model), str(files / "g8.png"), "-q"]) == 0
+    out = files / "out"
+    assert (
+        main(
+            [
+                "decompress",
+                "-m",
+                str(model),
+                str(files / "g8.png.wlc"),
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    with Image.open(out / "g8.png") as img:
+        assert img.mode == "L"
+        y = np.asarray(img).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((y - g) ** 2)) > 20

@@ -1,0 +1,329 @@
+"""Reading and writing images and audio for the command line.
+
+Signals keep their true sample type, so the codec sees what the file holds:
+8-bit images as ``uint8``, 16-bit greyscale as ``uint16``, 32-bit integer and
+float images as ``int32`` and ``float32``; audio as ``int16`` (8- and 16-bit),
+``int32`` (24-bit, left-justified at full scale as soundfile reads it, and
+32-bit), ``float32`` or ``float64``. What the array does not say is returned as
+metadata for the ``.wlc`` header (``_wlc``): image mode, EXIF orientation and
+ICC profile; audio sample rate, container format and subtype (``PCM_24``, ...),
+so a decompressed file is written back the way it was read.
+
+Images go through Pillow, audio through soundfile (libsndfile). Errors are
+``ValueError`` with a one-line reason that does not repeat the path.
+"""
+
+import base64
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "default_format",
+    "media_of",
+    "output_name",
+    "read_signal",
+    "write_signal",
+]
+
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".pnm",
+)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3")
+
+#: Output formats: name -> (media, file extension, lossy).
+FORMATS = {
+    "png": ("image", ".png", False),
+    "tiff": ("image", ".tiff", False),
+    "webp": ("image", ".webp", None),  # lossless unless a quality is given
+    "jpg": ("image", ".jpg", True),
+    "wav": ("audio", ".wav", False),
+    "flac": ("audio", ".flac", False),
+    "ogg": ("audio", ".ogg", True),
+}
+
+_PIL_FORMAT = {"png": "PNG", "tiff": "TIFF", "webp": "WEBP", "jpg": "JPEG"}
+# Pillow modes each image format stores exactly.
+_IMAGE_MODES = {
+    "png": {"L", "LA", "RGB", "RGBA", "I;16"},
+    "tiff": {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"},
+    "webp": {"L", "LA", "RGB", "RGBA"},  # greyscale comes back as RGB
+    "jpg": {"L", "RGB"},
+}
+_SF_FORMAT = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+_DEFAULT_QUALITY = 90
+_EXIF_ORIENTATION = 0x0112
+
+# The array type soundfile reads each subtype into: the narrowest that holds
+# every sample exactly; lossy codecs decode to float.
+_READ_DTYPE = {
+    "PCM_S8": "int16",
+    "PCM_U8": "int16",
+    "PCM_16": "int16",
+    "ULAW": "int16",
+    "ALAW": "int16",
+    "PCM_24": "int32",
+    "PCM_32": "int32",
+    "FLOAT": "float32",
+    "DOUBLE": "float64",
+}
+
+
+def media_of(path):
+    """``"image"``, ``"audio"`` or None, from the file name's extension."""
+    ext = Path(path).suffix.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    return None
+
+
+def read_signal(path):
+    """Read an image or an audio file.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    signal : ndarray
+        ``(H, W)`` or ``(H, W, C)`` for images, ``(L,)`` or ``(L, C)`` for audio,
+        in the file's sample type.
+    meta : dict
+        Metadata for the ``.wlc`` header (``media``, ``format`` and the keys
+        above; ``name`` is the caller's to add).
+
+    Raises
+    ------
+    ValueError
+        If the file type is unsupported or the file cannot be read.
+    """
+    media = media_of(path)
+    if media == "image":
+        return _read_image(path)
+    if media == "audio":
+        return _read_audio(path)
+    raise ValueError(
+        f"unsupported file type (images: {' '.join(IMAGE_EXTENSIONS)}; "
+        f"audio: {' '.join(AUDIO_EXTENSIONS)})"
+    )
+
+
+def _to_array_mode(img):
+    """The image in a mode whose array keeps every value: (image, mode)."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return img, "I;16"
+    if mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        return img, mode
+    if mode == "1":
+        return img.convert("L"), "L"
+    if mode == "P":
+        target = "RGBA" if "transparency" in img.info else "RGB"
+        return img.convert(target), target
+    if mode in ("PA", "La", "RGBa"):
+        return img.convert("RGBA"), "RGBA"
+    return img.convert("RGB"), "RGB"  # CMYK, YCbCr, LAB, HSV
+
+
+def _read_image(path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            source_format = img.format
+            orientation = img.getexif().get(_EXIF_ORIENTATION)
+            icc = img.info.get("icc_profile")
+            img, mode = _to_array_mode(img)
+            arr = np.asarray(img)
+    except Exception as e:  # Pillow reports bad files with many exception types
+        raise ValueError(f"cannot read image: {e}") from None
+    if arr.size == 0:
+        raise ValueError("empty image")
+    if mode == "I;16":
+        arr = arr.astype(np.uint16)  # I;16B reads big-endian
+    meta = {"media": "image", "mode": mode}
+    if source_format:
+        meta["format"] = source_format
+    if type(orientation) is int and 1 <= orientation <= 8:
+        meta["orientation"] = orientation
+    if icc:
+        meta["icc_profile"] = base64.b64encode(icc).decode("ascii")
+    return np.ascontiguousarray(arr), meta
+
+
+def _read_audio(path):
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        dtype = _READ_DTYPE.get(info.subtype, "float32")
+        data, rate = sf.read(str(path), dtype=dtype, always_2d=False)
+    except Exception as e:  # libsndfile errors, and whatever a bad header causes
+        raise ValueError(f"cannot read audio file: {e}") from None
+    if data.size == 0:
+        raise ValueError("empty audio file")
+    meta = {
+        "media": "audio",
+        "format": info.format,
+        "subtype": info.subtype,
+        "sample_rate": int(rate),
+    }
+    return np.ascontiguousarray(data), meta
+
+
+def _image_mode(dtype, channels):
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(channels)
+    if channels == 1:
+        return {np.uint16: "I;16", np.int32: "I", np.float32: "F"}.get(dtype.type)
+    return None
+
+
+def default_format(media, meta, dtype, channels):
+    """The lossless output format for a decoded signal.
+
+    Images: PNG, or TIFF when PNG cannot hold the samples (32-bit integer and
+    float greyscale). Audio: FLAC for FLAC sources, WAV otherwise.
+    """
+    if media == "image":
+        mode = _image_mode(dtype, channels)
+        return "tiff" if mode in _IMAGE_MODES["tiff"] - _IMAGE_MODES["png"] else "png"
+    return "flac" if meta.get("format") == "FLAC" else "wav"
+
+
+def output_name(name, fmt):
+    """``x.jpg`` -> ``x.png``: the media extension replaced, any other kept."""
+    stem = name[: -len(Path(name).suffix)] if media_of(name) else name
+    return stem + FORMATS[fmt][1]
+
+
+def write_signal(tmp, signal, meta, fmt, quality=None):
+    """Write a decoded signal to ``tmp`` in the output format ``fmt``.
+
+    Parameters
+    ----------
+    tmp : str
+        File to write (its name's extension is not used).
+    signal : ndarray
+        As :func:`read_signal` returns it.
+    meta : dict
+        The ``.wlc`` metadata (orientation, ICC profile, sample rate, subtype).
+    fmt : str
+        A key of :data:`FORMATS`.
+    quality : int, default=None
+        1-100, for the lossy formats. None: ``jpg`` at 90, ``webp`` lossless,
+        ``ogg`` at libsndfile's default.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` cannot hold the signal.
+    """
+    if FORMATS[fmt][0] == "image":
+        _write_image(tmp, signal, meta, fmt, quality)
+    else:
+        _write_audio(tmp, signal, meta, fmt, quality)
+
+
+def _write_image(tmp, arr, meta, fmt, quality):
+    from PIL import Image
+
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    channels = arr.shape[2] if arr.ndim == 3 else 1
+    mode = _image_mode(arr.dtype, channels) if arr.ndim in (2, 3) else None
+    if mode is None:
+        raise ValueError(
+            f"cannot write a {arr.dtype} image with {channels} channel(s); "
+            "decompress it from Python with WallocCodec.decompress"
+        )
+    if mode not in _IMAGE_MODES[fmt]:
+        hint = default_format("image", meta, arr.dtype, channels)
+        raise ValueError(
+            f"{fmt} cannot hold a {arr.dtype} image with {channels} channel(s); "
+            f"use --format {hint}"
+        )
+    img = Image.fromarray(arr)
+    options = {}
+    if "orientation" in meta:
+        exif = Image.Exif()
+        exif[_EXIF_ORIENTATION] = meta["orientation"]
+        options["exif"] = exif.tobytes()
+    if "icc_profile" in meta:
+        options["icc_profile"] = base64.b64decode(meta["icc_profile"])
+    if fmt == "jpg":
+        options["quality"] = quality or _DEFAULT_QUALITY
+    elif fmt == "webp":
+        if quality is None:
+            options["lossless"] = True
+        else:
+            options["quality"] = quality
+    img.save(tmp, format=_PIL_FORMAT[fmt], **options)
+
+
+def _audio_subtype(sf, fmt, meta, dtype):
+    kept = meta.get("subtype")
+    if kept and sf.check_format(_SF_FORMAT[fmt], kept):
+        return kept
+    if fmt == "ogg":
+        return "VORBIS"
+    if fmt == "flac":  # integers only, up to 24 bits
+        return "PCM_16" if dtype in (np.int16, np.uint8) else "PCM_24"
+    return {
+        np.uint8: "PCM_U8",
+        np.int16: "PCM_16",
+        np.int32: "PCM_32",
+        np.float32: "FLOAT",
+        np.float64: "DOUBLE",
+    }[dtype.type]
+
+
+def _write_audio(tmp, arr, meta, fmt, quality):
+    import soundfile as sf
+
+    if arr.dtype == np.uint8:  # 8-bit WAV as files of older versions hold it
+        arr = (arr.astype(np.int16) - 128) * 256
+        meta = {"subtype": "PCM_U8", **meta}
+    if arr.dtype not in (np.int16, np.int32, np.float32, np.float64):
+        raise ValueError(
+            f"cannot write {arr.dtype} audio; decompress it from Python with "
+            "WallocCodec.decompress"
+        )
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"cannot write audio of shape {arr.shape}")
+    rate = meta.get("sample_rate", 44100)
+    subtype = _audio_subtype(sf, fmt, meta, np.dtype(arr.dtype))
+    options = {}
+    if fmt == "ogg" and quality is not None:
+        options["compression_level"] = _vorbis_level(sf, quality)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.write(tmp, arr, rate, subtype=subtype, format=_SF_FORMAT[fmt], **options)
+
+
+def _vorbis_level(sf, quality):
+    import inspect
+
+    if "compression_level" not in inspect.signature(sf.write).parameters:
+        raise ValueError("--quality for ogg needs soundfile 0.13 or later")
+    # libsndfile's compression level runs the other way: 0 = best quality.
+    return 1 - quality / 100

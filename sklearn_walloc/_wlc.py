@@ -1,0 +1,194 @@
+"""The ``.wlc`` file: one codec blob behind a small header of JSON metadata.
+
+The blob (``_container``) records everything the codec needs; this header keeps
+what a file on disk needs besides (sample rate, image mode, sample subtype,
+orientation, colour profile, original name). Layout and keys: ``docs/format.md``,
+"The .wlc file". Parsing is strict: every length is bounded before it is used,
+the header is checksummed, and the metadata is checked key by key, so a hostile
+file gives a ``ValueError`` and never a deep recursion or a huge allocation.
+"""
+
+import base64
+import binascii
+import json
+import struct
+import zlib
+
+__all__ = [
+    "FILE_MAGIC",
+    "FILE_VERSION",
+    "MAX_META_BYTES",
+    "MetadataTooLong",
+    "pack_file",
+    "unpack_file",
+]
+
+FILE_MAGIC = b"WLCF"
+FILE_VERSION = 1
+BLOB_MAGIC = b"WLOC"
+#: Largest metadata (UTF-8 JSON bytes) a ``.wlc`` file may hold.
+MAX_META_BYTES = 1 << 16
+# The metadata written today is one flat object; a little room is left for
+# future keys, but no reader needs deep nesting (and json recurses on it).
+_MAX_DEPTH = 8
+_MAX_RATE = 2**31 - 1  # libsndfile and WAV headers take a C int
+_HEAD = struct.Struct("<4sB3sI")  # magic, version, reserved (zero), meta length
+_CRC = struct.Struct("<I")
+
+
+class MetadataTooLong(ValueError):
+    """The metadata does not fit in :data:`MAX_META_BYTES`."""
+
+
+def _text(value, limit):
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _int_in(lo, hi):
+    def check(value):
+        return type(value) is int and lo <= value <= hi
+
+    return check
+
+
+def _base64(value):
+    if not isinstance(value, str):
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+# Known keys and what their values must be; unknown keys are kept and ignored so
+# newer writers can add optional keys without a version bump.
+_KEYS = {
+    "media": lambda v: v in ("image", "audio"),
+    "name": lambda v: _text(v, 4096),
+    "format": lambda v: _text(v, 16),
+    "mode": lambda v: _text(v, 16),
+    "sample_rate": _int_in(1, _MAX_RATE),
+    "subtype": lambda v: _text(v, 32),
+    "orientation": _int_in(1, 8),
+    "icc_profile": _base64,
+}
+
+
+def _check_meta(meta):
+    if not isinstance(meta, dict):
+        raise ValueError("invalid file metadata: not an object")
+    for key, valid in _KEYS.items():
+        if key in meta and not valid(meta[key]):
+            value = repr(meta[key])
+            if len(value) > 40:
+                value = value[:37] + "..."
+            raise ValueError(f"invalid file metadata: {key}={value}")
+
+
+def _depth(text):
+    """Deepest nesting of arrays and objects in JSON ``text`` (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def pack_file(blob, meta):
+    """Wrap one blob in the ``.wlc`` file header.
+
+    Parameters
+    ----------
+    blob : bytes
+        A blob from :meth:`WallocCodec.compress`.
+    meta : dict
+        JSON-serialisable metadata; the known keys (``media``, ``name``,
+        ``format``, ``mode``, ``sample_rate``, ``subtype``, ``orientation``,
+        ``icc_profile``) must hold valid values.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    MetadataTooLong
+        If the metadata takes more than :data:`MAX_META_BYTES` bytes.
+    ValueError
+        If a known key holds an invalid value.
+    """
+    _check_meta(meta)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if len(text) > MAX_META_BYTES:
+        raise MetadataTooLong(
+            f"file metadata takes {len(text)} bytes, more than {MAX_META_BYTES}"
+        )
+    head = _HEAD.pack(FILE_MAGIC, FILE_VERSION, b"\0\0\0", len(text)) + text
+    return head + _CRC.pack(zlib.crc32(head)) + bytes(blob)
+
+
+def unpack_file(data):
+    """Split a ``.wlc`` file into (blob, metadata); a bare blob gives ``{}``.
+
+    The blob itself is not checked here (``WallocCodec.decompress`` does).
+
+    Parameters
+    ----------
+    data : bytes
+
+    Returns
+    -------
+    blob : bytes
+    meta : dict
+
+    Raises
+    ------
+    ValueError
+        If the file header or its metadata is invalid.
+    """
+    data = bytes(data)
+    if data[:4] == BLOB_MAGIC:
+        return data, {}
+    if data[:4] != FILE_MAGIC:
+        raise ValueError("not a WaLLoC file (wrong magic)")
+    if len(data) < _HEAD.size + _CRC.size:
+        raise ValueError("truncated WaLLoC file header")
+    _, version, reserved, n = _HEAD.unpack_from(data)
+    if version != FILE_VERSION:
+        raise ValueError(f"unsupported WaLLoC file version {version}")
+    if reserved != b"\0\0\0":
+        raise ValueError("reserved bytes of the file header must be zero")
+    if n > MAX_META_BYTES:
+        raise ValueError(f"file metadata length {n} exceeds {MAX_META_BYTES}")
+    end = _HEAD.size + n
+    if end + _CRC.size > len(data):
+        raise ValueError("truncated WaLLoC file header")
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(data[:end]) != crc:
+        raise ValueError("file header checksum mismatch (corrupted file)")
+    try:
+        text = data[_HEAD.size : end].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"invalid file metadata: {e}") from None
+    if _depth(text) > _MAX_DEPTH:
+        raise ValueError(f"invalid file metadata: nested deeper than {_MAX_DEPTH}")
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as e:  # ValueError: also huge integers
+        raise ValueError(f"invalid file metadata: {e}") from None
+    _check_meta(meta)
+    return data[end + _CRC.size :], meta
