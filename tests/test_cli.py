@@ -841,9 +841,6 @@ def test_version_device_and_max_values(files, image_model, capsys):
     assert main([*args, "--max-values", "0"]) == 2
 
 
-@pytest.mark.xfail(
-    reason="needs the sample-domain rule from the spec branch", strict=False
-)
 def test_24_bit_file_through_a_16_bit_model(files):
     import soundfile as sf
 
@@ -895,9 +892,6 @@ def test_24_bit_file_through_a_16_bit_model(files):
     assert 10 * np.log10(np.mean(x**2) / np.mean((x - y) ** 2)) > 10
 
 
-@pytest.mark.xfail(
-    reason="needs the sample-domain rule from the spec branch", strict=False
-)
 def test_8_bit_image_through_a_16_bit_model(files):
     g = np.add.outer(np.arange(37), 2 * np.arange(53)).astype(np.uint8)
     Image.fromarray(g.astype(np.uint16) * 257).save(files / "g16.png")
