@@ -46,14 +46,25 @@ def receptive_radius(module):
     return convs + 2 * r + 1
 
 
-def _tile_side(grid, channels, stride):
-    """Latent positions per axis of a tile, or None if the grid fits whole."""
-    ndim = len(grid)
+def _tile_sides(grid, channels, stride):
+    """Latent positions per axis of a tile, or None if the grid fits whole.
+
+    The budget goes to the short axes first, whole, and the rest is shared by
+    the long ones: a 1-row image gets tiles one row high and as long as the
+    budget allows, not thousands of square ones.
+    """
     out_values = channels * math.prod(g * stride for g in grid)
     if out_values <= TILE_VALUES:
         return None
-    side = (TILE_VALUES / channels) ** (1 / ndim) / stride
-    return max(1, int(side))
+    budget = TILE_VALUES / (channels * stride ** len(grid))  # latent positions
+    sides = [0] * len(grid)
+    order = sorted(range(len(grid)), key=lambda a: grid[a])
+    for k, axis in enumerate(order):
+        share = (budget / math.prod(sides[a] for a in order[:k])) ** (
+            1 / (len(grid) - k)
+        )
+        sides[axis] = max(1, min(grid[axis], int(share)))
+    return sides
 
 
 def _decode_tile(module, t):
@@ -88,16 +99,19 @@ def decode_grids(module, z, device, out_spatial=None):
     full = tuple(g * stride for g in grid)
     out_spatial = full if out_spatial is None else tuple(out_spatial)
     channels = module.decoder.linear.out_channels // module.wpt.n_bands
-    side = _tile_side(grid, channels, stride)
-    if side is None:
+    sides = _tile_sides(grid, channels, stride)
+    if sides is None:
         y = run_in_chunks(module.decode, z, device)
         return y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
     halo = receptive_radius(module)
-    out = np.empty((len(z), channels, *out_spatial), dtype=np.float32)
+    # Channels-last memory, as the readers and writers use: laying the result
+    # out for the caller then needs no copy of the (large) output.
+    out = np.empty((len(z), *out_spatial, channels), dtype=np.float32)
+    out = np.moveaxis(out, -1, 1)
     # Tiles along each axis: (start, stop) of the centre in latent positions.
     axes = [
         [(s, min(s + side, g)) for s in range(0, -(-o // stride), side)]
-        for g, o in zip(grid, out_spatial)
+        for g, o, side in zip(grid, out_spatial, sides)
     ]
     with torch.no_grad():
         for i in range(len(z)):

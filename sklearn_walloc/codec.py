@@ -419,12 +419,14 @@ class WallocCodec(WallocTransformer):
         b = parsed[0]
         ndim = self.signal_ndim
         channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
+        # One signal (a large image, say) becomes a batch of one without a copy.
+        batch = signals[0][None] if len(signals) == 1 else np.stack(signals)
         if flat is not None and (tuple(flat[0]), flat[1]) == (
             tuple(b.signal_shape[:ndim]),
             channels,
         ):
-            return np.stack(signals).reshape(len(signals), -1)
-        return np.stack(signals)
+            return batch.reshape(len(signals), -1)
+        return batch
 
     # ----------------------------------------------------------------- rates
     def bits_per_sample(self, X):

@@ -66,8 +66,11 @@ def test_tiles_bound_the_work_per_call(monkeypatch):
     out = _tiles.decode_grids(module, z, CPU, (1, 40_000))
     assert out.shape == (1, 3, 1, 40_000)
     halo = _tiles.receptive_radius(module)
-    side = _tiles._tile_side((1, 5000), 3, 8)
-    assert max(sizes) <= 5 * (side + 2 * halo)
+    sides = _tiles._tile_sides((1, 5000), 3, 8)
+    # Tiles one latent row high and as long as the budget allows (not square).
+    assert sides[0] == 1 and sides[1] == 2**16 // (3 * 8 * 8)
+    assert max(sizes) <= 5 * (sides[1] + 2 * halo)
+    assert len(sizes) == -(-5000 // sides[1])
 
 
 def test_codec_decodes_big_signals_in_tiles_batch_invariantly(monkeypatch):
