@@ -53,9 +53,19 @@ class _Decoder(nn.Module):
 
     def forward(self, z):
         y = self.linear(z)
-        if self.refine is not None:
+        if self.refine is not None and not self._refine_is_zero():
             y = y + self.refine(z)
         return y
+
+    def _refine_is_zero(self):
+        """Whether the refinement's output is exactly zero: its last layer has
+        zero weights and bias, as after the closed-form start. Then inference
+        skips its convolutions (most of the decoder's cost); training never
+        does, since the zero layer must stay in the graph to be learned."""
+        if torch.is_grad_enabled():
+            return False
+        last = self.refine[-1]
+        return not last.weight.any() and not last.bias.any()
 
 
 class WallocAutoencoder(nn.Module):

@@ -511,3 +511,29 @@ def _write_golden():  # pragma: no cover - run once by hand, never in the tests
 
 if __name__ == "__main__" and "--write-golden" in __import__("sys").argv:
     _write_golden()  # pragma: no cover
+
+
+def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypatch):
+    # A closed form leaves the residual decoder path exactly zero: inference
+    # skips it (its cost), and the output does not change.
+    codec = WallocCodec(latent_dim=12, levels=2, max_iter=0, random_state=0)
+    codec.fit(small_photos)
+    Z = codec.transform(small_photos)
+    skipped = codec.inverse_transform(Z)
+    refine = codec.module_.decoder.refine
+    calls = []
+    monkeypatch.setattr(
+        refine, "forward", lambda z: calls.append(1) or torch.zeros(())
+    )
+    codec.inverse_transform(Z)
+    assert calls == []
+    monkeypatch.undo()
+    with torch.no_grad():
+        computed = codec.module_.decoder.linear(torch.zeros(1, 12, 2, 2))
+        refined = computed + refine(torch.zeros(1, 12, 2, 2))
+    torch.testing.assert_close(refined, computed, rtol=0, atol=0)
+    # Once the last layer is non-zero, the path runs again.
+    with torch.no_grad():
+        refine[-1].bias.fill_(0.5)
+    codec._runtime = {}
+    assert not np.allclose(codec.inverse_transform(Z)[0], skipped[0])
