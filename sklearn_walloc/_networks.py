@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._bottleneck import Bottleneck
-from ._wavelets import WaveletPacket, separable_encoder
+from ._wavelets import WaveletPacket, separable_decoder, separable_encoder
 
 __all__ = ["WallocAutoencoder"]
 
@@ -180,6 +180,37 @@ class WallocAutoencoder(nn.Module):
         unit = encoder.scaled(scale, torch.zeros_like(bias))(ones).flatten()
         bias = bias * self.latent_scale.double() - self.data_offset.double() * unit
         return encoder.scaled(scale, bias).to(dtype)
+
+    @torch.no_grad()
+    def fused_decoder(self, dtype=torch.float32):
+        """The inference synthesis: the linear decoder path, the packet
+        synthesis and the data scale fused, one pass per axis.
+
+        Returns
+        -------
+        SeparableDecoder
+            Equal to :meth:`decode` of expanded latents when the residual path
+            is absent or zero (:meth:`decode_fused` checks), with the latent
+            scale, ``data_scale`` and ``data_offset`` folded in.
+        """
+        linear = self.decoder.linear
+        weight = linear.weight.flatten(1).double() / self.latent_scale.double()
+        return separable_decoder(
+            self.wpt,
+            weight,
+            linear.bias.double(),
+            float(self.data_scale),
+            float(self.data_offset),
+        ).to(dtype)
+
+    def decode_fused(self, q, fused):
+        """Inference decoder: ``fused`` from :meth:`fused_decoder` while the
+        residual path is absent or exactly zero (closed form), else
+        :meth:`decode`."""
+        refine = self.decoder.refine
+        if refine is not None and not self.decoder._refine_is_zero():
+            return self.decode(q)
+        return fused(self.bottleneck.expand(q))
 
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""

@@ -67,9 +67,9 @@ def _tile_sides(grid, channels, stride):
     return sides
 
 
-def _decode_tile(module, t):
+def _decode_tile(decode, t):
     try:
-        return module.decode(t)[0]
+        return decode(t)[0]
     except RuntimeError as e:
         # torch reports a failed allocation as a RuntimeError; say what it is.
         if "alloc" in str(e).lower() or "out of memory" in str(e).lower():
@@ -77,7 +77,7 @@ def _decode_tile(module, t):
         raise
 
 
-def decode_grids(module, z, device, out_spatial=None):
+def decode_grids(module, z, device, out_spatial=None, decode=None):
     """Decode latent grids ``z`` ``(n, D, *g)`` to signals ``(n, C, *S)``.
 
     Parameters
@@ -89,11 +89,14 @@ def decode_grids(module, z, device, out_spatial=None):
     out_spatial : tuple of int, default=None
         Crop of the output, at most ``grid * stride`` per axis; None keeps the
         whole padded size.
+    decode : callable, default=None
+        Latents (torch, on ``device``) to signals; None: ``module.decode``.
 
     Returns
     -------
     ndarray of float32, shape (n, C, *out_spatial)
     """
+    decode = module.decode if decode is None else decode
     grid = z.shape[2:]
     stride = module.stride
     full = tuple(g * stride for g in grid)
@@ -101,7 +104,7 @@ def decode_grids(module, z, device, out_spatial=None):
     channels = module.decoder.linear.out_channels // module.wpt.n_bands
     sides = _tile_sides(grid, channels, stride)
     if sides is None:
-        y = run_in_chunks(module.decode, z, device)
+        y = run_in_chunks(decode, z, device)
         return y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
     halo = receptive_radius(module)
     # Channels-last memory, as the readers and writers use: laying the result
@@ -122,7 +125,7 @@ def decode_grids(module, z, device, out_spatial=None):
                 ]
                 part = z[(i, slice(None), *[slice(a, b) for a, b in window])][None]
                 t = _canonical_layout(torch.from_numpy(np.ascontiguousarray(part)))
-                y = _decode_tile(module, t.to(device))
+                y = _decode_tile(decode, t.to(device))
                 src, dst = [slice(None)], [i, slice(None)]
                 for (a, b), (wa, _), o in zip(tile, window, out_spatial):
                     lo, hi = a * stride, min(b * stride, o)

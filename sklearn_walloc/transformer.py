@@ -463,6 +463,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             )
             fused = fused.to(device)
             runtime[key] = (module, fused, device)
+            # The fused synthesis serves models whose residual decoder path
+            # is zero (closed form); decode_fused checks at each call.
+            synthesis = self.module_.fused_decoder().to(device)
+            runtime[f"{key}/decode"] = lambda q: module.decode_fused(q, synthesis)
         return runtime[key]
 
     def _read(self, X):
@@ -492,7 +496,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     def _decode(self, latents, out_spatial=None):
         module, _, device = self._runtime_model()
-        return [decode_grids(module, z, device, out_spatial) for z in latents]
+        decode = self._runtime[f"{device}/decode"]
+        return [decode_grids(module, z, device, out_spatial, decode) for z in latents]
 
     def transform(self, X):
         """Encode signals to integer-valued latents (float32).

@@ -537,3 +537,25 @@ def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypat
         refine[-1].bias.fill_(0.5)
     codec._runtime = {}
     assert not np.allclose(codec.inverse_transform(Z)[0], skipped[0])
+
+
+def test_closed_form_decodes_through_the_fused_synthesis(small_photos, monkeypatch):
+    codec = WallocCodec(latent_dim=12, levels=2, max_iter=0, random_state=0)
+    codec.fit(small_photos)
+    Z = codec.transform(small_photos)
+    module = codec.module_
+    calls = []
+    decode = module.decode
+    monkeypatch.setattr(module, "decode", lambda q: calls.append(1) or decode(q))
+    fused = codec.inverse_transform(Z)
+    assert calls == []  # the elementwise chain never ran
+    for z, y in zip(Z, fused):
+        q = torch.from_numpy(np.moveaxis(z, -1, 0)[None])
+        with torch.no_grad():
+            ref = np.moveaxis(decode(q)[0].numpy(), 0, -1)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    # A non-zero residual path takes the general decoder again.
+    _perturb(codec)
+    codec._runtime = {}
+    codec.inverse_transform(Z)
+    assert calls

@@ -14,6 +14,7 @@ from sklearn_walloc._wavelets import (
     default_boundary,
     fused_encoder,
     resolve_wavelet,
+    separable_decoder,
     separable_encoder,
 )
 
@@ -218,3 +219,25 @@ def test_separable_encoder_costs_a_fraction_of_the_single_kernel():
 def test_unknown_or_continuous_wavelet_is_refused(bad):
     with pytest.raises(ValueError, match="wavelet"):
         resolve_wavelet(bad)
+
+
+@pytest.mark.parametrize(
+    "ndim,shape", [(1, (8,)), (1, (300,)), (2, (4, 5)), (2, (40, 70)), (2, (90, 3))]
+)
+@pytest.mark.parametrize(
+    "levels,wavelet", [(3, "bior4.4"), (1, "bior4.4"), (2, "db3"), (3, "haar")]
+)
+def test_fused_decoder_equals_linear_path_then_synthesis(
+    ndim, shape, levels, wavelet, rng
+):
+    # The mirror of the fused encoder: 1x1 layer, packet synthesis, scale and
+    # offset in one pass per axis, exact at the borders for both rules
+    # (short grids are all border; 300 and 90 use the shared edge rows).
+    wpt = WaveletPacket(levels, wavelet, ndim).double()
+    z = torch.from_numpy(rng.standard_normal((2, 5, *shape)))
+    weight = torch.from_numpy(rng.standard_normal((3 * wpt.n_bands, 5)))
+    bias = torch.from_numpy(rng.standard_normal(3 * wpt.n_bands))
+    bands = torch.einsum("kl,nl...->nk...", weight, z)
+    two_step = 1.7 * wpt.inverse(bands + bias.view(1, -1, *[1] * ndim)) + 0.3
+    fused = separable_decoder(wpt, weight, bias, 1.7, 0.3)
+    torch.testing.assert_close(fused(z), two_step, rtol=1e-10, atol=1e-10)
