@@ -46,7 +46,7 @@ import time
 import matplotlib
 import numpy as np
 import torch
-from _common import benchmark_parser, save_figure
+from _common import activate_refinement, benchmark_parser, save_figure
 from _machine import machine_info, machine_line
 from sklearn.decomposition import PCA
 
@@ -259,6 +259,7 @@ def throughput(models, fit_photos, batch, paper_batch, repeats):
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     paper, _ = fit_walloc(fit_photos[:1], max_iter=0, **PAPER_DECODER)
+    activate_refinement(paper)  # else a closed form skips the 768-wide path
     rows = []
     for device in devices:
         for ratio, pair in models.items():
