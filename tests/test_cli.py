@@ -30,6 +30,11 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(_signal, "_CHUNK_SCALARS", 2**14)
 
 
+def _decompress(model, src, out):
+    """``walloc decompress -m model src -o out -q``; its exit status."""
+    return main(["decompress", "-m", str(model), str(src), "-o", str(out), "-q"])
+
+
 @pytest.fixture
 def files(tmp_path, small_photos):
     imgs = tmp_path / "imgs"
@@ -140,17 +145,7 @@ def test_corrupt_and_foreign_files_fail_cleanly(files, image_model, capsys):
         )
         == 0
     )
-    code = main(
-        [
-            "decompress",
-            "-m",
-            str(other),
-            str(imgs / "a.png.wlc"),
-            "-o",
-            str(files / "out2"),
-            "-q",
-        ]
-    )
+    code = _decompress(other, imgs / "a.png.wlc", files / "out2")
     assert code == 1 and "another model" in capsys.readouterr().err
     assert _no_temp_files(files)
 
@@ -206,17 +201,7 @@ def test_failed_write_leaves_nothing(files, image_model, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "write_signal", broken)
     out = files / "out"
-    code = main(
-        [
-            "decompress",
-            "-m",
-            str(image_model),
-            str(imgs / "a.png.wlc"),
-            "-o",
-            str(out),
-            "-q",
-        ]
-    )
+    code = _decompress(image_model, imgs / "a.png.wlc", out)
     assert code == 1 and "disk full" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
@@ -232,20 +217,7 @@ def test_audio_fit_compress_decompress_keeps_rate_and_shape(files):
         main(["compress", "-m", str(model), str(wavs), "-o", str(files / "c"), "-q"])
         == 0
     )
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(files / "c"),
-                "-o",
-                str(files / "d"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, files / "c", files / "d") == 0
     for i in range(2):
         rate, x = wavfile.read(wavs / f"s{i}.wav")
         rate2, y = wavfile.read(files / "d" / f"s{i}.wav")
@@ -265,20 +237,7 @@ def test_mono_wav_and_grayscale_keep_their_rank(files):
         == 0
     )
     assert main(["compress", "-m", str(model), str(mono / "m.wav"), "-q"]) == 0
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(mono / "m.wav.wlc"),
-                "-o",
-                str(files / "md"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, mono / "m.wav.wlc", files / "md") == 0
     rate, y = wavfile.read(files / "md" / "m.wav")
     assert rate == 8000 and y.shape == (999,) and y.dtype == np.int16
     gray = files / "gray.png"
@@ -287,20 +246,7 @@ def test_mono_wav_and_grayscale_keep_their_rank(files):
     model = files / "gray.npz"
     assert main(["fit", str(gray), "-o", str(model), *FIT]) == 0
     assert main(["compress", "-m", str(model), str(gray), "-q"]) == 0
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(files / "gray.png.wlc"),
-                "-o",
-                str(files / "gd"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, files / "gray.png.wlc", files / "gd") == 0
     img = Image.open(files / "gd" / "gray.png")
     assert img.mode == "L" and np.asarray(img).shape == (37, 29)
 
@@ -338,20 +284,7 @@ def test_transformer_model_files_work_as_codecs(files, small_photos):
     assert (
         main(["compress", "-m", str(files / "t.npz"), str(imgs / "a.png"), "-q"]) == 0
     )
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(files / "t.npz"),
-                str(imgs / "a.png.wlc"),
-                "-o",
-                str(files / "o"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(files / "t.npz", imgs / "a.png.wlc", files / "o") == 0
     assert (files / "o" / "a.png").exists()
 
 
@@ -607,20 +540,7 @@ def test_outputs_respect_the_umask(files, image_model):
     try:
         a = files / "imgs" / "a.png"
         assert main(["compress", "-m", str(image_model), str(a), "-q"]) == 0
-        assert (
-            main(
-                [
-                    "decompress",
-                    "-m",
-                    str(image_model),
-                    str(a) + ".wlc",
-                    "-o",
-                    str(files / "out"),
-                    "-q",
-                ]
-            )
-            == 0
-        )
+        assert _decompress(image_model, str(a) + ".wlc", files / "out") == 0
         model = files / "m2.npz"
         assert main(["fit", str(a), "-o", str(model), *FIT]) == 0
     finally:
@@ -766,20 +686,7 @@ def test_audio_formats_round_trip_in_their_sample_type(
     assert (
         main(["compress", "-m", str(model), str(folder), "-o", str(files / "c")]) == 0
     )
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(files / "c"),
-                "-o",
-                str(files / "d"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, files / "c", files / "d") == 0
     for i in range(2):
         src = sf.info(folder / f"s{i}.{ext}")
         out = files / "d" / f"s{i}.{out_ext}"
@@ -872,20 +779,7 @@ def test_24_bit_file_through_a_16_bit_model(files):
         )
         == 0
     )
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(files / "c"),
-                "-o",
-                str(files / "d"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, files / "c", files / "d") == 0
     assert sf.info(files / "d" / "s0.wav").subtype == "PCM_24"
     x, _ = sf.read(src / "s0.wav")
     y, _ = sf.read(files / "d" / "s0.wav")
@@ -900,20 +794,7 @@ def test_8_bit_image_through_a_16_bit_model(files):
     assert main(["fit", str(files / "g16.png"), "-o", str(model), *FIT]) == 0
     assert main(["compress", "-m", str(model), str(files / "g8.png"), "-q"]) == 0
     out = files / "out"
-    assert (
-        main(
-            [
-                "decompress",
-                "-m",
-                str(model),
-                str(files / "g8.png.wlc"),
-                "-o",
-                str(out),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _decompress(model, files / "g8.png.wlc", out) == 0
     with Image.open(out / "g8.png") as img:
         assert img.mode == "L"
         y = np.asarray(img).astype(float)
