@@ -434,6 +434,11 @@ def default_boundary(wavelet):
     them (``bior2.2``, ``bior4.4``, ``bior6.8``, ``rbio*.*``; ``haar`` needs no
     extension at all); for asymmetric filters (``db*``, ``sym*``, ``coif*``) it
     does not invert, and only the periodic extension does. Checked numerically.
+
+    Examples
+    --------
+    >>> default_boundary("bior4.4"), default_boundary("db3")
+    ('symmetric', 'periodization')
     """
     resolve_wavelet(wavelet)
     wpt = WaveletPacket(1, wavelet, 1, "symmetric", _check=False).double()
@@ -792,6 +797,18 @@ class SeparableDecoder:
     into that axis, followed by a grouped one along the other axis. Built by
     :func:`separable_decoder`; exact at the borders for both boundary rules
     (edge rows for the symmetric one, as the encoder).
+
+    Examples
+    --------
+    >>> import torch
+    >>> wpt = WaveletPacket(levels=3, signal_ndim=2).double()
+    >>> weight, bias = torch.randn(3 * 64, 12), torch.randn(3 * 64)
+    >>> decoder = separable_decoder(wpt, weight, bias)
+    >>> z = torch.randn(1, 12, 5, 7, dtype=torch.float64)
+    >>> bands = torch.einsum("kl,nlhw->nkhw", weight.double(), z)
+    >>> reference = wpt.inverse(bands + bias.double().view(1, -1, 1, 1))
+    >>> decoder(z).shape, bool(torch.allclose(decoder(z), reference))
+    (torch.Size([1, 3, 40, 56]), True)
     """
 
     def __init__(self, stages, stride, line, taps, t0):
