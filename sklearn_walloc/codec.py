@@ -490,7 +490,7 @@ def _fingerprint(est):
 
 def _blob_version(est):
     """Blob format version of a model: 1 marks periodic borders, 2 symmetric."""
-    return 1 if est.module_.wpt.boundary == "periodization" else 2
+    return 1 if est.spec_.boundary == "periodization" else 2
 
 
 def _chunk(per_signal):
