@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sklearn_walloc import metrics
+
 PEAK = 255.0
 SOURCE_BPP = 24.0  # 8-bit RGB
 MATE_PACKAGE = "mate-backgrounds"
@@ -64,76 +66,13 @@ def save_figure(fig, path, dpi=100):
 
 # ------------------------------------------------------------------ metrics
 def psnr(ref, rec):
-    """PSNR in dB (peak 255) of two uint8-range images of the same shape."""
-    err = ref.astype(np.float64) - rec.astype(np.float64)
-    mse = float(np.mean(err**2))
-    return math.inf if mse == 0 else 10 * math.log10(PEAK**2 / mse)
-
-
-_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def _gauss_1d(size=11, sigma=1.5):
-    coords = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def _blur_valid(x, g):
-    """Separable 'valid' Gaussian filtering over axes 0 and 1 of (H, W, C)."""
-    from scipy.ndimage import correlate1d
-
-    r = len(g) // 2
-    for axis in (0, 1):
-        if x.shape[axis] >= len(g):
-            x = correlate1d(x, g, axis=axis, mode="constant")
-            x = x[r:-r] if axis == 0 else x[:, r:-r]
-    return x
-
-
-def _ssim_cs(x, y, g):
-    c1, c2 = (0.01 * PEAK) ** 2, (0.03 * PEAK) ** 2
-    mu1, mu2 = _blur_valid(x, g), _blur_valid(y, g)
-    s11 = _blur_valid(x * x, g) - mu1**2
-    s22 = _blur_valid(y * y, g) - mu2**2
-    s12 = _blur_valid(x * y, g) - mu1 * mu2
-    cs = (2 * s12 + c2) / (s11 + s22 + c2)
-    ssim = (2 * mu1 * mu2 + c1) / (mu1**2 + mu2**2 + c1) * cs
-    return ssim.mean(axis=(0, 1)), cs.mean(axis=(0, 1))
-
-
-def _pool2(x):
-    """2x2 average pooling with pytorch's avg_pool2d(padding=size % 2) semantics."""
-    ph, pw = x.shape[0] % 2, x.shape[1] % 2
-    if ph or pw:  # zero padding on both sides, count_include_pad=True
-        x = np.pad(x, ((ph, ph), (pw, pw), (0, 0)))
-    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
-    x = x[:h, :w]
-    return x.reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
+    """PSNR in dB (peak 255): :func:`sklearn_walloc.metrics.psnr`."""
+    return metrics.psnr(ref, rec, data_range=PEAK)
 
 
 def ms_ssim(ref, rec):
-    """MS-SSIM (Wang et al. 2003), the algorithm of pytorch-msssim in float64 NumPy.
-
-    Same definition as ``pytorch_msssim.ms_ssim(data_range=255)`` (5 scales, 11-tap
-    Gaussian window of sigma 1.5, 'valid' filtering, K = (0.01, 0.03), 2x2 average
-    pooling, ReLU on the factors, mean over channels); ``check_ms_ssim`` compares
-    the two. Re-implemented because its grouped 1x11 convolutions take ~3 s per
-    512x512 image on this CPU. Both images ``(H, W, 3)`` in [0, 255], shorter
-    side > 160 px.
-    """
-    x = np.asarray(ref, dtype=np.float64)
-    y = np.asarray(rec, dtype=np.float64)
-    g = _gauss_1d()
-    factors = []
-    for i in range(len(_MS_WEIGHTS)):
-        ssim, cs = _ssim_cs(x, y, g)
-        if i < len(_MS_WEIGHTS) - 1:
-            factors.append(np.maximum(cs, 0))
-            x, y = _pool2(x), _pool2(y)
-    factors.append(np.maximum(ssim, 0))
-    val = np.prod(np.stack(factors) ** np.array(_MS_WEIGHTS)[:, None], axis=0)
-    return float(val.mean())
+    """MS-SSIM (peak 255): :func:`sklearn_walloc.metrics.ms_ssim`."""
+    return metrics.ms_ssim(ref, rec, data_range=PEAK)
 
 
 def check_ms_ssim(ref, rec):

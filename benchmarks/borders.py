@@ -24,8 +24,6 @@ of the line at each distance from the edge (figure). Writes
 Run: ``python benchmarks/borders.py`` (about 2 minutes on 2 CPU cores).
 """
 
-import math
-
 import numpy as np
 from _common import benchmark_parser, load_mate_photos, save_figure, write_report
 from _machine import machine_line
@@ -33,6 +31,7 @@ from _machine import machine_line
 from sklearn_walloc import _wavelets
 from sklearn_walloc.codec import WallocCodec
 from sklearn_walloc.datasets import load_photos
+from sklearn_walloc.metrics import psnr
 
 MARGIN = 32  # interior: this many pixels in from every side
 RING = 8
@@ -52,20 +51,15 @@ def _fit(photos, boundary):
     return codec
 
 
-def _psnr(a, b):
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def _line_psnr(x, y, d):
+def _linepsnr(x, y, d):
     """Mean over the four sides of the PSNR of the line ``d`` pixels in."""
     return float(
         np.mean(
             [
-                _psnr(x[d], y[d]),
-                _psnr(x[-1 - d], y[-1 - d]),
-                _psnr(x[:, d], y[:, d]),
-                _psnr(x[:, -1 - d], y[:, -1 - d]),
+                psnr(x[d], y[d]),
+                psnr(x[-1 - d], y[-1 - d]),
+                psnr(x[:, d], y[:, d]),
+                psnr(x[:, -1 - d], y[:, -1 - d]),
             ]
         )
     )
@@ -79,14 +73,14 @@ def _measure(codec, x):
     inner = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
     return {
         "bytes": len(blob),
-        "first_row": _psnr(x[0], y[0]),
-        "last_row": _psnr(x[-1], y[-1]),
-        "first_col": _psnr(x[:, 0], y[:, 0]),
-        "last_col": _psnr(x[:, -1], y[:, -1]),
-        "ring": _psnr(x[ring], y[ring]),
-        "interior": _psnr(x[inner], y[inner]),
-        "whole": _psnr(x, y),
-        "profile": [_line_psnr(x, y, d) for d in range(MARGIN)],
+        "first_row": psnr(x[0], y[0]),
+        "last_row": psnr(x[-1], y[-1]),
+        "first_col": psnr(x[:, 0], y[:, 0]),
+        "last_col": psnr(x[:, -1], y[:, -1]),
+        "ring": psnr(x[ring], y[ring]),
+        "interior": psnr(x[inner], y[inner]),
+        "whole": psnr(x, y),
+        "profile": [_linepsnr(x, y, d) for d in range(MARGIN)],
     }, y
 
 

@@ -50,7 +50,7 @@ from _common import activate_refinement, benchmark_parser, save_figure
 from _machine import machine_info, machine_line
 from sklearn.decomposition import PCA
 
-from sklearn_walloc import WallocTransformer
+from sklearn_walloc import WallocTransformer, metrics
 from sklearn_walloc._wavelets import WaveletPacket
 from sklearn_walloc.datasets import load_photos
 
@@ -83,21 +83,12 @@ def psnr(original, reconstruction):
     """PSNR in dB (peak 255) on the original-size crop, output clipped."""
     h, w = original.shape[:2]
     rec = np.clip(reconstruction[:h, :w].astype(np.float64), 0.0, PEAK)
-    mse = np.mean((rec - original.astype(np.float64)) ** 2)
-    return float(10 * np.log10(PEAK**2 / mse))
-
-
-def entropy_bits(latents):
-    """Sum over channels of ``count * H(histogram)`` of ``(h, w, C)`` latents."""
-    total = 0.0
-    for channel in latents.reshape(-1, latents.shape[-1]).T:
-        _, counts = np.unique(channel, return_counts=True)
-        total -= float(np.sum(counts * np.log2(counts / counts.sum())))
-    return total
+    return metrics.psnr(original, rec, data_range=PEAK)
 
 
 def bits_per_pixel(latents, image):
-    return entropy_bits(latents) / (image.shape[0] * image.shape[1])
+    """Ideal static per-channel code length of the latents per pixel."""
+    return metrics.bits_per_pixel(metrics.entropy_bits(latents), image)
 
 
 # ------------------------------------------------------------------ PCA in WPT

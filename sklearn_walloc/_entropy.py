@@ -40,6 +40,8 @@ from typing import NamedTuple
 import constriction
 import numpy as np
 
+from .metrics import entropy_bits
+
 __all__ = [
     "MAX_LATENT_VALUES",
     "decode_latents",
@@ -485,7 +487,8 @@ def empirical_entropy_bits(q):
     """Sum over channels of ``n * H(channel histogram)``, in bits.
 
     The cost of an ideal static per-channel code whose tables are free; the
-    baseline a context model has to beat.
+    baseline a context model has to beat; :func:`sklearn_walloc.metrics.entropy_bits`
+    with channels first.
 
     Parameters
     ----------
@@ -495,12 +498,7 @@ def empirical_entropy_bits(q):
     -------
     float
     """
-    q = np.asarray(q)
-    total = 0.0
-    for channel in q.reshape(q.shape[0], -1):
-        _, counts = np.unique(channel, return_counts=True)
-        total -= float((counts * np.log2(counts / counts.sum())).sum())
-    return total
+    return entropy_bits(q, channel_axis=0)
 
 
 def ideal_code_length_bits(q, latent_bits):

@@ -13,7 +13,6 @@ nothing half-written is left behind); 2 on a usage error; 130 on Ctrl-C and
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _atomic
+from . import __version__, _atomic, metrics
 from ._atomic import OutputExists, Terminated, sigterm_raises
 from ._media import (
     FORMATS,
@@ -354,9 +353,10 @@ def _rate(signal, media, nbytes, meta):
     """Bits per pixel of an image, bits per sample (and kbit/s) of audio."""
     bits = 8 * nbytes
     if media == "image":
-        return f"{bits / (signal.shape[0] * signal.shape[1]):.3g} bpp"
+        return f"{metrics.bits_per_pixel(bits, signal):.3g} bpp"
     seconds = signal.shape[0] / meta["sample_rate"]
-    return f"{bits / signal.size:.3g} bits/sample, {bits / seconds / 1000:.3g} kbit/s"
+    bps = metrics.bits_per_sample(bits, signal)
+    return f"{bps:.3g} bits/sample, {bits / seconds / 1000:.3g} kbit/s"
 
 
 def _ratio(source_bytes, nbytes, name):
@@ -523,11 +523,6 @@ def _cmd_info(args):
     return 1 if _each(args.files, str, describe, True, "info") else 0
 
 
-def _psnr(a, b, peak=255.0):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse)
-
-
 def _cmd_demo(args):
     from PIL import Image
 
@@ -583,8 +578,8 @@ def _cmd_demo(args):
         (y,) = codec.decompress([blob], restore=True)
         t2 = time.perf_counter()
         mp = h * w / 1e6
-        bpp = 8 * len(blob) / (h * w)
-        psnr = _psnr(x, y)
+        bpp = metrics.bits_per_pixel([blob], x)
+        psnr = metrics.psnr(x, y)
         print(
             f"{name:<10} {f'{w}x{h}':>9} {len(blob):>7} {bpp:>6.3f} {24 / bpp:>6.1f} "
             f"{psnr:>7.2f} {mp / (t1 - t0):>8.2f} {mp / (t2 - t1):>8.2f}"

@@ -33,6 +33,7 @@ from ._spec import ModelSpec
 from ._tiles import decode_grids
 from ._training import closed_form_start, optimise
 from ._wavelets import WaveletPacket, resolve_wavelet
+from .metrics import psnr
 
 __all__ = ["WallocTransformer"]
 
@@ -567,19 +568,22 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         score : float
-            Mean over signals of ``10 log10(data_range_**2 / MSE)``, in the
-            model's sample domain (``X`` converted as :meth:`transform` reads
-            it).
+            Mean over signals of ``10 log10(data_range_**2 / MSE)``
+            (:func:`sklearn_walloc.metrics.psnr`; an exact round trip counts
+            as 120 dB), in the model's sample domain (``X`` converted as
+            :meth:`transform` reads it).
         """
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
-        psnr = []
-        for a, d, (_, spatial) in zip(arrays, decoded, layout.groups):
-            mse = (crop(d, spatial) - a).astype(np.float64) ** 2
-            mse = mse.reshape(len(a), -1).mean(axis=1)
-            floor = self.data_range_**2 * 1e-12
-            psnr.append(10 * np.log10(self.data_range_**2 / np.maximum(mse, floor)))
-        return float(np.mean(np.concatenate(psnr)))
+        # An exact round trip scores as an MSE of 1e-12 data_range**2 (120 dB),
+        # not inf, so that a mean over signals stays comparable.
+        peak = self.data_range_
+        cap = 10 * np.log10(peak**2 / (peak**2 * 1e-12))
+        scores = [
+            psnr(a, crop(d, spatial), data_range=peak, per_signal=True)
+            for a, d, (_, spatial) in zip(arrays, decoded, layout.groups)
+        ]
+        return float(np.mean(np.minimum(np.concatenate(scores), cap)))
 
     def get_feature_names_out(self, input_features=None):
         """Names of the flat latent features, ``walloctransformer0``, ...

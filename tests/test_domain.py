@@ -6,13 +6,9 @@ import pytest
 
 from sklearn_walloc import WallocCodec, WallocTransformer
 from sklearn_walloc._domain import from_domain, sample_dtype_name, to_domain
+from sklearn_walloc.metrics import psnr
 
 TINY = dict(decoder_width=8, decoder_depth=1, max_iter=0, random_state=0)
-
-
-def _psnr(x, y, peak):
-    mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
-    return 10 * np.log10(peak**2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +44,15 @@ def test_the_model_records_the_fitted_dtype(photo_codec, audio):
 def test_float_photos_in_0_1_code_like_the_uint8_photos(photo_codec, small_photos):
     X = np.stack(small_photos[:2])
     Xf = X.astype(np.float64) / 255
-    ref = _psnr(photo_codec.decompress(photo_codec.compress(X), restore=True), X, 255)
+    ref = psnr(
+        photo_codec.decompress(photo_codec.compress(X), restore=True), X, data_range=255
+    )
     Rf = photo_codec.decompress(photo_codec.compress(Xf), restore=True)
     assert Rf.dtype == np.float64 and Rf.min() >= 0 and Rf.max() <= 1
-    assert abs(_psnr(Rf, Xf, 1.0) - ref) < 0.1
+    assert abs(psnr(Rf, Xf, data_range=1.0) - ref) < 0.1
     # score is honest: in the model's units, on the converted input.
     assert abs(photo_codec.score(Xf) - photo_codec.score(X)) < 0.01
-    per_signal = np.mean([_psnr(r, x, 1.0) for r, x in zip(Rf, Xf)])
+    per_signal = np.mean([psnr(r, x, data_range=1.0) for r, x in zip(Rf, Xf)])
     assert abs(photo_codec.score(Xf) - per_signal) < 0.1
     # restore=False and inverse_transform stay float32 in the model's units.
     Y = photo_codec.decompress(photo_codec.compress(Xf))
@@ -78,19 +76,21 @@ def test_16_bit_photos_through_an_8_bit_model(photo_codec, small_photos):
     R16 = photo_codec.decompress(photo_codec.compress(X16), restore=True)
     R8 = photo_codec.decompress(photo_codec.compress(X), restore=True)
     assert R16.dtype == np.uint16
-    assert abs(_psnr(R16, X16, 65535) - _psnr(R8, X, 255)) < 0.1
+    assert abs(psnr(R16, X16, data_range=65535) - psnr(R8, X, data_range=255)) < 0.1
 
 
 def test_24_bit_and_float_audio_through_a_16_bit_model(audio):
     codec, X, X16 = audio
     X24 = np.round(X * 2**23).astype(np.int32) << 8  # left-justified, as soundfile
     Xf = X.astype(np.float32)
-    ref = _psnr(codec.decompress(codec.compress(X16), restore=True), X16, 2**16)
+    ref = psnr(
+        codec.decompress(codec.compress(X16), restore=True), X16, data_range=2**16
+    )
     R24 = codec.decompress(codec.compress(X24), restore=True)
     Rf = codec.decompress(codec.compress(Xf), restore=True)
     assert R24.dtype == np.int32 and Rf.dtype == np.float32
-    assert abs(_psnr(R24, X24, 2**32) - ref) < 0.1
-    assert abs(_psnr(Rf, Xf, 2.0) - ref) < 0.1
+    assert abs(psnr(R24, X24, data_range=2**32) - ref) < 0.1
+    assert abs(psnr(Rf, Xf, data_range=2.0) - ref) < 0.1
     assert abs(codec.score(X24) - codec.score(X16)) < 0.1
     assert abs(codec.score(Xf) - codec.score(X16)) < 0.1
     with pytest.raises(ValueError, match=r"float32 .*fitted on int16.*\[-1, 1\]"):

@@ -18,12 +18,9 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_walloc import WallocCodec, WallocTransformer, _signal
 from sklearn_walloc._signal import run_in_chunks
+from sklearn_walloc.metrics import psnr
 
 TINY = dict(decoder_width=8, decoder_depth=1, random_state=0)
-
-
-def _psnr(a, b, peak=255.0):
-    return 10 * np.log10(peak**2 / np.mean((np.asarray(a, float) - b) ** 2))
 
 
 # ----------------------------------------------------------------- input forms
@@ -36,7 +33,7 @@ def test_rgb_batch_shapes_and_integer_latents(small_photos):
     assert w.latent_bits_ == 8
     R = w.inverse_transform(Z)
     assert R.shape == (4, 64, 80, 3)
-    assert _psnr(X, R) > 22  # 16x reduction, closed form, tiny fit set
+    assert psnr(X, R) > 22  # 16x reduction, closed form, tiny fit set
     assert not hasattr(w, "n_features_in_")
 
 
@@ -90,7 +87,7 @@ def test_stereo_audio_batch_and_flat(rng):
     assert w.latent_bits_ == 16 and np.abs(Z).max() <= 2**15 - 1
     R = w.inverse_transform(Z)
     assert R.shape == X.shape
-    assert _psnr(X, R, peak=np.ptp(X)) > 25
+    assert psnr(X, R, data_range=np.ptp(X)) > 25
     flat = WallocTransformer(
         signal_ndim=1,
         signal_shape=(4096, 2),
@@ -161,8 +158,8 @@ def test_closed_form_matches_pca_in_the_wavelet_domain(small_photos):
             0, 3, 1, 2
         )
     )
-    pca_psnr = _psnr(X, rec.permute(0, 2, 3, 1).numpy())
-    ours = _psnr(X, w.inverse_transform(w.transform(X)))
+    pca_psnr = psnr(X, rec.permute(0, 2, 3, 1).numpy())
+    ours = psnr(X, w.inverse_transform(w.transform(X)))
     assert abs(ours - pca_psnr) < 0.3
 
 
