@@ -230,6 +230,18 @@ class WallocCodec(WallocTransformer):
         -------
         fingerprint : bytes
             16 bytes.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocCodec
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
+        >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
+        >>> fp = codec.fingerprint()
+        >>> type(fp).__name__, len(fp)
+        ('bytes', 16)
         """
         check_is_fitted(self)
         return _fingerprint(self)
@@ -252,6 +264,18 @@ class WallocCodec(WallocTransformer):
             original shape (with or without a channel axis, as given) and
             dtype, so :meth:`decompress` returns it at its original size. A
             signal gives the same bytes alone or in any batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocCodec
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
+        >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
+        >>> blobs = codec.compress(X)  # one self-contained blob per image
+        >>> len(blobs), type(blobs[0]).__name__
+        (4, 'bytes')
         """
         arrays, layout = self._read(X)
         described = _describe_input(self, X, layout, arrays)
@@ -329,6 +353,20 @@ class WallocCodec(WallocTransformer):
         ValueError
             If an item is not a valid blob of this model (other model,
             truncated, extended, corrupted, implausible), naming the item.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocCodec
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
+        >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
+        >>> Y = codec.decompress(codec.compress(X))
+        >>> Y.shape
+        (4, 16, 16, 1)
+        >>> bool(np.array_equal(Y, codec.inverse_transform(codec.transform(X))))
+        True
         """
         check_is_fitted(self)
         blobs = _as_blob_list(blobs)
@@ -444,6 +482,19 @@ class WallocCodec(WallocTransformer):
             sample of every channel of every signal at its original size (per
             pixel per channel for images: an RGB image's bits per pixel is 3x
             this).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocCodec
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
+        >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
+        >>> from sklearn_walloc import metrics
+        >>> bps = codec.bits_per_sample(X)
+        >>> bps == metrics.bits_per_sample(codec.compress(X), X)
+        True
         """
         arrays, layout = self._read(X)
         n_values = sum(
@@ -467,6 +518,18 @@ class WallocCodec(WallocTransformer):
         Returns
         -------
         ratio : float
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocCodec
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
+        >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
+        >>> ratio = codec.compression_ratio(X, source_bits=32)
+        >>> ratio == 32 / codec.bits_per_sample(X)
+        True
         """
         if source_bits is None:
             source_bits = 8 if self.signal_ndim == 2 else 16

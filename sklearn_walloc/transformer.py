@@ -318,6 +318,15 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         self : object
             Fitted transformer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> X = np.random.default_rng(0).random((4, 16, 16))  # 4 grey 16x16 images
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0).fit(X)
+        >>> walloc.n_channels_, walloc.latent_bits_
+        (1, 8)
         """
         warm = self.warm_start and hasattr(self, "module_")
         return self._fit(X, warm=warm, n_steps=self.max_iter, validate=True)
@@ -340,6 +349,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         self : object
             The transformer, trained further.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> X = np.random.default_rng(0).random((4, 16, 16))
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, random_state=0)
+        >>> for _ in range(3):  # closed form on the first call, then one pass each
+        ...     walloc = walloc.partial_fit(X)
+        >>> walloc.transform(X).shape
+        (4, 8, 8, 2)
         """
         warm = hasattr(self, "module_")
         n = _n_signals(X)
@@ -516,6 +536,20 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             C order, channels last. Batch input: ``(n, ceil(H/2**J),
             ceil(W/2**J), latent_dim)`` or ``(n, ceil(L/2**J), latent_dim)``.
             List input: a list of such grids without the leading axis.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
+        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
+        >>> Z = walloc.transform(X)  # each image: an 8x8 grid of 2 latents
+        >>> Z.shape, Z.dtype
+        ((4, 8, 8, 2), dtype('float32'))
+        >>> bool(np.all(Z == np.round(Z)))  # integer-valued
+        True
         """
         arrays, layout = self._read(X)
         return write_latents(self._encode(arrays), layout)
@@ -534,6 +568,18 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             Flat latents: ``(n_samples, n_features_in_)``. Batch or list: the
             signals at the padded size (a multiple of ``2**levels`` per axis),
             channels last.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
+        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
+        >>> R = walloc.inverse_transform(walloc.transform(X))
+        >>> R.shape  # channels last, at the padded size
+        (4, 16, 16, 1)
         """
         check_is_fitted(self)
         flat_shape = self._flat_signal_shape()
@@ -572,6 +618,21 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             (:func:`sklearn_walloc.metrics.psnr`; an exact round trip counts
             as 120 dB), in the model's sample domain (``X`` converted as
             :meth:`transform` reads it).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
+        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
+        >>> from sklearn_walloc.metrics import psnr
+        >>> R = walloc.inverse_transform(walloc.transform(X))[..., 0]
+        >>> peak = walloc.data_range_
+        >>> mean = np.mean([psnr(x, r, data_range=peak) for x, r in zip(X, R)])
+        >>> bool(abs(walloc.score(X) - mean) < 1e-4)
+        True
         """
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
@@ -597,6 +658,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         feature_names_out : ndarray of str objects
             One name per column of the flat :meth:`transform` output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> X = np.random.default_rng(0).random((5, 16))  # flat rows of 4x4 images
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, signal_shape=(4, 4),
+        ...                            max_iter=0).fit(X)
+        >>> walloc.get_feature_names_out()[:3]
+        array(['walloctransformer0', 'walloctransformer1', 'walloctransformer2'],
+              dtype=object)
         """
         check_is_fitted(self)
         flat_shape = self._flat_signal_shape()
@@ -668,6 +740,21 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         self : object
             The transformer, unchanged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
+        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = walloc.save(f"{folder}/model.npz")
+        ...     same = WallocTransformer.load(f"{folder}/model.npz")
+        >>> bool(np.array_equal(same.transform(X), walloc.transform(X)))
+        True
         """
         check_is_fitted(self)
         _model_io.save(self, path)
@@ -697,6 +784,21 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         ------
         ValueError
             If the file is not a valid model file, naming it and the problem.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_walloc import WallocTransformer
+        >>> yy, xx = np.mgrid[0:16, 0:16]
+        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
+        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
+        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = walloc.save(f"{folder}/model.npz")
+        ...     same = WallocTransformer.load(f"{folder}/model.npz")
+        >>> same.get_params() == walloc.get_params()
+        True
         """
         return _model_io.load(cls, path)
 
