@@ -11,7 +11,11 @@ from pathlib import Path
 
 # (module, title, one line): the public modules, in the order of the API page.
 PUBLIC_MODULES = [
-    ("sklearn_walloc", "Estimators", "Transformers and codecs (``sklearn_walloc``)."),
+    (
+        "sklearn_walloc",
+        "Estimators",
+        "Transformers, codecs and everything else ``sklearn_walloc`` exports.",
+    ),
     (
         "sklearn_walloc.metrics",
         "Metrics",
@@ -127,7 +131,7 @@ def write_dataflow_figure(path):
     for (x0, *_), (x1, *_) in itertools.pairwise(bottom):
         arrow(x0 - 0.9, 1.25, x1 + 0.9, 1.25)
     arrow(8.55, 2.75, 8.55, 1.7)
-    box(10.25, 3.2, "entropy coder\n(constriction)\n-> bytes", learned, w=1.3)
+    box(10.25, 3.2, "entropy coder\n(constriction)\n-> bytes", fixed, w=1.3)
     arrow(9.45, 3.2, 9.6, 3.2)
     ax.text(8.65, 2.25, "transform() | inverse_transform()", fontsize=8, style="italic")
     ax.text(
@@ -149,8 +153,8 @@ def write_dataflow_figure(path):
     ax.text(
         3.5,
         0.27,
-        "WallocCodec adds the entropy coder (per-channel integer "
-        "tables) and a self-contained byte format",
+        "WallocCodec adds the entropy coder (an integer context model and "
+        "range coder) and a self-contained byte format",
         va="center",
         fontsize=8,
     )

@@ -62,8 +62,9 @@ fig.tight_layout()
 # %%
 # Frequency responses (magnitude of the 2D Fourier transform of each filter,
 # summed over the colour channels, zero frequency in the centre). The first
-# latent is a low-pass; the others pick bands of orientation and scale: what
-# the PCA found to carry the most variance in these photos.
+# three latents are low-passes (the brightness and two colour differences);
+# the others pick bands of orientation and scale: what the PCA found to carry
+# the most variance in these photos.
 fig, axes = plt.subplots(2, 6, figsize=(10, 3.8))
 for k, ax in enumerate(axes.ravel()):
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(kernel[k], s=(128, 128)))).sum(0)
