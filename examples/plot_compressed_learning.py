@@ -100,11 +100,12 @@ for name, (X, y, shape, dims, sides) in datasets.items():
 # Accuracy against the number of values per image (mean of 3 folds). What this
 # shows on these small, bundled images: on the 8x8 digits a global PCA keeps
 # more class information than the local wavelet blocks and downsampling at the
-# strongest reductions, and the three meet at 36 values. On the 200 faces one
-# image is 1.5 points of a fold's accuracy, so the differences there are within
-# the noise. The compressed-learning section
-# of :doc:`/benchmarks` has the same comparison with confidence intervals, a
-# small CNN and a texture data set.
+# strongest reductions, and the three meet at 36 values. On the 200 faces, a
+# PCA with almost as many components as training images (98 of 133) falls
+# behind; WaLLoC and downsampling differ by a few images per fold (one image is
+# 1.5 points of a fold's accuracy), which is within the noise. The
+# compressed-learning section of :doc:`/benchmarks` has the same comparison
+# with confidence intervals, a small CNN and a texture data set.
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
 for ax, (name, rows) in zip(axes, results.items()):
     for i, method in enumerate(["WaLLoC", "PCA", "downsampling"]):
