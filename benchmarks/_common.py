@@ -55,6 +55,47 @@ def benchmark_parser(doc, threads=None, replot=None):
     return parser
 
 
+class BenchmarkRun:
+    """One run of a benchmark script: threads, machine, runtime and report files.
+
+    ``run = BenchmarkRun("name", args)`` sets torch's threads (``args.threads``
+    where the parser has it) and records the machine; ``run.finish(report,
+    markdown, rows)`` adds the machine at the end and the runtime to ``report``
+    and writes ``name.md`` (``markdown(report)``), ``.json`` and ``.csv`` into
+    ``args.out``.
+    ``BenchmarkRun.replot(...)`` redraws a committed report without running.
+    """
+
+    def __init__(self, name, args):
+        from _machine import machine_info
+
+        self.name, self.out = name, Path(args.out)
+        if getattr(args, "threads", None) is not None:
+            torch.set_num_threads(args.threads)
+        self.machine = machine_info()
+        self._start = time.perf_counter()
+
+    def finish(self, report, markdown, rows=()):
+        """Complete ``report``, then write it with ``markdown(report)`` as text."""
+        from _machine import machine_info
+
+        report["machine_end"] = machine_info()
+        report["runtime_s"] = time.perf_counter() - self._start
+        write_report(self.out, self.name, report, markdown(report), rows)
+        return report
+
+    @staticmethod
+    def replot(out, name, plot, markdown):
+        """Redraw ``name.png`` and rewrite ``name.md`` from ``out/name.json``."""
+        out = Path(out)
+        report = json.loads((out / f"{name}.json").read_text())
+        plot(report, out / f"{name}.png")
+        text = markdown(report)
+        (out / f"{name}.md").write_text(text, encoding="utf-8")
+        print(text)
+        return report
+
+
 def save_figure(fig, path, dpi=100):
     """Lay out, write and close a matplotlib figure."""
     import matplotlib.pyplot as plt

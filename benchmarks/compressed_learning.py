@@ -44,7 +44,6 @@ Outputs ``compressed_learning.{md,csv,json,png}`` in ``--out``. Run
 ``--quick`` (2 folds, one reduction factor, 3 epochs: a smoke run).
 """
 
-import json
 import math
 import sys
 import time
@@ -52,14 +51,14 @@ import time
 import numpy as np
 import torch
 from _common import (
+    BenchmarkRun,
     Timer,
     benchmark_parser,
     markdown_table,
     mean_ci95,
     save_figure,
-    write_report,
 )
-from _machine import machine_info, machine_line
+from _machine import machine_line
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.decomposition import PCA
@@ -445,6 +444,10 @@ def plot(summary, datasets, path):
     save_figure(fig, path)
 
 
+def _replot(report, path):
+    plot(report["summary"], list(report["data"]), path)
+
+
 # -------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, threads=1, replot="compressed_learning.json")
@@ -456,19 +459,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.replot:
-        report = json.loads((args.out / "compressed_learning.json").read_text())
-        plot(
-            report["summary"],
-            list(report["data"]),
-            args.out / "compressed_learning.png",
-        )
-        text = markdown(report)
-        (args.out / "compressed_learning.md").write_text(text, encoding="utf-8")
-        print(text)
+        BenchmarkRun.replot(args.out, "compressed_learning", _replot, markdown)
         return 0
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    machine = machine_info()
+    run = BenchmarkRun("compressed_learning", args)
     folds = 2 if args.quick else args.folds
     epochs = 3 if args.quick else args.epochs
     latent_dims = [2] if args.quick else LATENT_DIMS
@@ -494,7 +487,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     plot(summary, list(data), args.out / "compressed_learning.png")
     report = {
-        "machine": machine,
+        "machine": run.machine,
         "parameters": {
             "quick": args.quick,
             "folds": folds,
@@ -509,8 +502,7 @@ def main(argv=None):
         "summary": summary,
         "per_fold": records,
     }
-    report["runtime_s"] = time.perf_counter() - start
-    write_report(args.out, "compressed_learning", report, markdown(report), records)
+    run.finish(report, markdown, records)
     return 0
 
 

@@ -38,7 +38,6 @@ small speed batches; its numbers are not the results).
 """
 
 import copy
-import json
 import statistics
 import sys
 import time
@@ -46,8 +45,8 @@ import time
 import matplotlib
 import numpy as np
 import torch
-from _common import activate_refinement, benchmark_parser, save_figure
-from _machine import machine_info, machine_line
+from _common import BenchmarkRun, activate_refinement, benchmark_parser, save_figure
+from _machine import machine_line
 from sklearn.decomposition import PCA
 
 from sklearn_walloc import WallocTransformer, metrics
@@ -424,8 +423,7 @@ def _describe(photos, names):
 
 def main(argv=None):
     args = parse_args(argv)
-    start = time.perf_counter()
-    machine = machine_info()
+    run = BenchmarkRun("quality", args)
     torch.manual_seed(SEED)
     max_iter = min(args.max_iter, 20) if args.quick else args.max_iter
     batch_n, paper_n, repeats = (2, 1, 2) if args.quick else (8, 8, 5)
@@ -443,7 +441,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, models, test_photos, names, args.out / "quality.png")
     report = {
-        "machine": machine,
+        "machine": run.machine,
         "parameters": {
             "quick": args.quick,
             "max_iter": max_iter,
@@ -466,12 +464,7 @@ def main(argv=None):
         "paper": PAPER,
         "design_notes": DESIGN_NOTES,
     }
-    report["machine_end"] = machine_info()
-    report["runtime_s"] = time.perf_counter() - start
-    text = markdown(report)
-    (args.out / "quality.md").write_text(text, encoding="utf-8")
-    (args.out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
+    run.finish(report, markdown)
     return 0
 
 

@@ -48,7 +48,6 @@ steps; its numbers are not the results).
 """
 
 import io
-import json
 import math
 import sys
 import time
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 from _common import (
     SOURCE_BPP,
+    BenchmarkRun,
     Timer,
     as_uint8,
     benchmark_parser,
@@ -69,9 +69,8 @@ from _common import (
     psnr,
     save_figure,
     webp_lossless_bits,
-    write_report,
 )
-from _machine import machine_info, machine_line
+from _machine import machine_line
 from PIL import Image, features
 
 from sklearn_walloc import WallocCodec
@@ -645,6 +644,10 @@ def plot(summary, datasets, path):
     save_figure(fig, path)
 
 
+def _replot(report, path):
+    plot(report["summary"], list(report["data"]), path)
+
+
 # ------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, threads=2, replot="rate_distortion.json")
@@ -656,16 +659,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.replot:
-        report = json.loads((args.out / "rate_distortion.json").read_text())
-        plot(report["summary"], list(report["data"]), args.out / "rate_distortion.png")
-        text = markdown(report)
-        (args.out / "rate_distortion.md").write_text(text, encoding="utf-8")
-        print(text)
+        BenchmarkRun.replot(args.out, "rate_distortion", _replot, markdown)
         return 0
-    torch.set_num_threads(args.threads)
+    run = BenchmarkRun("rate_distortion", args)
     torch.manual_seed(SEED)
-    start = time.perf_counter()
-    machine = machine_info()
     max_iter = min(args.max_iter, 5) if args.quick else args.max_iter
     points = [p for p in WALLOC_POINTS if not args.quick or p[0] in QUICK_WALLOC]
     sweeps = QUICK_SWEEPS if args.quick else SWEEPS
@@ -713,7 +710,7 @@ def main(argv=None):
     if "AVIF" in sweeps:
         versions.append(f"libavif {features.version('avif')}")
     report = {
-        "machine": machine,
+        "machine": run.machine,
         "parameters": {
             "quick": args.quick,
             "max_iter": max_iter,
@@ -742,9 +739,7 @@ def main(argv=None):
         "equal_rate": eq,
         "per_image": rows,
     }
-    report["machine_end"] = machine_info()
-    report["runtime_s"] = time.perf_counter() - start
-    write_report(args.out, "rate_distortion", report, markdown(report), rows)
+    run.finish(report, markdown, rows)
     return 0
 
 
