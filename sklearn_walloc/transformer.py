@@ -455,7 +455,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         key = str(device)
         runtime = self.__dict__.setdefault("_runtime", {})
         if key not in runtime:
-            fused = self.module_.fused_encoder()
+            fused = self.module_.inference_encoder()
             module = (
                 self.module_
                 if device.type == "cpu"
