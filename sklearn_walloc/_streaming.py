@@ -263,9 +263,7 @@ def _apply(func, X, *args):
     if _dask.is_dask_array(X):
         dask = _dask.require("dask")
         shared = [dask.delayed(a, traverse=False) for a in args]
-        return [
-            dask.delayed(func)(c, i, *shared) for i, c in enumerate(_chunks(X))
-        ]
+        return [dask.delayed(func)(c, i, *shared) for i, c in enumerate(_chunks(X))]
     results = []
     for i, chunk in enumerate(X):
         r = func(chunk, i, *args)
