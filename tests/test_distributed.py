@@ -115,7 +115,7 @@ def test_walloc_fit_under_torchrun_writes_a_model_that_loads(photos, job):
 
 def test_fit_distributed_keeps_the_replicas_identical(photos, job):
     """Each rank draws other crops, so only gradient averaging (DDP) keeps the
-    two replicas equal; the rate model's parameters are averaged as well."""
+    two replicas equal."""
     tmp_path, _ = job
     files = ("transformer.npz", "rank0.npz", "rank1.npz")
     models = [WallocTransformer.load(tmp_path / f) for f in files]
