@@ -91,7 +91,7 @@ def main():
     threads = torch.get_num_threads()
 
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     client.wait_for_workers(2)

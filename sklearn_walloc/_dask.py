@@ -116,7 +116,7 @@ def _map_samples(est, X, method, name):
         chunks=chunks,
         dtype=probe.dtype,
         meta=np.empty((0,) * out_ndim, dtype=probe.dtype),
-        name=f"walloc-{method}",
+        token=f"walloc-{method}",  # a prefix: dask adds a hash of the inputs
         **extra,
     )
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._signal import Layout, pad_to_multiple, read_signals
+from ._signal import pad_to_multiple, read_signals
 from ._training import _coefficient_vectors, pca_start
 
 __all__ = ["MAX_SAMPLE_VALUES", "SignalStream", "is_stream"]
@@ -177,8 +177,14 @@ def _bounded(sample, budget):
     return kept
 
 
-def _first_pass(est, chunk, part, seed, stride, convert, budget):
+def _first_pass(est, chunk, part, seed, stride, convert, budget, channels):
     arrays, layout = read_signals(est, chunk, reset=True, convert=convert)
+    for a in arrays:
+        if a.shape[1] != channels:
+            raise ValueError(
+                f"chunk {part} of X has {a.shape[1]} channel(s), but its first "
+                f"chunk has {channels}: all signals share one channel count"
+            )
     lo = min(float(a.min()) for a in arrays)
     hi = max(float(a.max()) for a in arrays)
     padded = [pad_to_multiple(a, stride) for a in arrays]
@@ -272,15 +278,15 @@ def _apply(func, X, *args):
     return results
 
 
-def _pass1_job(chunk, part, est, seed, stride, convert, budget):
-    return _first_pass(est, chunk, part, seed, stride, convert, budget)
+def _pass1_job(chunk, part, est, seed, stride, convert, budget, channels):
+    return _first_pass(est, chunk, part, seed, stride, convert, budget, channels)
 
 
 def _pass2_job(chunk, part, est, model, stride, convert):
     return _second_pass(est, model, chunk, stride, convert)
 
 
-def read_sample(est, X, *, seed, convert):
+def read_sample(est, X, *, seed, convert, channels):
     """First pass over stream ``X``: ``(sample arrays, value moments, lo, hi)``.
 
     The sample is grouped by shape as a list of signals would be: one
@@ -288,12 +294,12 @@ def read_sample(est, X, *, seed, convert):
     """
     import copy
 
-    import sklearn_walloc._streaming as this  # read the budget at call time
-
     reader = copy.deepcopy(est)  # reading flat rows sets n_features_in_
     stride = 2**est.levels
     first = _reduce(
-        _apply(_pass1_job, X, reader, seed, stride, convert, this.MAX_SAMPLE_VALUES)
+        _apply(
+            _pass1_job, X, reader, seed, stride, convert, MAX_SAMPLE_VALUES, channels
+        )
     )
     sample = sorted(first.sample, key=lambda s: s[1])
     by_shape = {}
@@ -309,12 +315,6 @@ def coefficient_moments(est, model, X, *, convert):
 
     reader = copy.deepcopy(est)
     return _reduce(_apply(_pass2_job, X, reader, model, 2**est.levels, convert))
-
-
-def layout_of(est, chunk, *, reset, convert):
-    """Validate the first chunk on the estimator itself (``n_features_in_``)."""
-    arrays, layout = read_signals(est, chunk, reset=reset, convert=convert)
-    return arrays[0].shape[1], Layout(layout.kind, layout.groups, layout.n_signals)
 
 
 def closed_form_start(module, est, X, sample, moments, rng, convert):

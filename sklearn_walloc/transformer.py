@@ -385,7 +385,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             module.reset_parameters(torch.Generator().manual_seed(seed))
         if stream:
             padded, moments, lo, hi = _streaming.read_sample(
-                self, X, seed=seed, convert=_converter(domain)
+                self,
+                X,
+                seed=seed,
+                convert=_converter(domain),
+                channels=spec.in_channels,
             )
         else:
             padded = [pad_to_multiple(a, stride) for a in arrays]

@@ -26,8 +26,8 @@ def client():
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
-            worker_dashboard_address=None,
+            dashboard_address=":0",
+            worker_dashboard_address=":0",
         ) as cluster,
         distributed.Client(cluster) as c,
     ):
@@ -58,6 +58,8 @@ def test_transform_is_lazy_and_equals_in_memory(codec, photos):
     assert Z.chunks[0] == (5, 5, 2) and Z.dtype == np.float32
     Z_mem = codec.transform(photos)
     assert Z.shape == Z_mem.shape
+    # Keys name the input: another array must not reuse this one's results.
+    assert codec.transform(da.from_array(photos[::-1], chunks=5)).name != Z.name
     with dask.config.set(scheduler="threads"):
         np.testing.assert_array_equal(Z.compute(), Z_mem)
         R = codec.inverse_transform(Z)
@@ -235,6 +237,8 @@ def test_one_shot_iterators_are_refused(photos):
         WallocTransformer(max_iter=0).partial_fit(SignalStream([photos]))
     with pytest.raises(TypeError, match="SignalStream takes a list"):
         SignalStream(iter([photos]))
+    with pytest.raises(ValueError, match="chunk 1 of X has 1 channel"):
+        WallocTransformer(max_iter=0).fit(SignalStream([photos, photos[..., :1]]))
 
 
 def test_without_dask_the_library_works_and_says_what_to_install():
