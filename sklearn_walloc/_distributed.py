@@ -12,7 +12,7 @@ model. :class:`DataParallel` is the hook that ``_training.optimise`` takes:
 - the per-step loss and each validation score are averaged over the ranks,
   so early stopping takes the same decision everywhere (a rank that stopped
   alone would leave the others waiting forever);
-- only rank 0 shows progress (and, in :func:`fit_distributed`, writes files).
+- in :func:`fit_distributed`, only rank 0 shows progress and writes files.
 
 The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): ``gloo`` on the CPU,

@@ -225,7 +225,6 @@ def optimise(
         best_state = copy.deepcopy(model.state_dict())
         history["validation_scores"].append(best)
     window = []
-    verbose = verbose if not parallel or parallel.is_main else 0
     bar = tqdm(total=max_iter, disable=verbose <= 0, desc="WaLLoC fit", leave=False)
     for step in range(1, max_iter + 1):
         x = crops.sample(batch_size)
