@@ -1,7 +1,9 @@
 """Helpers shared by the benchmark scripts.
 
-The command-line options and figure saving every script has; image quality
-(PSNR, MS-SSIM), a timer, Markdown tables and the CSV/JSON writers; and the one
+The command-line options every script has and the run around it
+(:class:`BenchmarkRun`: threads, machine, runtime, report files); figure
+saving; image quality (PSNR, MS-SSIM, from :mod:`sklearn_walloc.metrics`), a
+timer, Markdown tables and the CSV/JSON writers; and the one
 extra photo collection the image benchmarks use: the "nature" photos of the
 Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of 1280x1024 to
 2560x1920), fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into
