@@ -180,6 +180,12 @@ class WallocCodec(WallocTransformer):
     best_validation_score_ : float or None
         Best of ``validation_scores_``.
 
+    n_iter_kept_ : int
+        The step whose state was kept (0: the closed form).
+
+    validation_gain_ : float or None
+        What training gained on the validation signals, in dB.
+
     See Also
     --------
     WallocTransformer : The model without entropy coding.

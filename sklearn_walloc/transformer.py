@@ -31,7 +31,7 @@ from ._signal import (
 )
 from ._spec import ModelSpec
 from ._tiles import decode_grids
-from ._training import closed_form_start, optimise
+from ._training import TRAINING_OPTIONS, closed_form_start, optimise
 from ._wavelets import WaveletPacket, resolve_wavelet
 
 __all__ = ["WallocTransformer"]
@@ -193,6 +193,15 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     best_validation_score_ : float or None
         Best of ``validation_scores_``: the state that was kept.
+
+    n_iter_kept_ : int
+        The step whose state was kept (0: the closed form; ``n_iter_``
+        without validation).
+
+    validation_gain_ : float or None
+        ``best_validation_score_`` minus the closed form's validation score,
+        in dB: what training gained on the held-out signals (None without
+        validation).
 
     See Also
     --------
@@ -387,6 +396,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             verbose=self.verbose,
             data_range=self.data_range_,
             rate_weight=self.rate_weight,
+            **TRAINING_OPTIONS,
         )
         self.module_ = module.cpu().eval()
         for p in self.module_.parameters():
@@ -401,6 +411,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self.loss_curve_ = history["loss_curve"]
         self.validation_scores_ = history["validation_scores"]
         self.best_validation_score_ = history.get("best_validation_score")
+        self.n_iter_kept_ = history["best_iter"]
+        start = history.get("start_validation_score")
+        self.validation_gain_ = (
+            None if start is None else self.best_validation_score_ - start
+        )
         if layout.kind == "flat":
             spatial = layout.groups[0][1]
             self.signal_shape_ = (*spatial, self.n_channels_)
