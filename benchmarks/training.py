@@ -14,8 +14,9 @@ Three parts, each writing to ``--out``:
   photos at 512 px): curves of steps and seconds against held-out dB.
 - ``--part check``: the issue's check on both held-out sets: a
   ``WallocCodec(latent_dim=12, levels=3, random_state=0)`` with default
-  training against ``max_iter=0``: PSNR of decoded uint8 photos, blob bytes,
-  fit time.
+  training, with ``max_iter=0`` and with ``max_iter=--steps``: PSNR of
+  decoded uint8 photos, blob bytes, fit time.
+- ``--part report``: merges sweep files into a table and a plot.
 
 The machine is shared with other jobs: timings are ratios measured
 interleaved, absolute seconds are pessimistic.
@@ -77,6 +78,15 @@ CONFIGS = {
     ),
     "lr1e-3-flips-w128": ({"learning_rate": 1e-3, "flips": True}, {"width": 128}),
     "lr1e-3-flips-val3": ({"learning_rate": 1e-3, "flips": True}, {"n_val": 3}),
+    "lsq-only": ({"least_squares_start": True, "learning_rate": 1e-12}, {}),
+    "lsq-lr1e-4-flips": (
+        {"least_squares_start": True, "learning_rate": 1e-4, "flips": True},
+        {},
+    ),
+    "lsq-lr3e-4-flips": (
+        {"least_squares_start": True, "learning_rate": 3e-4, "flips": True},
+        {},
+    ),
     "pixel-lr1e-3": ({"learning_rate": 1e-3, "domain": "pixel"}, {}),
 }
 
@@ -260,12 +270,22 @@ def run_speed(args):
 def run_check(args, sets):
     fit = load_photos(split="fit")
     rows = []
-    for label, kw in (("closed form", {"max_iter": 0}), ("default", {})):
+    for label, kw in (
+        ("default", {}),
+        ("max_iter=0", {"max_iter": 0}),
+        (f"max_iter={args.steps}", {"max_iter": args.steps}),
+    ):
         codec = WallocCodec(latent_dim=12, levels=3, random_state=SEED, **kw)
         t = time.perf_counter()
         codec.fit(fit)
         fit_s = time.perf_counter() - t
-        row = {"model": label, "fit_s": fit_s, "n_iter": codec.n_iter_}
+        row = {
+            "model": label,
+            "fit_s": fit_s,
+            "n_iter": codec.n_iter_,
+            "n_iter_kept": codec.n_iter_kept_,
+            "validation_gain": codec.validation_gain_,
+        }
         for k, photos in sets.items():
             blobs = [codec.compress(p) for p in photos]
             dec = [codec.decompress(b, restore=True) for b in blobs]
@@ -277,9 +297,77 @@ def run_check(args, sets):
         json.dump(rows, f, indent=1)
 
 
+def run_report(args):
+    """Merge sweep JSON files into ``training_sweep.json``, a Markdown table
+    and a plot of held-out gain against steps."""
+    runs = []
+    for path in args.inputs:
+        with open(path) as f:
+            runs += json.load(f)
+    with open(args.out / "training_sweep.json", "w") as f:
+        json.dump(runs, f, indent=1)
+    rows = []
+    for r in runs:
+        c = r["curve"]
+        last = c[-1]
+        kept = r["kept"]
+        rows.append(
+            [
+                r["config"],
+                str(last["step"]),
+                f"{last['seconds']:.0f}",
+                f"{last['holdout_gain']:+.3f}",
+                f"{last['mate_gain']:+.3f}",
+                f"{max(x['holdout_gain'] for x in c):+.3f}",
+                f"{min(x['mate_gain'] for x in c):+.3f}",
+                str(r["kept_step"]),
+                f"{kept['holdout_gain']:+.3f}",
+                f"{kept['mate_gain']:+.3f}",
+            ]
+        )
+    header = [
+        "config",
+        "steps",
+        "train s",
+        "holdout gain (last)",
+        "mate gain (last)",
+        "best holdout gain",
+        "worst mate gain",
+        "kept step (val)",
+        "holdout gain (kept)",
+        "mate gain (kept)",
+    ]
+    text = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    text += "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    with open(args.out / "training_sweep.md", "w") as f:
+        f.write(text)
+    print(text)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from _common import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for r in runs:
+        steps = [x["step"] for x in r["curve"]]
+        for ax, k in zip(axes, ("holdout", "mate")):
+            ax.plot(steps, [x[f"{k}_gain"] for x in r["curve"]], label=r["config"])
+    for ax, k in zip(axes, ("bundled holdout (3 photos)", "mate nature (12)")):
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(k)
+        ax.set_xlabel("optimiser steps")
+    axes[0].set_ylabel("PSNR gain over the closed form (dB)")
+    axes[1].legend(fontsize=7)
+    save_figure(fig, args.out / "training_sweep.png")
+
+
 def main():
     parser = benchmark_parser(__doc__, threads=2)
-    parser.add_argument("--part", choices=["speed", "sweep", "check"], required=True)
+    parser.add_argument(
+        "--part", choices=["speed", "sweep", "check", "report"], required=True
+    )
+    parser.add_argument("--inputs", nargs="*", default=[], help="sweep JSON files")
     parser.add_argument("--configs", nargs="+", default=["lr1e-3-flips"])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=50)
@@ -290,6 +378,8 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "speed":
         return run_speed(args)
+    if args.part == "report":
+        return run_report(args)
     mate, _ = load_mate_photos(limit=4 if args.quick else None)
     sets = {"holdout": load_photos(split="holdout"), "mate": mate}
     if args.part == "sweep":

@@ -127,6 +127,73 @@ class CoefficientCrops(_RandomWindows):
         super().__init__(tensors, max(1, crop_size // model.stride), generator)
 
 
+# ------------------------------------------------- least-squares decoder start
+# The refinement's hidden units are kept in GELU's linear regime: h = W1 z + B
+# with |W1 z| <= _LSQ_SPAN and B = _LSQ_OFFSET, where GELU(h) = h to ~1e-6.
+_LSQ_OFFSET = 10.0
+_LSQ_SPAN = 4.0
+_LSQ_MAX_POSITIONS = 200_000
+
+
+@torch.no_grad()
+def least_squares_decoder(model, grids, weights, ridge=1e-3, generator=None):
+    """Set the residual decoder path to the least-squares linear map from the
+    3x3 neighbourhoods of the rounded latents to what the linear path misses.
+
+    ``grids`` are coefficient grids ``(n, bands, *S)`` of normalised signals.
+    The map ``M`` (``latent_dim * 3**d`` inputs to ``bands`` outputs, fitted
+    with the band ``weights`` and a ridge of ``ridge`` times the mean feature
+    energy) is factorised by SVD to the path's width and written into its
+    first and last layers, with the hidden units kept in GELU's linear regime
+    and the residual blocks set to identities, so the network computes ``M``
+    (to about 1e-6) and gradient training can start from it. Returns the
+    fraction of the weighted residual energy the map removes on ``grids``.
+    """
+    refine = model.decoder.refine
+    if refine is None:
+        return 0.0
+    nd = model.signal_ndim
+    first, last = refine[0], refine[-1]
+    width = first.out_channels
+    feats, targets = [], []
+    for y in grids:
+        q = torch.round(model.bottleneck.compand(model.encoder(y) * model.latent_scale))
+        z = model.bottleneck.expand(q) / model.latent_scale
+        r = y - model.decoder.linear(z)
+        if nd == 2:
+            f = torch.nn.functional.unfold(z, 3, padding=1)  # (n, L*9, P)
+        else:
+            f = torch.nn.functional.unfold(z[..., None], (3, 1), padding=(1, 0))
+        feats.append(f.transpose(1, 2).reshape(-1, f.shape[1]).double())
+        targets.append(r.flatten(2).transpose(1, 2).reshape(-1, r.shape[1]).double())
+    F, R = torch.cat(feats), torch.cat(targets)
+    if len(F) > _LSQ_MAX_POSITIONS:
+        keep = torch.randperm(len(F), generator=generator)[:_LSQ_MAX_POSITIONS]
+        F, R = F[keep], R[keep]
+    sw = weights.double().sqrt()
+    A = F.T @ F
+    A += ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype)
+    M = torch.linalg.solve(A, F.T @ (R * sw))  # (inputs, bands), weighted
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # M = U S Vh
+    k = min(width, len(S))
+    proj = F @ U[:, :k]  # hidden activations before scaling
+    c = _LSQ_SPAN / proj.abs().amax(dim=0).clamp_min(1e-12)
+    w1 = torch.zeros(width, F.shape[1], dtype=torch.float64)
+    w1[:k] = (U[:, :k] * c).T
+    w_out = torch.zeros(R.shape[1], width, dtype=torch.float64)
+    w_out[:, :k] = (Vh[:k].T * (S[:k] / c)) / sw[:, None]
+    first.weight.copy_(w1.reshape(first.weight.shape).float())
+    first.bias.fill_(_LSQ_OFFSET)
+    for block in refine[1:-2]:
+        block.conv2.weight.zero_()
+        block.conv2.bias.zero_()
+    last.weight.copy_(w_out.reshape(last.weight.shape).float())
+    last.bias.copy_((-w_out.sum(dim=1) * _LSQ_OFFSET).float())
+    before = float((R**2 * weights.double()).sum())
+    after = float(((R - F @ M / sw) ** 2 * weights.double()).sum())
+    return 1.0 - after / max(before, 1e-30)
+
+
 # --------------------------------------------------------------- objective
 @torch.no_grad()
 def band_weights(wpt, channels, device=None):
@@ -366,8 +433,9 @@ def train(
     """
     n = 0
     if validation:
-        stopping.update(0, validation())
-        history.validation(None, 0, stopping.best)
+        score = validation()
+        stopping.update(0, score)
+        history.validation(None, 0, score)
     window = []
     for n in range(1, max_iter + 1):
         value = step(n, data.sample(batch_size))

@@ -134,6 +134,7 @@ def optimise(
     round_from=1.0,
     validation_interval=VALIDATION_INTERVAL,
     validation_side=None,
+    least_squares_start=False,
     callbacks=(),
 ):
     """Train ``model`` in place; return the history as a dict.
@@ -212,6 +213,18 @@ def optimise(
     validation = _trainer.Validation(objective, val, db_shift)
     stopping = _trainer.EarlyStopping(model, n_iter_no_change, tol)
     log = _trainer.History(max_iter, float(model.data_scale) ** 2, verbose, callbacks)
+    if least_squares_start and model.decoder.refine is not None:
+        if validation:
+            score = validation()
+            stopping.update(0, score)
+            log.validation(None, 0, score)
+        grids = data.tensors
+        if domain == "pixel":
+            with torch.no_grad():
+                grids = [model.analysis(torch.from_numpy(a)) for a in train_arrays]
+        channels = model.encoder.in_channels // model.wpt.n_bands
+        weights = _trainer.band_weights(model.wpt, channels, device)
+        _trainer.least_squares_decoder(model, grids, weights, generator=cpu_gen)
     n = _trainer.train(
         model,
         data,

@@ -97,8 +97,9 @@ class WallocCodec(WallocTransformer):
     decoder_depth : int, default=2
         Residual blocks in the decoder (0: linear decoder only).
 
-    max_iter : int, default=200
-        Optimiser steps after the closed-form start; 0 keeps the closed form.
+    max_iter : int, default=0
+        Optimiser steps after the closed-form start; 0 (the default) keeps
+        the closed form (see :class:`WallocTransformer` for why).
 
     batch_size : int, default=16
         Random crops per optimiser step.
