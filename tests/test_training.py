@@ -19,6 +19,7 @@ from sklearn_walloc._trainer import (
     PixelCrops,
     TrainingStep,
     band_weights,
+    least_squares_decoder,
 )
 from sklearn_walloc._training import closed_form_start, optimise
 from sklearn_walloc._wavelets import WaveletPacket
@@ -231,3 +232,28 @@ def test_fit_reports_steps_run_kept_and_gain(small_photos, tmp_path):
     closed = WallocTransformer(latent_dim=12, levels=2, max_iter=0, **TINY).fit(X)
     assert closed.n_iter_ == 0 and closed.n_iter_kept_ == 0
     assert closed.validation_gain_ is None
+
+
+def test_least_squares_start_is_a_linear_map_that_lowers_the_training_error(
+    small_photos,
+):
+    arrays = _arrays(small_photos)
+    m = _model(arrays, width=16, depth=2)
+    with torch.no_grad():
+        grids = [m.analysis(torch.from_numpy(a)) for a in arrays]
+    obj = Objective(m, "wavelet")
+    with torch.no_grad():
+        before = sum(float(obj(g, "symbols")) for g in grids)
+    removed = least_squares_decoder(m, grids, band_weights(m.wpt, 3))
+    with torch.no_grad():
+        after = sum(float(obj(g, "symbols")) for g in grids)
+        # The refinement computes a linear map of the latents (GELU kept in
+        # its linear regime, residual blocks identities).
+        z1 = torch.randn(2, 12, 6, 6) * 0.5
+        z2 = torch.randn(2, 12, 6, 6) * 0.5
+        r = m.decoder.refine
+        lhs = r(0.3 * z1 + 0.7 * z2)
+        rhs = 0.3 * r(z1) + 0.7 * r(z2)
+    assert 0 < removed < 1
+    assert after < before
+    assert torch.allclose(lhs, rhs, atol=1e-4 * float(rhs.abs().max()) + 1e-5)
