@@ -6,6 +6,8 @@
 import copy
 import dataclasses
 import math
+import sys
+import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -389,8 +391,15 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             module.reset_parameters(torch.Generator().manual_seed(seed))
         padded = [pad_to_multiple(a, stride) for a in arrays]
         if not warm:
+            start = time.perf_counter()
             closed_form_start(module, padded, rng)
             self.data_range_ = data_range(domain, arrays)
+            if self.verbose > 0:
+                print(
+                    f"WaLLoC fit: closed form of {len(padded)} group(s) of signals "
+                    f"in {time.perf_counter() - start:.1f} s",
+                    file=sys.stderr,
+                )
         train, val = _split(padded, validate and self.early_stopping, self, rng)
         crop = self.crop_size or (128 if self.signal_ndim == 2 else 8192)
         history = optimise(
