@@ -23,7 +23,7 @@ __all__ = ["TRAINING_OPTIONS", "closed_form_start", "optimise"]
 VALIDATION_INTERVAL = 10
 DOMAINS = ("wavelet", "pixel")
 # What the estimators' fit passes to ``optimise`` beyond their parameters.
-TRAINING_OPTIONS = {"domain": "wavelet"}
+TRAINING_OPTIONS = {"domain": "wavelet", "least_squares_start": True, "flips": True}
 _MAX_PCA_VECTORS = 400_000
 _MAX_VAL_SCALARS = 2**22
 
