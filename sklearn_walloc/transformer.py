@@ -417,7 +417,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             verbose=self.verbose,
             data_range=self.data_range_,
             rate_weight=self.rate_weight,
-            **TRAINING_OPTIONS,
+            # Only a fresh closed form gets the least-squares decoder start:
+            # warm starts and partial_fit continue from the trained state.
+            **{**TRAINING_OPTIONS, "least_squares_start": not warm},
         )
         self.module_ = module.cpu().eval()
         for p in self.module_.parameters():

@@ -256,3 +256,29 @@ def test_least_squares_start_is_a_linear_map_that_lowers_the_training_error(
     assert 0 < removed < 1
     assert after < before
     assert torch.allclose(lhs, rhs, atol=1e-4 * float(rhs.abs().max()) + 1e-5)
+
+
+def test_only_a_fresh_fit_gets_the_least_squares_start(small_photos, monkeypatch):
+    from sklearn_walloc import _trainer
+
+    calls = []
+    real = _trainer.least_squares_decoder
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_trainer, "least_squares_decoder", spy)
+    X = np.stack(small_photos)
+    kw = dict(latent_dim=12, levels=2, batch_size=2, crop_size=32, **TINY)
+    w = WallocTransformer(max_iter=3, warm_start=True, **kw).fit(X)
+    assert calls == [1]
+    refine = copy.deepcopy(w.module_.decoder.refine.state_dict())
+    w.fit(X)  # warm start: continues, no new least-squares start
+    w.partial_fit(X)
+    assert calls == [1]
+    changed = any(
+        not torch.equal(v, w.module_.decoder.refine.state_dict()[k])
+        for k, v in refine.items()
+    )
+    assert changed
