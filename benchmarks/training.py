@@ -292,8 +292,8 @@ def run_check(args, sets):
             "validation_gain": codec.validation_gain_,
         }
         for k, photos in sets.items():
-            blobs = [codec.compress(p) for p in photos]
-            dec = [codec.decompress(b, restore=True) for b in blobs]
+            blobs = codec.compress(list(photos))
+            dec = codec.decompress(blobs, restore=True)
             row[f"{k}_psnr"] = float(np.mean([psnr(p, d) for p, d in zip(photos, dec)]))
             row[f"{k}_bytes"] = int(sum(len(b) for b in blobs))
         rows.append(row)
@@ -354,10 +354,13 @@ def run_report(args):
     from _common import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for r in runs:
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(runs):
         steps = [x["step"] for x in r["curve"]]
+        label = f"{r['config']} ({steps[-1]})"
         for ax, k in zip(axes, ("holdout", "mate")):
-            ax.plot(steps, [x[f"{k}_gain"] for x in r["curve"]], label=r["config"])
+            gains = [x[f"{k}_gain"] for x in r["curve"]]
+            ax.plot(steps, gains, label=label, color=colours[i % 20])
     for ax, k in zip(axes, ("bundled holdout (3 photos)", "mate nature (12)")):
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(k)

@@ -93,11 +93,13 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     max_iter : int, default=0
         Optimiser steps after the closed-form start; 0 keeps the closed form.
         The default is the closed form because training on a CPU budget did
-        not pay on held-out photos: up to 400 steps on the bundled photos
-        gained at most +0.03 dB and lost up to 0.35 dB on other photo sets
-        (``docs/benchmarks.md``, "Training"). Training runs in the wavelet
-        packet domain (coefficients computed once), several times faster than
-        a pixel-domain loop.
+        not pay on held-out photos: from the bundled photos, the best setting
+        gained +0.03 dB and +0.09 dB on two other photo sets after 1500
+        steps, and others lost up to 0.35 dB (``docs/benchmarks.md``,
+        "Training"). Training (``max_iter > 0``) starts the residual decoder
+        path from a least-squares map of 3x3 latent neighbourhoods, then runs
+        Adam steps in the wavelet packet domain (coefficients computed once,
+        also for flipped copies of the signals).
 
     batch_size : int, default=16
         Random crops per optimiser step.
