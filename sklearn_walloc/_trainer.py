@@ -171,18 +171,19 @@ def least_squares_decoder(model, grids, weights, ridge=1e-3, generator=None):
     F, R = torch.cat(feats), torch.cat(targets)
     if len(F) > _LSQ_MAX_POSITIONS:
         keep = torch.randperm(len(F), generator=generator)[:_LSQ_MAX_POSITIONS]
+        keep = keep.to(F.device)
         F, R = F[keep], R[keep]
     sw = weights.double().sqrt()
     A = F.T @ F
-    A += ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype)
+    A += ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype, device=A.device)
     M = torch.linalg.solve(A, F.T @ (R * sw))  # (inputs, bands), weighted
     U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # M = U S Vh
     k = min(width, len(S))
     proj = F @ U[:, :k]  # hidden activations before scaling
     c = _LSQ_SPAN / proj.abs().amax(dim=0).clamp_min(1e-12)
-    w1 = torch.zeros(width, F.shape[1], dtype=torch.float64)
+    w1 = F.new_zeros(width, F.shape[1])
     w1[:k] = (U[:, :k] * c).T
-    w_out = torch.zeros(R.shape[1], width, dtype=torch.float64)
+    w_out = F.new_zeros(R.shape[1], width)
     w_out[:, :k] = (Vh[:k].T * (S[:k] / c)) / sw[:, None]
     first.weight.copy_(w1.reshape(first.weight.shape).float())
     first.bias.fill_(_LSQ_OFFSET)
