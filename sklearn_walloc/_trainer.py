@@ -391,7 +391,7 @@ class History:
         self.loss_curve.append(value * self.loss_scale)
         self.bar.update(1)
 
-    def validation(self, trainer, step, score):
+    def validation(self, trainer, step, score, label=None):
         record = {
             "step": step,
             "seconds": time.perf_counter() - self.start,
@@ -403,7 +403,7 @@ class History:
             score=f"{score:.3f} dB", gain=f"{score - start:+.3f} dB", refresh=False
         )
         if self.verbose > 1 or (self.verbose > 0 and step == 0):
-            what = "start (closed form)" if step == 0 else f"step {step}"
+            what = label or ("start (closed form)" if step == 0 else f"step {step}")
             self.bar.write(
                 f"WaLLoC fit: {what}: validation {score:.3f} dB", file=sys.stderr
             )
@@ -426,19 +426,21 @@ def train(
     max_iter,
     batch_size,
     validation_interval,
+    start_label=None,
 ):
     """Run ``step`` on batches of ``data`` for up to ``max_iter`` steps.
 
     With ``validation`` (non-empty), validate at the start and every
     ``validation_interval`` steps and keep the best state (the start
     included); without, stop when the mean training loss over an interval
-    stops improving and keep the last state. Returns the number of steps run.
+    stops improving and keep the last state. ``start_label`` names the
+    starting state in the progress lines. Returns the number of steps run.
     """
     n = 0
     if validation:
         score = validation()
         stopping.update(0, score)
-        history.validation(None, 0, score)
+        history.validation(None, 0, score, start_label)
     window = []
     for n in range(1, max_iter + 1):
         value = step(n, data.sample(batch_size))

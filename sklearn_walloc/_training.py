@@ -213,6 +213,7 @@ def optimise(
     validation = _trainer.Validation(objective, val, db_shift)
     stopping = _trainer.EarlyStopping(model, n_iter_no_change, tol)
     log = _trainer.History(max_iter, float(model.data_scale) ** 2, verbose, callbacks)
+    start_label = None
     if least_squares_start and model.decoder.refine is not None:
         if validation:
             score = validation()
@@ -225,6 +226,7 @@ def optimise(
         channels = model.encoder.in_channels // model.wpt.n_bands
         weights = _trainer.band_weights(model.wpt, channels, device)
         _trainer.least_squares_decoder(model, grids, weights, generator=cpu_gen)
+        start_label = "least-squares decoder start"
     n = _trainer.train(
         model,
         data,
@@ -235,6 +237,7 @@ def optimise(
         max_iter=max_iter,
         batch_size=batch_size,
         validation_interval=validation_interval,
+        start_label=start_label,
     )
     model.eval()
     history["n_iter"] = n
