@@ -232,6 +232,9 @@ class Objective:
 
     def __init__(self, model, domain, rate=None, rate_weight=0.0):
         self.model = model
+        # A DDP-wrapped pixel round trip ``f(x, generator) -> (q, x_hat)``
+        # (``_distributed.DataParallel.wrap``), used for noisy training batches.
+        self.round_trip = None
         self.domain = domain
         self.rate = rate
         self.rate_weight = rate_weight
@@ -262,8 +265,11 @@ class Objective:
             y = m.decoder(m.bottleneck.expand(q) / m.latent_scale)
             loss = (self.weights * (y - batch) ** 2).mean()
         else:
-            q = self.latents(m.analysis(batch), mode, generator)
-            x = m.decode(q)
+            if self.round_trip is not None and mode == "noise":
+                q, x = self.round_trip(batch, generator)
+            else:
+                q = self.latents(m.analysis(batch), mode, generator)
+                x = m.decode(q)
             loss = (((x - batch) / m.data_scale) ** 2).mean()
         if self.rate is not None:
             loss = loss + self.rate_weight * self.rate.bits(q) / batch.numel()
@@ -306,6 +312,8 @@ class TrainingStep:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, factor)
         self.round_from = round_from
         self.generator = noise_generator
+        # Averages the reported loss over replicas in a DDP run.
+        self.reduce = None
 
     def __call__(self, step, batch):
         mode = "round" if step > self.round_from * self.max_iter else "noise"
@@ -315,7 +323,8 @@ class TrainingStep:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimiser.step()
         self.schedule.step()
-        return float(loss.detach())
+        value = float(loss.detach())
+        return self.reduce(value) if self.reduce else value
 
 
 # -------------------------------------------------------------- validation
@@ -327,10 +336,12 @@ class Validation:
     the PSNR in the caller's data range when there is no rate term.
     """
 
-    def __init__(self, objective, data, db_shift):
+    def __init__(self, objective, data, db_shift, reduce=None):
         self.objective = objective
         self.data = data
         self.db_shift = db_shift
+        # Averages the score over replicas in a DDP run.
+        self.reduce = reduce
 
     def __bool__(self):
         return bool(self.data)
@@ -339,7 +350,8 @@ class Validation:
     def __call__(self):
         total = sum(float(self.objective(d, "symbols")) * len(d) for d in self.data)
         mse = total / sum(len(d) for d in self.data)
-        return -10.0 * math.log10(max(mse, 1e-30)) + self.db_shift
+        score = -10.0 * math.log10(max(mse, 1e-30)) + self.db_shift
+        return self.reduce(score) if self.reduce else score
 
 
 class EarlyStopping:

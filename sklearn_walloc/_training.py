@@ -17,7 +17,7 @@ import torch
 
 from . import _trainer
 
-__all__ = ["TRAINING_OPTIONS", "closed_form_start", "optimise"]
+__all__ = ["TRAINING_OPTIONS", "closed_form_start", "optimise", "pca_start"]
 
 # Optimiser steps between validations; n_iter_no_change counts validations.
 VALIDATION_INTERVAL = 10
@@ -73,7 +73,15 @@ def closed_form_start(model, arrays, rng):
     Y = _coefficient_vectors(model, arrays, rng)
     center = Y.mean(dim=0)
     Yc = Y - center
-    cov = Yc.T @ Yc / max(len(Y) - 1, 1)
+    pca_start(model, center, Yc.T @ Yc / max(len(Y) - 1, 1), Y)
+
+
+@torch.no_grad()
+def pca_start(model, center, cov, Y):
+    """Set ``model``'s encoder and linear decoder to the principal axes of the
+    coefficient covariance ``cov`` around ``center`` (float64); the vectors
+    ``Y`` (all, or a sample) choose the latent scale."""
+    Yc = Y - center
     evals, evecs = torch.linalg.eigh(cov)
     latent_dim = model.encoder.out_channels
     comps = evecs[:, torch.argsort(evals, descending=True)[:latent_dim]].T
@@ -136,6 +144,7 @@ def optimise(
     validation_side=None,
     least_squares_start=False,
     callbacks=(),
+    parallel=None,
 ):
     """Train ``model`` in place; return the history as a dict.
 
@@ -157,6 +166,9 @@ def optimise(
     (fraction of ``max_iter`` after which rounding with a straight-through
     gradient replaces the noise proxy) and ``callbacks`` (``f(trainer,
     record)`` after each validation) tune the layers of ``_trainer``.
+    ``parallel`` (``_distributed.DataParallel``) makes this one replica of a
+    DDP job; its round trip is the pixel-domain one, so it trains in the
+    pixel domain.
 
     Returns
     -------
@@ -180,6 +192,12 @@ def optimise(
         return history
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}; got {domain!r}.")
+    if parallel:
+        # DDP averages gradients over one module's forward: the pixel-domain
+        # round trip of ``_distributed``; a wavelet-domain DDP run would wrap
+        # Objective's coefficient path instead.
+        domain = "pixel"
+        seed = parallel.seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     model.to(device).train().requires_grad_(True)
@@ -210,7 +228,9 @@ def optimise(
     )
     # Report scores in dB of the caller's data range.
     db_shift = 20 * math.log10(data_range / float(model.data_scale))
-    validation = _trainer.Validation(objective, val, db_shift)
+    validation = _trainer.Validation(
+        objective, val, db_shift, parallel.mean if parallel else None
+    )
     stopping = _trainer.EarlyStopping(model, n_iter_no_change, tol)
     log = _trainer.History(max_iter, float(model.data_scale) ** 2, verbose, callbacks)
     start_label = None
@@ -227,6 +247,10 @@ def optimise(
         weights = _trainer.band_weights(model.wpt, channels, device)
         _trainer.least_squares_decoder(model, grids, weights, generator=cpu_gen)
         start_label = "least-squares decoder start"
+    if parallel:
+        # After the least-squares start: DDP broadcasts rank 0's state.
+        objective.round_trip = parallel.wrap(model, rate)
+        step.reduce = parallel.mean
     n = _trainer.train(
         model,
         data,
