@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _signal
 from ._container import (
     FINGERPRINT_SIZE,
+    FORMAT_VERSION,
     pack_blob,
     unpack_blob,
 )
@@ -271,7 +272,7 @@ class WallocCodec(WallocTransformer):
                         i = int(idx[start + j])
                         shape, dtype = described[i]
                         blobs[i] = pack_blob(
-                            encode_latents(grid, self.latent_bits_),
+                            encode_latents(grid, self.latent_bits_, version=version),
                             signal_ndim=self.signal_ndim,
                             signal_shape=shape,
                             dtype=dtype,
@@ -364,7 +365,10 @@ class WallocCodec(WallocTransformer):
                     for i in part:
                         try:
                             q = decode_latents(
-                                parsed[i].payload, latent_shape, self.latent_bits_
+                                parsed[i].payload,
+                                latent_shape,
+                                self.latent_bits_,
+                                version=parsed[i].version,
                             )
                         except ValueError as e:
                             raise ValueError(f"blobs[{i}]: {e}") from None
@@ -387,8 +391,13 @@ class WallocCodec(WallocTransformer):
         """Refuse a blob whose declared layout this model cannot have made."""
         ndim = self.signal_ndim
         channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
+        versions = _blob_versions(self)
+        if b.version not in versions:
+            raise ValueError(
+                f"blob declares format version {b.version}, but this model reads "
+                f"versions {versions[0]} and {versions[1]} only"
+            )
         expected = {
-            "format version": (b.version, _blob_version(self)),
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
             "latent_bits": (b.latent_bits, self.latent_bits_),
@@ -489,8 +498,14 @@ def _fingerprint(est):
 
 
 def _blob_version(est):
-    """Blob format version of a model: 1 marks periodic borders, 2 symmetric."""
-    return 1 if est.spec_.boundary == "periodization" else 2
+    """Blob format version a model writes: 3, the batched payload order."""
+    return FORMAT_VERSION
+
+
+def _blob_versions(est):
+    """Blob format versions a model reads: its legacy version (1 marks periodic
+    borders, 2 symmetric; the interlaced payload order) and 3."""
+    return (1 if est.spec_.boundary == "periodization" else 2, FORMAT_VERSION)
 
 
 def _chunk(per_signal):
