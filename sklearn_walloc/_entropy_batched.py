@@ -139,8 +139,9 @@ def _probabilities(n_valid):
 _FAMILY = _models.Categorical(perfect=False)
 # A group costs one constriction call and a model; a symbol coded with its own
 # probability row costs a row of V floats. Below this many symbols per table in a
-# pass, one call with a row per symbol is the faster of the two.
-_ROWS_PER_CALL = 64
+# pass, one call with a row per symbol is the faster of the two (the decoder's
+# calls cost more: each is replayed).
+_ROWS_PER_CALL = {"encode": 8, "decode": 32}
 
 
 def _groups(tok, sorted_tab, models, probs):
@@ -154,7 +155,7 @@ def _groups(tok, sorted_tab, models, probs):
     """
     n = sorted_tab.size
     cuts = np.flatnonzero(sorted_tab[1:] != sorted_tab[:-1]) + 1
-    if n < _ROWS_PER_CALL * (cuts.size + 1):
+    if n < _ROWS_PER_CALL["decode" if tok is None else "encode"] * (cuts.size + 1):
         rows = probs[sorted_tab]
         if tok is None:
             yield slice(0, n), _FAMILY, rows
@@ -185,20 +186,39 @@ class _Choice(NamedTuple):
     cost: np.ndarray  # (C * 32,) ideal bits of its tokens under its table
 
 
-def _table_costs(counts, logp):
-    """Bits of each row of token counts under each stored table ``(R, 256)``."""
-    # einsum, not BLAS: OpenBLAS threads stall on small products when the cores
-    # are busy. float32 is exact for the counts and ample to choose a table.
-    return np.einsum("rt,kt->rk", counts.astype(np.float32), logp.astype(np.float32))
+@functools.cache
+def _log2_probs_t(n_valid):
+    """``-log2`` of the stored tables, float32, ``(n_valid, 256)`` (encoder only)."""
+    return np.ascontiguousarray(_e._log2_probs(n_valid).T, dtype=np.float32)
+
+
+def _best_tables(counts, n_valid):
+    """The cheapest stored table of each row of token counts, and its bits."""
+    tables = np.zeros(counts.shape[0], dtype=np.int64)
+    bits = np.zeros(counts.shape[0])
+    used = np.flatnonzero(counts.sum(axis=1))
+    if used.size:
+        # einsum, not BLAS: OpenBLAS threads stall on small products when the
+        # cores are busy. float32 is exact for the counts and ample to choose
+        # a table (the choice is transmitted, never recomputed).
+        cost = np.einsum(
+            "rt,tk->rk", counts[used].astype(np.float32), _log2_probs_t(n_valid)
+        )
+        tables[used] = np.argmin(cost, axis=1)
+        bits[used] = cost[np.arange(used.size), tables[used]]
+    return tables, bits, used
 
 
 def _choose(x, bound, plan):
-    """Pick mode and tables per channel for the flat channels ``x`` ``(C, H*W)``."""
+    """Pick mode and tables per channel for the flat channels ``x`` ``(C, H*W)``.
+
+    Every mode's cost is exact: the bits of its tokens under the best stored
+    table of each (channel, context), 8 bits per table index, and the raw bits.
+    """
     n_chan = x.shape[0]
     zigzag, tok_lut, _, ctx_lut, tok_bits = _luts(bound)
     n_valid = tok_bits.size
     n_ctx = _e._N_CONTEXTS
-    logp = _e._log2_probs(n_valid)
     pos = np.zeros(1, dtype=np.int64)
     if plan.joint is not None:
         pos = np.concatenate([pos, plan.joint.pos])
@@ -213,7 +233,7 @@ def _choose(x, bound, plan):
         keys = np.empty((n_chan, pos.size), dtype=np.int32)
         keys[:, 0] = first + tok_of_d[target[:, 0]]
         if plan.joint is not None:
-            if np.ndim(shrink) == 0 and shrink == 0:
+            if shrink == 0:
                 pred = 0
                 spread = np.abs(v[:, 0])
                 for k in (1, 2, 3):
@@ -227,18 +247,21 @@ def _choose(x, bound, plan):
             np.add(ctx_key[spread], tok_of_d[target[:, 1:] - pred], out=body)
             body += offset
         counts = np.bincount(keys.ravel(), minlength=n_keys)
-        return counts.reshape(n_chan, n_ctx, n_valid)
+        return counts.reshape(n_chan * n_ctx, n_valid)
 
-    scores = []
+    scores, tables, costs = [], [], []
     for shrink in _e._SHRINK:
         counts = counts_for(shrink)
-        per_ctx = counts.sum(axis=2)
-        used = per_ctx > 0
-        raw = counts.sum(axis=1) @ tok_bits
-        bits = np.zeros(used.shape)
-        bits[used] = _table_costs(counts[used], logp).min(axis=1)
-        scores.append(bits.sum(axis=1) + 8 * used.sum(axis=1) + raw)
+        t, bits, used = _best_tables(counts, n_valid)
+        raw = counts.reshape(n_chan, -1, n_valid).sum(axis=1) @ tok_bits
+        n_used = np.bincount(used // n_ctx, minlength=n_chan)
+        scores.append(bits.reshape(n_chan, n_ctx).sum(axis=1) + 8 * n_used + raw)
+        tables.append(t.reshape(n_chan, n_ctx))
+        costs.append(bits.reshape(n_chan, n_ctx))
     modes = np.argmin(np.stack(scores), axis=0)
+    chan = np.arange(n_chan)
+    tables = np.stack(tables)[modes, chan].ravel()
+    cost = np.stack(costs)[modes, chan].ravel()
     shrink = np.asarray(_e._SHRINK, dtype=np.int32)[modes][:, None]
     # The chosen modes once more, channel by channel: contexts, tokens, residuals.
     ctx = np.full((n_chan, pos.size), n_ctx - 1, dtype=np.int32)
@@ -247,16 +270,8 @@ def _choose(x, bound, plan):
         pred[:, 1:], ctx[:, 1:] = _predict(v, middle, shrink, ctx_lut)
     z = zigzag[target - pred]
     tok = tok_lut[z]
-    keys = (np.arange(n_chan)[:, None] * n_ctx + ctx) * n_valid + tok
-    counts = np.bincount(keys.ravel(), minlength=n_keys)
-    counts = counts.reshape(n_chan * n_ctx, n_valid)
-    used = counts.sum(axis=1) > 0
-    tables = np.zeros(n_chan * n_ctx, dtype=np.int64)
-    cost = np.zeros(n_chan * n_ctx)
-    if used.any():
-        c = _table_costs(counts[used], logp)
-        tables[used] = np.argmin(c, axis=1)
-        cost[used] = c[np.arange(c.shape[0]), tables[used]]
+    used = np.zeros(n_chan * n_ctx, dtype=bool)
+    used[(chan[:, None] * n_ctx + ctx).ravel()] = True
     return _Choice(modes, ctx, tok, z, tables, used, cost)
 
 

@@ -316,6 +316,49 @@ def _write_golden():
         (DATA / f"{name}.bin").write_bytes(blob)
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_blobs_of_format_3_decode(name):
+    # The same latents as the version-1 golden blobs, in the batched order of
+    # format 3: pins that order byte for byte.
+    blob = (DATA / f"{name}_v3.bin").read_bytes()
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    _, signal_shape, dtype, _, bits = GOLDEN[name]
+    out = unpack_blob(blob, expected_fingerprint=model_fingerprint([expected]))
+    assert out.version == 3
+    assert (out.signal_shape, out.dtype, out.latent_bits) == (
+        signal_shape,
+        np.dtype(dtype),
+        bits,
+    )
+    q = decode_latents(out.payload, out.latent_shape, out.latent_bits, version=3)
+    np.testing.assert_array_equal(q, expected)
+    assert encode_latents(expected, bits) == out.payload
+    # The header is the version-1 golden header but for the version byte.
+    old = (DATA / f"{name}.bin").read_bytes()
+    header = len(blob) - len(out.payload) - 4
+    assert blob[:4] + blob[5:header] == old[:4] + old[5:header]
+
+
+def _write_golden_v3():
+    """Write the format-3 golden blobs (done once; kept for the record)."""
+    for name, (signal_ndim, signal_shape, dtype, levels, bits) in GOLDEN.items():
+        q = np.load(DATA / f"{name}.npy", allow_pickle=False)
+        blob = pack_blob(
+            encode_latents(q, bits, version=3),
+            signal_ndim=signal_ndim,
+            signal_shape=signal_shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([q]),
+            version=3,
+        )
+        (DATA / f"{name}_v3.bin").write_bytes(blob)
+
+
 if __name__ == "__main__":
     if not all((DATA / f"{n}.bin").exists() for n in GOLDEN):
         _write_golden()
+    if not all((DATA / f"{n}_v3.bin").exists() for n in GOLDEN):
+        _write_golden_v3()
