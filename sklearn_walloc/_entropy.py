@@ -25,6 +25,12 @@ Model (see ``docs/format.md`` for the bit stream):
   the stored table that minimises the code length and sends its index (one byte,
   coded when the context first occurs), so the model adapts to every signal.
 
+This module codes these symbols in the *interlaced* order of blob formats 1 and 2
+(channel by channel, pass by pass, described here and in ``docs/format.md``).
+Format 3 codes the same symbols in a batched order, every channel of a pass at
+once (``_entropy_batched``); ``encode_latents`` and ``decode_latents`` take the
+format ``version``.
+
 Everything the decoder computes is integer arithmetic on decoded integers; the
 probability tables are integer frequencies loaded from
 ``data/entropy_tables.npy`` (verified against a pinned SHA-256), converted exactly
