@@ -19,7 +19,7 @@ from ._container import (
 )
 from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
-from ._signal import crop
+from ._signal import crop, merge_padded
 from .transformer import WallocTransformer
 
 __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
@@ -260,11 +260,11 @@ class WallocCodec(WallocTransformer):
         version = _blob_version(self)
         blobs = [None] * layout.n_signals
         with _progress(self, layout.n_signals, "compress") as bar:
-            for arr, (idx, _) in zip(arrays, layout.groups):
-                padded = [
-                    -(-s // 2**self.levels) * 2**self.levels for s in arr.shape[2:]
-                ]
-                step = _chunk(arr.shape[1] * math.prod(padded))
+            # Sizes that pad to the same shape run together (the same bits as
+            # alone): one padded chunk per padded shape, not per size.
+            for arr, parts in merge_padded(arrays, 2**self.levels):
+                idx = np.concatenate([layout.groups[k][0] for k, _ in parts])
+                step = _chunk(math.prod(arr.shape[1:]))
                 for start in range(0, len(arr), step):
                     (q,) = self._encode([arr[start : start + step]])
                     q = q.astype(np.int32)

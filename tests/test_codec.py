@@ -648,3 +648,36 @@ def test_closed_form_decodes_through_the_fused_synthesis(small_photos, monkeypat
     codec._runtime = {}
     codec.inverse_transform(Z)
     assert calls
+
+
+def test_sizes_that_pad_alike_share_chunks_with_the_same_bits(
+    rgb_codec, small_photos, monkeypatch
+):
+    # levels=2: 29x35, 30x33 and 32x36 all pad to 32x36; 17x9 pads to 20x12.
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", DEFAULT_CHUNK)
+    X = [
+        small_photos[0][:29, :35],
+        small_photos[1][:17, :9],
+        small_photos[2][:30, :33],
+        small_photos[3][:32, :36],
+    ]
+    calls = []
+    run = _signal.run_in_chunks
+
+    def counting(fn, x, device):
+        calls.append(x.shape)
+        return run(fn, x, device)
+
+    monkeypatch.setattr(_signal, "run_in_chunks", counting)
+    blobs = rgb_codec.compress(X)
+    assert sorted(calls) == [(1, 3, 20, 12), (3, 3, 32, 36)]
+    Z = rgb_codec.transform(X)
+    monkeypatch.setattr(_signal, "run_in_chunks", run)
+    # Each signal's bytes, latents and reconstruction are those it gets alone.
+    for x, blob, z in zip(X, blobs, Z):
+        assert rgb_codec.compress([x]) == [blob]
+        assert np.array_equal(rgb_codec.transform([x])[0], z)
+        np.testing.assert_array_equal(
+            rgb_codec.decompress([blob])[0], _expected(rgb_codec, [x])[0]
+        )
+    _assert_same(rgb_codec.decompress(blobs), _expected(rgb_codec, X))
