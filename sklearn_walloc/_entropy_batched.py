@@ -291,7 +291,9 @@ def _choose(x, bound, plan):
             evaluate(m, chans)
     modes = np.argmin(exact, axis=0)
     chan = np.arange(n_chan)
-    chosen = np.stack(keys)[modes, chan] if n_modes > 1 else keys[0]
+    chosen = np.empty_like(keys[0])
+    for c, m in enumerate(modes.tolist()):
+        chosen[c] = keys[m][c]
     pair = chosen // n_valid
     tok = chosen - pair * n_valid
     nbits = tok_bits[tok]
