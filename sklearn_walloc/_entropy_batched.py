@@ -141,7 +141,7 @@ _FAMILY = _models.Categorical(perfect=False)
 # probability row costs a row of V floats. Below this many symbols per table in a
 # pass, one call with a row per symbol is the faster of the two (the decoder's
 # calls cost more: each is replayed).
-_ROWS_PER_CALL = {"encode": 8, "decode": 32}
+_ROWS_PER_CALL = {"encode": 8, "decode": 64}
 
 
 def _groups(sorted_tab, models, probs):
