@@ -57,20 +57,22 @@ def _step(p, offset=0):
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(height, width):
+def _plan(height, width, joint=False):
+    """The passes of an ``height x width`` channel; with ``joint``, also all of
+    them as one, for the encoder (the decoder does not pay for it)."""
     passes = _e._schedule(height, width)
     steps = tuple(_step(p) for p in passes[1:])
     sizes = [p.pos.size for p in passes]
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    joint = None
-    if steps:
-        joint = _Step(
-            np.concatenate([s.pos for s in steps]),
-            np.concatenate([s.nbr for s in steps], axis=1),
-            np.concatenate([s.border + b - 1 for s, b in zip(steps, bounds[1:])]),
-            np.concatenate([s.present for s in steps], axis=1),
-            np.concatenate([s.count for s in steps]),
-        )
+    if not (joint and steps):
+        return _Plan(steps, bounds, None)
+    joint = _Step(
+        np.concatenate([s.pos for s in steps]),
+        np.concatenate([s.nbr for s in steps], axis=1),
+        np.concatenate([s.border + b - 1 for s, b in zip(steps, bounds[1:])]),
+        np.concatenate([s.present for s in steps], axis=1),
+        np.concatenate([s.count for s in steps]),
+    )
     return _Plan(steps, bounds, joint)
 
 
@@ -320,7 +322,7 @@ def ideal_bits(grid, bound):
     """Ideal code length of the format-3 stream of ``grid`` ``(C, H, W)``, in bits."""
     n_chan, height, width = grid.shape
     x = grid.reshape(n_chan, -1).astype(np.int32)
-    choice = _choose(x, bound, _plan(height, width))
+    choice = _choose(x, bound, _plan(height, width, True))
     return float(
         16 + 2 * n_chan + choice.cost.sum() + 8 * choice.used.sum()
         + choice.nbits.sum()
@@ -330,7 +332,7 @@ def ideal_bits(grid, bound):
 def encode(grid, bound):
     """Code the int grid ``(C, H, W)`` in the format-3 order; returns uint32 words."""
     n_chan, height, width = grid.shape
-    plan = _plan(height, width)
+    plan = _plan(height, width, True)
     choice = _choose(grid.reshape(n_chan, -1).astype(np.int32), bound, plan)
     n_valid = _e._n_valid_tokens(bound)
     n_ctx = _e._N_CONTEXTS

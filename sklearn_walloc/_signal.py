@@ -342,7 +342,7 @@ def pad_to_multiple(x, multiple):
     return np.pad(x, pads, mode="symmetric")
 
 
-def merge_padded(arrays, multiple):
+def merge_padded(arrays, multiple, *, pad_alone=True):
     """Pad each array to ``multiple`` and merge those of equal padded shape.
 
     Signals of different sizes that pad to the same shape are the same problem
@@ -354,6 +354,9 @@ def merge_padded(arrays, multiple):
     ----------
     arrays : list of ndarray, each ``(n_i, C, *S_i)``
     multiple : int
+    pad_alone : bool, default=True
+        False: an array whose padded shape no other array shares is returned
+        as it is (unpadded, not copied), for a caller that pads chunk by chunk.
 
     Returns
     -------
@@ -363,14 +366,17 @@ def merge_padded(arrays, multiple):
     """
     groups = {}
     for k, a in enumerate(arrays):
-        p = pad_to_multiple(a, multiple)
-        groups.setdefault((p.shape[1:], p.dtype.str), []).append((k, p))
+        padded = tuple(-(-d // multiple) * multiple for d in a.shape[2:])
+        groups.setdefault((a.shape[1], padded, a.dtype.str), []).append(k)
     merged = []
-    for parts in groups.values():
-        starts = np.cumsum([0] + [len(p) for _, p in parts[:-1]])
-        stack = [p for _, p in parts]
-        stack = stack[0] if len(stack) == 1 else np.concatenate(stack)
-        merged.append((stack, [(k, int(s)) for (k, _), s in zip(parts, starts)]))
+    for ks in groups.values():
+        if len(ks) == 1 and not pad_alone:
+            merged.append((arrays[ks[0]], [(ks[0], 0)]))
+            continue
+        parts = [pad_to_multiple(arrays[k], multiple) for k in ks]
+        starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        stack = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        merged.append((stack, [(k, int(s)) for k, s in zip(ks, starts)]))
     return merged
 
 

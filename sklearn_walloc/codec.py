@@ -262,9 +262,11 @@ class WallocCodec(WallocTransformer):
         with _progress(self, layout.n_signals, "compress") as bar:
             # Sizes that pad to the same shape run together (the same bits as
             # alone): one padded chunk per padded shape, not per size.
-            for arr, parts in merge_padded(arrays, 2**self.levels):
+            stride = 2**self.levels
+            for arr, parts in merge_padded(arrays, stride, pad_alone=False):
                 idx = np.concatenate([layout.groups[k][0] for k, _ in parts])
-                step = _chunk(math.prod(arr.shape[1:]))
+                padded = [-(-d // stride) * stride for d in arr.shape[2:]]
+                step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
                     (q,) = self._encode([arr[start : start + step]])
                     q = q.astype(np.int32)
