@@ -2,28 +2,35 @@
 
 What it measures
 ----------------
-Two 16x closed-form codecs (``latent_dim=12, levels=3, max_iter=0,
-random_state=0``) fitted on the eight bundled "fit" photos: **before**, with the
-periodic wavelet packets of model format 1 (borders wrap around), and
-**after**, with the whole-sample symmetric extension at every level that new
-models use. Both code photos that neither saw:
+16x closed-form codecs (``latent_dim=12, levels=3, max_iter=0,
+random_state=0``) fitted on the eight bundled "fit" photos, in three variants:
+"periodization", the periodic wavelet packets of model format 1 (borders wrap
+around); "symmetric", the whole-sample symmetric extension at every level of
+format 2 with the fused encoder alone, as first released; and "symmetric + end
+LS", the same model encoding with least-squares latents at the end of each axis
+(``sklearn_walloc._edges``), what ``transform`` and ``compress`` do now. All
+code photos that none saw:
 
 - the three bundled held-out photos (astronaut, coffee, china);
 - the 12 "nature" photos of the Debian package ``mate-backgrounds`` (resized to
   512 x 768), when ``apt-get download`` can fetch it;
 
-each at its own size ("aligned": sides multiples of 8) and cropped by 3 rows and
-5 columns ("odd": the padded path). For every decoded uint8 photo
+each cropped to sides that are multiples of 8 ("aligned") and by 3 more rows
+and 5 more columns ("odd": the padded path). For every decoded uint8 photo
 (``decompress(restore=True)``) it reports the PSNR of the first and last row and
 column, of the 8-pixel border ring and of the interior (32 pixels in from every
 side), and the blob bytes; and, averaged over photos and the four sides, the PSNR
-of the line at each distance from the edge (figure). Writes
+of the line at each distance from the edge (figure). For the last variant it
+also codes each photo flipped, so that its last row and column are coded at the
+start of their axis: the same content at the other position. Writes
 ``benchmarks/results/borders.{md,json,csv,png}`` and corner crops
-(``borders_corner.png``, original | before | after, 4x).
+(``borders_corner.png``, original | periodization | symmetric | symmetric + end
+LS, 4x).
 
-Run: ``python benchmarks/borders.py`` (about 2 minutes on 2 CPU cores).
+Run: ``python benchmarks/borders.py`` (about 3 minutes on 2 idle CPU cores).
 """
 
+import copy
 import math
 
 import numpy as np
@@ -36,6 +43,7 @@ from sklearn_walloc.datasets import load_photos
 
 MARGIN = 32  # interior: this many pixels in from every side
 RING = 8
+SYM_LS = "symmetric + end LS"
 
 
 def _fit(photos, boundary):
@@ -50,6 +58,15 @@ def _fit(photos, boundary):
         _wavelets.default_boundary = original
     assert codec.module_.wpt.boundary == boundary
     return codec
+
+
+def _plain_encoder(codec):
+    """The same codec encoding with the fused encoder alone (no end-of-axis
+    least squares): the symmetric rule as first released."""
+    plain = copy.deepcopy(codec)
+    module, _, device = plain._runtime_model()
+    plain._runtime[str(device)] = (module, module.fused_encoder().to(device), device)
+    return plain
 
 
 def _psnr(a, b):
@@ -71,9 +88,25 @@ def _line_psnr(x, y, d):
     )
 
 
-def _measure(codec, x):
+def _roundtrip(codec, x):
     (blob,) = codec.compress([x])
     (y,) = codec.decompress([blob], restore=True)
+    return blob, y
+
+
+def _measure(codec, x, flipped=False):
+    blob, y = _roundtrip(codec, x)
+    extra = {"last_row_at_start": math.nan, "last_col_at_start": math.nan}
+    if flipped:
+        # The last row (column) coded as the first one of the flipped photo:
+        # the same content at the start of the axis, a reference that
+        # separates the position's effect from the content's.
+        _, yr = _roundtrip(codec, np.ascontiguousarray(x[::-1]))
+        _, yc = _roundtrip(codec, np.ascontiguousarray(x[:, ::-1]))
+        extra = {
+            "last_row_at_start": _psnr(x[-1], yr[0]),
+            "last_col_at_start": _psnr(x[:, -1], yc[:, 0]),
+        }
     ring = np.ones(x.shape[:2], bool)
     ring[RING:-RING, RING:-RING] = False
     inner = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
@@ -86,6 +119,7 @@ def _measure(codec, x):
         "ring": _psnr(x[ring], y[ring]),
         "interior": _psnr(x[inner], y[inner]),
         "whole": _psnr(x, y),
+        **extra,
         "profile": [_line_psnr(x, y, d) for d in range(MARGIN)],
     }, y
 
@@ -98,15 +132,21 @@ def main():
     mate, mate_names = load_mate_photos(limit=3 if args.quick else None)
     if mate:
         sets["mate-backgrounds nature"] = (mate, mate_names)
-    codecs = {b: _fit(fit, b) for b in ("periodization", "symmetric")}
+    symmetric = _fit(fit, "symmetric")
+    codecs = {
+        "periodization": _fit(fit, "periodization"),
+        "symmetric": _plain_encoder(symmetric),
+        SYM_LS: symmetric,
+    }
     rows, summary, profiles, corners = [], [], {}, {}
     for set_name, (photos, photo_names) in sets.items():
         for size in ("aligned", "odd"):
             per = {b: [] for b in codecs}
             for x, name in zip(photos, photo_names):
+                x = x[: x.shape[0] // 8 * 8, : x.shape[1] // 8 * 8]
                 x = x if size == "aligned" else x[:-3, :-5]
                 for b, codec in codecs.items():
-                    m, y = _measure(codec, x)
+                    m, y = _measure(codec, x, flipped=b == SYM_LS)
                     per[b].append(m)
                     rows.append(
                         {
@@ -159,25 +199,42 @@ def main():
             f"{s['last_col']:.2f} | {s['ring']:.2f} | {s['interior']:.2f} | "
             f"{s['worst_edge_deficit']:.2f} | {s['bytes']} |"
         )
-    changes = []
-    for s_after in summary:
-        if s_after["boundary"] != "symmetric":
-            continue
-        before = next(
+
+    def find(set_name, size, boundary):
+        return next(
             s
             for s in summary
-            if (s["set"], s["size"], s["boundary"])
-            == (s_after["set"], s_after["size"], "periodization")
+            if (s["set"], s["size"], s["boundary"]) == (set_name, size, boundary)
         )
-        changes.append(
-            f"- {s_after['set']}, {s_after['size']}: bytes "
-            f"{100 * (s_after['bytes'] / before['bytes'] - 1):+.2f}%, whole-image "
-            f"PSNR {s_after['whole'] - before['whole']:+.2f} dB, 8-px ring "
-            f"{s_after['ring'] - before['ring']:+.2f} dB"
-        )
+
+    changes, reference = [], []
+    for after, before in ((SYM_LS, "periodization"), (SYM_LS, "symmetric")):
+        changes.append(f"Change from {before} to {after}:")
+        changes.append("")
+        for s_after in summary:
+            if s_after["boundary"] != after:
+                continue
+            s_before = find(s_after["set"], s_after["size"], before)
+            changes.append(
+                f"- {s_after['set']}, {s_after['size']}: bytes "
+                f"{100 * (s_after['bytes'] / s_before['bytes'] - 1):+.2f}%, "
+                f"whole-image PSNR {s_after['whole'] - s_before['whole']:+.2f} dB, "
+                f"8-px ring {s_after['ring'] - s_before['ring']:+.2f} dB, last row "
+                f"{s_after['last_row'] - s_before['last_row']:+.2f} dB, last col "
+                f"{s_after['last_col'] - s_before['last_col']:+.2f} dB"
+            )
+        changes.append("")
+    for s_ls in summary:
+        if s_ls["boundary"] == SYM_LS:
+            reference.append(
+                f"| {s_ls['set']} | {s_ls['size']} | {s_ls['last_row']:.2f} | "
+                f"{s_ls['last_row_at_start']:.2f} | {s_ls['last_col']:.2f} | "
+                f"{s_ls['last_col_at_start']:.2f} | {s_ls['interior']:.2f} |"
+            )
     text = "\n".join(
         [
-            "# Borders: periodic (model format 1) against symmetric (format 2)",
+            "# Borders: periodic (model format 1), symmetric (format 2), and "
+            "symmetric with least-squares latents at the end of each axis",
             "",
             f"Machine: {machine_line()}",
             "",
@@ -188,9 +245,17 @@ def main():
             "",
             *lines,
             "",
-            "Change from periodic to symmetric:",
-            "",
             *changes,
+            "Position against content: the last row (column) of each photo, "
+            f"coded by '{SYM_LS}' at the end of its axis and, flipped, at its "
+            "start (mean PSNR, dB). The start is the lowpass-centred, easy end; "
+            "the gap left between the two columns is what the position still "
+            "costs, the gap to the interior is the lines' content.",
+            "",
+            "| photos | size | last row | same, at the start | last col "
+            "| same, at the start | interior |",
+            "|---|---|---|---|---|---|---|",
+            *reference,
         ]
     )
     print(text)
@@ -210,6 +275,8 @@ def main():
                 corners["periodization"],
                 np.full((64, 4, 3), 255, np.uint8),
                 corners["symmetric"],
+                np.full((64, 4, 3), 255, np.uint8),
+                corners[SYM_LS],
             ],
             axis=1,
         )
@@ -227,7 +294,11 @@ def _plot(profiles, path):
     keys = sorted({k[:2] for k in profiles})
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), sharey=True)
     for ax, key in zip(np.atleast_1d(axes), keys):
-        for b, style in (("periodization", "r--"), ("symmetric", "b-")):
+        for b, style in (
+            ("periodization", "r--"),
+            ("symmetric", "b:"),
+            (SYM_LS, "g-"),
+        ):
             p = profiles[(*key, b)]
             ax.plot(np.arange(len(p)), p, style, label=b)
         ax.set_title(f"{key[0]}, {key[1]}", fontsize=9)

@@ -6,7 +6,15 @@
 
 __version__ = "0.1.0"
 
+from ._distributed import fit_distributed
+from ._streaming import SignalStream
 from .codec import WallocCodec
 from .transformer import WallocTransformer
 
-__all__ = ["WallocCodec", "WallocTransformer", "__version__"]
+__all__ = [
+    "SignalStream",
+    "WallocCodec",
+    "WallocTransformer",
+    "__version__",
+    "fit_distributed",
+]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ._bottleneck import Bottleneck
+from ._edges import EdgeEncoder
 from ._wavelets import WaveletPacket, separable_decoder, separable_encoder
 
 __all__ = ["WallocAutoencoder"]
@@ -180,6 +181,19 @@ class WallocAutoencoder(nn.Module):
         unit = encoder.scaled(scale, torch.zeros_like(bias))(ones).flatten()
         bias = bias * self.latent_scale.double() - self.data_offset.double() * unit
         return encoder.scaled(scale, bias).to(dtype)
+
+    def inference_encoder(self, dtype=torch.float32):
+        """The encoder that :meth:`encode_fused` is given at inference.
+
+        :meth:`fused_encoder`, and for the symmetric boundary rule, with the
+        latents at the end of each axis re-chosen by least squares for the
+        decoder (:class:`~sklearn_walloc._edges.EdgeEncoder`): same grid, same
+        decoder, 1.5-2 dB better last rows and columns on photos.
+        """
+        fused = self.fused_encoder(dtype)
+        if self.wpt.boundary != "symmetric":
+            return fused
+        return EdgeEncoder(self, fused)
 
     @torch.no_grad()
     def fused_decoder(self, dtype=torch.float32):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ._bottleneck import LaplaceRate
 
-__all__ = ["closed_form_start", "optimise"]
+__all__ = ["closed_form_start", "optimise", "pca_start"]
 
 # Optimiser steps between validations; n_iter_no_change counts validations.
 VALIDATION_INTERVAL = 10
@@ -69,7 +69,15 @@ def closed_form_start(model, arrays, rng):
     Y = _coefficient_vectors(model, arrays, rng)
     center = Y.mean(dim=0)
     Yc = Y - center
-    cov = Yc.T @ Yc / max(len(Y) - 1, 1)
+    pca_start(model, center, Yc.T @ Yc / max(len(Y) - 1, 1), Y)
+
+
+@torch.no_grad()
+def pca_start(model, center, cov, Y):
+    """Set ``model``'s encoder and linear decoder to the principal axes of the
+    coefficient covariance ``cov`` around ``center`` (float64); the vectors
+    ``Y`` (all, or a sample) choose the latent scale."""
+    Yc = Y - center
     evals, evecs = torch.linalg.eigh(cov)
     latent_dim = model.encoder.out_channels
     comps = evecs[:, torch.argsort(evals, descending=True)[:latent_dim]].T
@@ -157,6 +165,7 @@ def optimise(
     verbose=0,
     data_range=1.0,
     rate_weight=0.0,
+    parallel=None,
 ):
     """Train ``model`` in place; return the history as a dict.
 
@@ -167,11 +176,13 @@ def optimise(
     no validation data the last state is kept and training stops when the mean
     training loss over ``VALIDATION_INTERVAL`` steps stops improving. Scores are
     ``-10 log10(objective)`` shifted to dB of ``data_range``: the PSNR when
-    ``rate_weight`` is 0.
+    ``rate_weight`` is 0. ``parallel`` (``_distributed.DataParallel``) makes
+    this one replica of a DDP job.
     """
     history = {"loss_curve": [], "validation_scores": [], "n_iter": 0}
     if max_iter <= 0:
         return history
+    seed = parallel.seed(seed) if parallel else seed
     cpu_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     model.to(device).train().requires_grad_(True)
@@ -183,6 +194,7 @@ def optimise(
         rate = LaplaceRate(model.encoder.out_channels, model.signal_ndim).to(device)
         rate.initialise(model.encode(crops.sample(batch_size), "symbols"))
         params += list(rate.parameters())
+    round_trip = parallel.wrap(model, rate) if parallel else None
     optimiser = torch.optim.Adam(params, lr=learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max_iter))
@@ -204,7 +216,8 @@ def optimise(
                 for v in val
                 for q in [model.encode(v, "symbols")]
             )
-        return _psnr_db(total / sum(len(v) for v in val)) + db_shift
+        score = _psnr_db(total / sum(len(v) for v in val)) + db_shift
+        return parallel.mean(score) if parallel else score
 
     best_state, best, stale = None, -math.inf, 0
     if val:
@@ -216,13 +229,17 @@ def optimise(
     for step in range(1, max_iter + 1):
         x = crops.sample(batch_size)
         optimiser.zero_grad(set_to_none=True)
-        q = model.encode(x, "noise", noise_gen)
-        loss = objective(x, q, model.decode(q))
+        if round_trip is None:
+            q = model.encode(x, "noise", noise_gen)
+            loss = objective(x, q, model.decode(q))
+        else:
+            loss = objective(x, *round_trip(x, noise_gen))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         schedule.step()
         value = float(loss.detach())
+        value = parallel.mean(value) if parallel else value
         history["loss_curve"].append(value * scale2)
         history["n_iter"] = step
         window.append(value)

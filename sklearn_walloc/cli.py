@@ -14,6 +14,7 @@ nothing half-written is left behind); 2 on a usage error; 130 on Ctrl-C and
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import __version__, _atomic
 from ._atomic import OutputExists, Terminated, sigterm_raises
+from ._distributed import fit_distributed, launched_by_torchrun
 from ._media import (
     FORMATS,
     default_format,
@@ -215,6 +217,8 @@ _WHAT = "images or audio files"
 
 
 def _cmd_fit(args):
+    if launched_by_torchrun() and os.environ["RANK"] != "0":
+        args.quiet = True  # one report, from rank 0
     files, failed = _expand(args.inputs, lambda q: media_of(q) is not None, _WHAT)
     unknown = [f for f in files if media_of(f) is None]
     if unknown:
@@ -277,12 +281,20 @@ def _cmd_fit(args):
         if value is not None:
             params[name] = value
     start = time.perf_counter()
+    main = True
     try:
-        codec = WallocCodec(**params).fit([signals[f] for f in files])
+        if launched_by_torchrun():
+            # One replica per process; rank 0 writes the model and reports.
+            main = int(os.environ["RANK"]) == 0
+            codec = fit_distributed(WallocCodec(**params), [signals[f] for f in files])
+        else:
+            codec = WallocCodec(**params).fit([signals[f] for f in files])
     except ValueError as e:
         raise CliError(f"cannot fit: {e}") from None
     elapsed = time.perf_counter() - start
     codec.verbose = 0
+    if not main:
+        return 0
     if out.parent != Path(""):
         _make_folder(out.parent)
     try:

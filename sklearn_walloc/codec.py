@@ -10,7 +10,7 @@ import math
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import _signal
+from . import _dask, _signal
 from ._container import (
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
@@ -252,8 +252,14 @@ class WallocCodec(WallocTransformer):
             One blob per signal, in input order. Each records the signal's
             original shape (with or without a channel axis, as given) and
             dtype, so :meth:`decompress` returns it at its original size. A
-            signal gives the same bytes alone or in any batch.
+            signal gives the same bytes alone or in any batch. For a
+            ``dask.array.Array`` (samples along axis 0) or a ``dask.bag.Bag``
+            of signals: a lazy ``dask.bag.Bag`` of the same blobs, in order
+            (needs the ``[dask]`` extra).
         """
+        if _dask.is_dask_array(X) or _dask.is_dask_bag(X):
+            check_is_fitted(self)
+            return _dask.compress(self, X)
         arrays, layout = self._read(X)
         described = _describe_input(self, X, layout, arrays)
         fingerprint = _fingerprint(self)
@@ -292,9 +298,11 @@ class WallocCodec(WallocTransformer):
 
         Parameters
         ----------
-        blobs : iterable of bytes-like
+        blobs : iterable of bytes-like or dask.bag.Bag
             Blobs, for example the list :meth:`compress` returns (a single blob
-            must be wrapped in a list).
+            must be wrapped in a list). A ``dask.bag.Bag`` of blobs gives a
+            lazy bag of signals, one per blob, in order: each partition's
+            :meth:`decompress` result, one signal per item.
         restore : bool, default=False
             False: float32 output, exactly ``inverse_transform(transform(X))``
             cropped to the original size, channel axis always present (as
@@ -334,6 +342,13 @@ class WallocCodec(WallocTransformer):
             truncated, extended, corrupted, implausible), naming the item.
         """
         check_is_fitted(self)
+        if _dask.is_dask_bag(blobs):
+            # Workers are other processes: give them this process's limit.
+            if max_values is None:
+                max_values = MAX_DECODED_VALUES
+            return _dask.decompress(
+                self, blobs, restore=restore, max_values=max_values
+            )
         blobs = _as_blob_list(blobs)
         if max_values is None:
             max_values = MAX_DECODED_VALUES

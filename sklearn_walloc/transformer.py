@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _model_io, _wavelets
+from . import _dask, _model_io, _streaming, _wavelets
 from ._domain import data_range, sample_dtype_name, to_domain
 from ._signal import (
     check_signal_shape,
@@ -306,10 +306,16 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or list of array-like
+        X : array-like, list of array-like, dask array or SignalStream
             Flat ``(n_samples, n_features)`` (rows read with ``signal_shape``),
             a batch ``(n, H, W[, C])`` / ``(n, L, C)``, or a list of signals of
-            different sizes ``(H, W[, C])`` / ``(L[, C])``.
+            different sizes ``(H, W[, C])`` / ``(L[, C])``. Data larger than
+            memory: a ``dask.array.Array`` chunked along samples, or a
+            :class:`~sklearn_walloc.SignalStream` of chunks or file names,
+            read twice chunk by chunk: the closed form uses the covariance of
+            every signal's coefficients, and training draws its crops and
+            validation signals from a random sample of whole signals of at
+            most ``sklearn_walloc._streaming.MAX_SAMPLE_VALUES`` values.
         y : None
             Ignored.
 
@@ -340,22 +346,33 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self : object
             The transformer, trained further.
         """
+        if _streaming.is_stream(X):
+            raise TypeError(
+                "partial_fit takes one chunk in memory; pass the chunks of a "
+                "SignalStream or the blocks of a dask array one call at a time, "
+                "or fit the whole stream with fit"
+            )
         warm = hasattr(self, "module_")
         n = _n_signals(X)
         steps = max(1, math.ceil(n / self.batch_size))
         return self._fit(X, warm=warm, n_steps=steps, validate=False)
 
-    def _fit(self, X, *, warm, n_steps, validate):
+    def _fit(self, X, *, warm, n_steps, validate, parallel=None):
         resolve_wavelet(self.wavelet)
         device = resolve_device(self.device)
         check_signal_shape(self.signal_shape, self.signal_ndim)
         stride = 2**self.levels
+        # A dask array or SignalStream is read chunk by chunk (_streaming);
+        # its first chunk sets the sample domain and the layout.
+        _streaming.check_not_one_shot(X)
+        stream = _streaming.is_stream(X)
+        first = _streaming.first_chunk(X) if stream else X
         if warm:
             domain = self.spec_.sample_dtype
         else:
-            domain = sample_dtype_name(source_dtype(X, self.signal_ndim))
+            domain = sample_dtype_name(source_dtype(first, self.signal_ndim))
         arrays, layout = read_signals(
-            self, X, reset=not warm, convert=_converter(domain)
+            self, first, reset=not warm, convert=_converter(domain)
         )
         spec = self._spec_from_params(arrays[0].shape[1], domain)
         rng = check_random_state(self.random_state)
@@ -366,8 +383,22 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         else:
             module = spec.build()
             module.reset_parameters(torch.Generator().manual_seed(seed))
-        padded = [pad_to_multiple(a, stride) for a in arrays]
-        if not warm:
+        if stream:
+            padded, moments, lo, hi = _streaming.read_sample(
+                self,
+                X,
+                seed=seed,
+                convert=_converter(domain),
+                channels=spec.in_channels,
+            )
+        else:
+            padded = [pad_to_multiple(a, stride) for a in arrays]
+        if stream and not warm:
+            _streaming.closed_form_start(
+                module, self, X, padded, moments, rng, _converter(domain)
+            )
+            self.data_range_ = data_range(domain, [np.array([lo, hi])])
+        elif not warm:
             closed_form_start(module, padded, rng)
             self.data_range_ = data_range(domain, arrays)
         train, val = _split(padded, validate and self.early_stopping, self, rng)
@@ -387,6 +418,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             verbose=self.verbose,
             data_range=self.data_range_,
             rate_weight=self.rate_weight,
+            parallel=parallel,
         )
         self.module_ = module.cpu().eval()
         for p in self.module_.parameters():
@@ -455,7 +487,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         key = str(device)
         runtime = self.__dict__.setdefault("_runtime", {})
         if key not in runtime:
-            fused = self.module_.fused_encoder()
+            fused = self.module_.inference_encoder()
             module = (
                 self.module_
                 if device.type == "cpu"
@@ -509,7 +541,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             C order, channels last. Batch input: ``(n, ceil(H/2**J),
             ceil(W/2**J), latent_dim)`` or ``(n, ceil(L/2**J), latent_dim)``.
             List input: a list of such grids without the leading axis.
+            A ``dask.array.Array`` (samples along axis 0): a lazy dask array
+            of the same values, block by block (needs the ``[dask]`` extra).
         """
+        if _dask.is_dask_array(X):
+            check_is_fitted(self)
+            return _dask.transform(self, X)
         arrays, layout = self._read(X)
         return write_latents(self._encode(arrays), layout)
 
@@ -526,9 +563,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         X_rec : ndarray or list of ndarray
             Flat latents: ``(n_samples, n_features_in_)``. Batch or list: the
             signals at the padded size (a multiple of ``2**levels`` per axis),
-            channels last.
+            channels last. A dask array of latents: a lazy dask array.
         """
         check_is_fitted(self)
+        if _dask.is_dask_array(X):
+            return _dask.inverse_transform(self, X)
         flat_shape = self._flat_signal_shape()
         spec = self.spec_
         stride = 2**spec.levels

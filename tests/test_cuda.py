@@ -46,3 +46,15 @@ def test_cuda_tiles_equal_the_whole_decode(small_photos, monkeypatch):
     tiled = codec.inverse_transform(Z)
     for a, b in zip(tiled, whole):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
+
+
+def test_cuda_edge_encoder_matches_the_cpu():
+    # The end-of-axis least squares run on the device (grids of >= 16 positions).
+    rng = np.random.default_rng(0)
+    X = np.cumsum(np.cumsum(rng.normal(size=(3, 72, 80, 3)), 1), 2)
+    X = ((X - X.min()) / np.ptp(X) * 255).round().astype(np.uint8)
+    codec = WallocCodec(latent_dim=6, levels=2, max_iter=0, random_state=0).fit(X)
+    on_cpu = codec.transform(X)
+    on_gpu = codec.set_params(device="cuda").transform(X)
+    assert np.abs(on_gpu - on_cpu).max() <= 1  # rounding ties may differ by one
+    assert np.mean(on_gpu != on_cpu) < 1e-3
