@@ -26,7 +26,7 @@ from ._signal import (
     read_latents,
     read_signals,
     resolve_device,
-    run_in_chunks,
+    run_merged,
     source_dtype,
     write_latents,
     write_signals,
@@ -558,14 +558,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     def _encode(self, arrays):
         module, fused, device = self._runtime_model()
         stride = 2**self.spec_.levels
-        return [
-            run_in_chunks(
-                lambda t: module.encode_fused(t, fused),
-                pad_to_multiple(a, stride),
-                device,
-            )
-            for a in arrays
-        ]
+        encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
+        return run_merged(encode, arrays, stride, device)
 
     def _decode(self, latents, out_spatial=None):
         module, _, device = self._runtime_model()
