@@ -22,8 +22,9 @@ levels=3, max_iter=0, decoder_width=0, random_state=0)`` on eight 64x64 crops of
 the bundled "fit" photos (images), ``WallocCodec(latent_dim=8, levels=5,
 signal_ndim=1, max_iter=0, decoder_width=0, random_state=0)`` on random int16
 audio ``(4, 8192, 1)`` (1D). Blobs: all-zero latents coded with
-``encode_latents`` and wrapped with ``pack_blob`` (blob ``version=`` 2 for a
-symmetric-border model, 1 for a periodic one, where ``pack_blob`` takes it).
+``encode_latents`` and wrapped with ``pack_blob`` (blob ``version=`` 3, the
+default payload order, where the library has it; before, 2 for a symmetric-border
+model, 1 for a periodic one, where ``pack_blob`` takes it).
 
 Cases (every blob is well under 1 kB):
 
@@ -306,7 +307,15 @@ def _run_case(case, workdir):
         payload = Path(made["payload"]).read_bytes()
         extra = {}
         if "version" in inspect.signature(pack_blob).parameters:
-            extra["version"] = 2 if codec.module_.wpt.boundary == "symmetric" else 1
+            # The payload is in encode_latents' default order: format 3 where
+            # the library has it, else the model's version (2 or 1).
+            from sklearn_walloc import _container
+
+            if 3 in getattr(_container, "VERSIONS", ()):
+                extra["version"] = 3
+            else:
+                symmetric = codec.module_.wpt.boundary == "symmetric"
+                extra["version"] = 2 if symmetric else 1
         blob = pack_blob(
             payload,
             signal_ndim=ndim,

@@ -58,6 +58,11 @@ Outputs ``speed.csv``, ``speed.json``, ``speed.md`` and ``speed.png`` in
 ``--out``. Big networks are slow on CPU: SD3 VAE and cheng2020 are timed on the
 small sizes only, with few repeats (listed in the table).
 
+Last, ``benchmarks/codec_path.py`` (also alone: ``--codec-path``) times the byte
+path of the closed-form 16x codec against Pillow WebP (quality 20, method 4) on the
+held-out photos, interleaved in one process, with a profile of where ``compress``
+and ``decompress`` spend their time (``codec_path.md``).
+
 Run: ``python benchmarks/speed.py`` (about 10 minutes on 2 quiet CPU cores),
 ``python benchmarks/speed.py --quick`` (a smoke test, about 2 minutes; its
 numbers are not the results). Timings mean something only on a quiet machine:
@@ -788,9 +793,18 @@ def plot(report, path):
 def main():
     parser = benchmark_parser(__doc__)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--codec-path",
+        action="store_true",
+        help="only the byte path against Pillow WebP, with its profile "
+        "(benchmarks/codec_path.py)",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
+        return
+    if args.codec_path:
+        _codec_path(args)
         return
     start = time.perf_counter()
     info = machine_info()
@@ -853,6 +867,15 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     plot(report, args.out / "speed.png")
     write_report(args.out, "speed", report, markdown(report), rows)
+    _codec_path(args)
+
+
+def _codec_path(args):
+    """The issue-11 ratios (compress, decompress against WebP; inverse_transform
+    against transform), measured interleaved in this process."""
+    import codec_path
+
+    codec_path.main(["--out", str(args.out)] + (["--quick"] if args.quick else []))
 
 
 if __name__ == "__main__":

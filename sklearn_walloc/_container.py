@@ -30,17 +30,20 @@ __all__ = [
 ]
 
 MAGIC = b"WLOC"
-#: Version written for models with symmetric borders. Version 1 (the same
-#: layout) marks blobs of models with periodic borders, which still decode.
-FORMAT_VERSION = 2
-VERSIONS = (1, 2)
+#: Version written: 3, the batched symbol order of the payload (any border
+#: rule). Versions 1 (periodic borders) and 2 (symmetric borders) share the
+#: earlier interlaced order and the same header; they still decode.
+FORMAT_VERSION = 3
+VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
 _MAX_LEVELS = 15
 
 # magic, version, signal_ndim, signal rank, latent rank, dtype code, latent_bits,
-# levels, reserved (must be 0)
+# levels, flags (reserved in versions 1 and 2). In version 3 each flag bit announces
+# an optional fixed-size field between the fingerprint and the payload length; none
+# is defined yet, so the byte must be 0 and a reader refuses bits it does not know.
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
 _PAYLOAD_LEN = struct.Struct("<Q")
@@ -213,8 +216,10 @@ def pack_blob(
         Bits per latent, 2 to 16.
     fingerprint : bytes
         ``FINGERPRINT_SIZE`` bytes identifying the model.
-    version : {1, 2}, default=FORMAT_VERSION
-        1 for a model with periodic borders, 2 for symmetric borders.
+    version : {1, 2, 3}, default=FORMAT_VERSION
+        The version byte; it must match the payload's symbol order: 3 for
+        payloads of ``encode_latents(..., version=3)``; 1 (periodic borders) or
+        2 (symmetric borders) for the interlaced order of versions 1 and 2.
 
     Returns
     -------
@@ -313,7 +318,11 @@ def unpack_blob(blob, expected_fingerprint=None):
     # From here the bytes are as written; still check every field, since a blob can
     # be forged with a consistent checksum.
     if reserved != 0:
-        raise ValueError(f"reserved header byte must be 0, got {reserved}")
+        what = "header flags" if version >= 3 else "reserved header byte"
+        raise ValueError(
+            f"{what} must be 0, got {reserved} (no optional header field is "
+            "defined in this version)"
+        )
     if signal_rank > 3 or latent_rank > 3:
         raise ValueError(f"too many dimensions ({signal_rank}, {latent_rank})")
     if code not in _DTYPE_CODES:

@@ -25,6 +25,12 @@ Model (see ``docs/format.md`` for the bit stream):
   the stored table that minimises the code length and sends its index (one byte,
   coded when the context first occurs), so the model adapts to every signal.
 
+This module codes these symbols in the *interlaced* order of blob formats 1 and 2
+(channel by channel, pass by pass, described here and in ``docs/format.md``).
+Format 3 codes the same symbols in a batched order, every channel of a pass at
+once (``_entropy_batched``); ``encode_latents`` and ``decode_latents`` take the
+format ``version``.
+
 Everything the decoder computes is integer arithmetic on decoded integers; the
 probability tables are integer frequencies loaded from
 ``data/entropy_tables.npy`` (verified against a pinned SHA-256), converted exactly
@@ -43,7 +49,9 @@ import numpy as np
 from .metrics import entropy_bits
 
 __all__ = [
+    "LATEST_VERSION",
     "MAX_LATENT_VALUES",
+    "VERSIONS",
     "decode_latents",
     "empirical_entropy_bits",
     "encode_latents",
@@ -51,6 +59,10 @@ __all__ = [
     "latent_bound",
 ]
 
+#: Blob format versions whose payloads this module reads and writes; 1 and 2
+#: share one symbol order, 3 is the batched order.
+VERSIONS = (1, 2, 3)
+LATEST_VERSION = 3
 #: Largest number of latent values one payload may declare.
 MAX_LATENT_VALUES = 2**31 - 1
 
@@ -439,7 +451,7 @@ def _analyse(grid, bound):
     return best
 
 
-def encode_latents(q, latent_bits):
+def encode_latents(q, latent_bits, *, version=LATEST_VERSION):
     """Entropy-code an integer latent grid.
 
     Parameters
@@ -449,15 +461,24 @@ def encode_latents(q, latent_bits):
         holding integer values are accepted.
     latent_bits : int
         Bits per latent, 2 to 16.
+    version : {1, 2, 3}, default=3
+        Blob format version whose symbol order to write: 3, the batched order
+        (``_entropy_batched``); 1 and 2 share the original interlaced order.
 
     Returns
     -------
     bytes
         The payload: constriction range-coder words, little-endian uint32.
-        Decode it with :func:`decode_latents` given the same shape and bits.
+        Decode it with :func:`decode_latents` given the same shape, bits and
+        version.
     """
     bound = latent_bound(latent_bits)
+    version = _check_version(version)
     grid = _as_grid(q, bound)
+    if version == 3:
+        from . import _entropy_batched
+
+        return _entropy_batched.encode(grid, bound).astype("<u4").tobytes()
     models = _ModelCache(_n_valid_tokens(bound))
     uniform = _models.Uniform()
     byte_model = _models.Uniform(_N_TABLES)
@@ -501,7 +522,7 @@ def empirical_entropy_bits(q):
     return entropy_bits(q, channel_axis=0)
 
 
-def ideal_code_length_bits(q, latent_bits):
+def ideal_code_length_bits(q, latent_bits, *, version=LATEST_VERSION):
     """The model's own ideal code length of ``q``, in bits.
 
     Sum of ``-log2 p`` of every token under the (truncated, normalised) integer
@@ -513,13 +534,21 @@ def ideal_code_length_bits(q, latent_bits):
     ----------
     q : array-like of int, shape (C, H, W) or (C, L)
     latent_bits : int
+    version : {1, 2, 3}, default=3
+        The format whose encoder choices to follow (version 3 chooses the
+        predictor modes by a cheaper estimate).
 
     Returns
     -------
     float
     """
     bound = latent_bound(latent_bits)
+    version = _check_version(version)
     grid = _as_grid(q, bound)
+    if version == 3:
+        from . import _entropy_batched
+
+        return _entropy_batched.ideal_bits(grid, bound)
     total = 16.0 + 2.0 * grid.shape[0]  # end marker, predictor modes
     for chan in _analyse(grid, bound):
         total += chan.bits
@@ -531,7 +560,7 @@ def ideal_code_length_bits(q, latent_bits):
 # --------------------------------------------------------------------------------------
 
 
-def decode_latents(payload, shape, latent_bits):
+def decode_latents(payload, shape, latent_bits, *, version=LATEST_VERSION):
     """Decode a payload made by :func:`encode_latents`.
 
     Parameters
@@ -542,6 +571,8 @@ def decode_latents(payload, shape, latent_bits):
         The latent grid shape, ``(C, H, W)`` or ``(C, L)``.
     latent_bits : int
         Bits per latent, 2 to 16.
+    version : {1, 2, 3}, default=3
+        Blob format version the payload was written for.
 
     Returns
     -------
@@ -554,6 +585,7 @@ def decode_latents(payload, shape, latent_bits):
         out-of-range symbols, the coder's own checks, or the end marker).
     """
     bound = latent_bound(latent_bits)
+    version = _check_version(version)
     dims = _check_shape(shape)
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ValueError(f"payload must be bytes, got {type(payload).__name__}")
@@ -564,12 +596,38 @@ def decode_latents(payload, shape, latent_bits):
         )
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
-        out = _decode(words, dims, bound)
+        if version == 3:
+            out = _decode_batched(words, dims, bound)
+        else:
+            out = _decode(words, dims, bound)
     except (ValueError, MemoryError):
         raise
     except Exception as exc:  # constriction signals corrupt data in its own ways
         raise ValueError(f"corrupted latent payload: {exc}") from exc
     return out
+
+
+def _check_version(version):
+    if isinstance(version, bool) or version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    return int(version)
+
+
+def _decode_batched(words, dims, bound):
+    from . import _entropy_batched
+
+    dec = _Replaying(words)
+    out = _entropy_batched.decode(dec, dims, bound)
+    _check_canonical(dec)
+    return out.astype(np.int32, copy=False)
+
+
+def _check_canonical(dec):
+    if not dec.canonical():
+        raise ValueError(
+            "corrupted latent payload: its words are not the encoder's for the "
+            "decoded symbols (trailing or altered words)"
+        )
 
 
 def _decode(words, dims, bound):
@@ -617,11 +675,7 @@ def _decode(words, dims, bound):
     end = dec.decode(_models.Uniform(1 << 16), 1)
     if int(end[0]) != _SENTINEL:
         raise ValueError("corrupted latent payload: end marker mismatch")
-    if not dec.canonical():
-        raise ValueError(
-            "corrupted latent payload: its words are not the encoder's for the "
-            "decoded symbols (trailing or altered words)"
-        )
+    _check_canonical(dec)
     return out.reshape(dims).astype(np.int32)
 
 

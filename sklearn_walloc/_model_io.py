@@ -55,10 +55,13 @@ _SAVED = (
     "validation_scores_",
     "best_validation_score_",
     "n_features_in_",
+    "n_iter_kept_",
+    "validation_gain_",
 )
 # Format 1 also recorded these; format 2 reads them from the spec.
 _V1_ONLY = ("n_channels_", "latent_bits_")
-_OPTIONAL = {"n_features_in_", "latent_bits_"}
+# Files written before n_iter_kept_ and validation_gain_ existed lack them.
+_OPTIONAL = {"n_features_in_", "latent_bits_", "n_iter_kept_", "validation_gain_"}
 # Errors that malformed input raises inside zipfile, numpy, json and torch;
 # load turns them into one ValueError naming the file.
 _MALFORMED = (
@@ -386,6 +389,14 @@ def _check_fitted(fitted, spec, version):
     if not isinstance(device, str) or len(device) > 64:
         raise _Malformed("fitted: device_ must be a short str")
     out["device_"] = device
+    for k, ok in (
+        ("n_iter_kept_", _is_int),
+        ("validation_gain_", lambda v: v is None or _is_real(v)),
+    ):
+        if k in fitted:
+            if not ok(fitted[k]):
+                raise _Malformed(f"fitted: invalid {k}: {_short(fitted[k])}")
+            out[k] = fitted[k]
     checks = {
         "data_range_": lambda v: _is_real(v) and v > 0,
         "latent_scale_": lambda v: _is_real(v) and v > 0,

@@ -22,11 +22,13 @@ __all__ = [
     "Layout",
     "check_signal_shape",
     "crop",
+    "merge_padded",
     "pad_to_multiple",
     "read_latents",
     "read_signals",
     "resolve_device",
     "run_in_chunks",
+    "run_merged",
     "source_dtype",
     "write_latents",
     "write_signals",
@@ -338,6 +340,55 @@ def pad_to_multiple(x, multiple):
     if not any(p[1] for p in pads):
         return x
     return np.pad(x, pads, mode="symmetric")
+
+
+def merge_padded(arrays, multiple, *, pad_alone=True):
+    """Pad each array to ``multiple`` and merge those of equal padded shape.
+
+    Signals of different sizes that pad to the same shape are the same problem
+    for the model: running them together in one set of fixed chunks gives each
+    exactly the bits it gets alone, and a list of similar sizes pays one padded
+    chunk per padded shape instead of one per size.
+
+    Parameters
+    ----------
+    arrays : list of ndarray, each ``(n_i, C, *S_i)``
+    multiple : int
+    pad_alone : bool, default=True
+        False: an array whose padded shape no other array shares is returned
+        as it is (unpadded, not copied), for a caller that pads chunk by chunk.
+
+    Returns
+    -------
+    merged : list of (ndarray ``(sum n_i, C, *P)``, list of (array index, start))
+        One entry per padded shape, in order of first appearance; where each
+        input array's signals start in it.
+    """
+    groups = {}
+    for k, a in enumerate(arrays):
+        padded = tuple(-(-d // multiple) * multiple for d in a.shape[2:])
+        groups.setdefault((a.shape[1], padded, a.dtype.str), []).append(k)
+    merged = []
+    for ks in groups.values():
+        if len(ks) == 1 and not pad_alone:
+            merged.append((arrays[ks[0]], [(ks[0], 0)]))
+            continue
+        parts = [pad_to_multiple(arrays[k], multiple) for k in ks]
+        starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        stack = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        merged.append((stack, [(k, int(s)) for k, s in zip(ks, starts)]))
+    return merged
+
+
+def run_merged(fn, arrays, multiple, device):
+    """``run_in_chunks`` over each array padded to ``multiple``, equal padded
+    shapes run together (see :func:`merge_padded`); one output per array."""
+    out = [None] * len(arrays)
+    for stack, parts in merge_padded(arrays, multiple):
+        y = run_in_chunks(fn, stack, device)
+        for k, start in parts:
+            out[k] = y[start : start + len(arrays[k])]
+    return out
 
 
 def crop(x, spatial):

@@ -2,24 +2,28 @@
 
 The closed-form start is a PCA of the wavelet packet coefficient vectors: the
 encoder rows are the principal axes, the linear decoder path their transpose, and
-a latent scale puts the projections in the companding range. Training then
-minimises the pixel MSE of the noisy round trip on random crops with Adam,
-validating the rounded round trip on held-out signals and keeping the best state.
+a latent scale puts the projections in the companding range. Training
+(``optimise``, built from the layers of ``_trainer``) then minimises the MSE
+of the noisy round trip on random crops, by default in the wavelet packet
+domain (coefficients computed once), validating the rounded round trip on
+held-out signals and keeping the best state.
 """
 
-import copy
 import math
+import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ._bottleneck import LaplaceRate
+from . import _trainer
 
-__all__ = ["closed_form_start", "optimise", "pca_start"]
+__all__ = ["TRAINING_OPTIONS", "closed_form_start", "optimise", "pca_start"]
 
 # Optimiser steps between validations; n_iter_no_change counts validations.
 VALIDATION_INTERVAL = 10
+DOMAINS = ("wavelet", "pixel")
+# What the estimators' fit passes to ``optimise`` beyond their parameters.
+TRAINING_OPTIONS = {"domain": "wavelet", "least_squares_start": True, "flips": True}
 _MAX_PCA_VECTORS = 400_000
 _MAX_VAL_SCALARS = 2**22
 
@@ -115,40 +119,6 @@ def _validation_set(arrays, max_side, device):
     return out
 
 
-def _psnr_db(mse):
-    """PSNR-like score of a normalised MSE; only differences are used."""
-    return -10.0 * math.log10(max(mse, 1e-30))
-
-
-class _Crops:
-    """Random equal-sized crops from groups of signals of different sizes."""
-
-    def __init__(self, arrays, crop_size, stride, device, generator):
-        self.arrays = [torch.from_numpy(a).to(device) for a in arrays]
-        ndim = arrays[0].ndim - 2
-        smallest = np.min([a.shape[2:] for a in arrays], axis=0)
-        side = np.minimum(crop_size, smallest) // stride * stride
-        self.size = tuple(int(s) for s in np.maximum(side, stride)[:ndim])
-        weights = torch.tensor([float(a[:, :1].numel()) for a in self.arrays])
-        self.weights = weights / weights.sum()
-        self.generator = generator
-
-    def sample(self, batch_size):
-        g = self.generator
-        groups = torch.multinomial(self.weights, batch_size, True, generator=g)
-        crops = []
-        for gi in groups.tolist():
-            a = self.arrays[gi]
-            i = int(torch.randint(len(a), (1,), generator=g))
-            window = [slice(None)]
-            for axis, size in enumerate(self.size):
-                hi = a.shape[2 + axis] - size
-                lo = int(torch.randint(hi + 1, (1,), generator=g)) if hi > 0 else 0
-                window.append(slice(lo, lo + size))
-            crops.append(a[i][tuple(window)])
-        return torch.stack(crops)
-
-
 def optimise(
     model,
     train_arrays,
@@ -165,106 +135,145 @@ def optimise(
     verbose=0,
     data_range=1.0,
     rate_weight=0.0,
+    domain="wavelet",
+    weight_decay=0.0,
+    flips=False,
+    warmup=0,
+    round_from=1.0,
+    validation_interval=VALIDATION_INTERVAL,
+    validation_side=None,
+    least_squares_start=False,
+    callbacks=(),
     parallel=None,
 ):
     """Train ``model`` in place; return the history as a dict.
 
     The objective is the MSE divided by the data variance, plus ``rate_weight``
     times the estimated bits per input value (:class:`LaplaceRate`).
-    ``val_arrays`` (a list, possibly empty) selects the state kept at the end:
-    the one with the best rounded round trip on them, the start included. With
-    no validation data the last state is kept and training stops when the mean
-    training loss over ``VALIDATION_INTERVAL`` steps stops improving. Scores are
+    ``domain="wavelet"`` computes the packet coefficients of the training and
+    validation signals once and trains encoder, bottleneck and decoder on
+    them with the band-weighted coefficient MSE; ``"pixel"`` runs the whole
+    round trip on signal crops at every step. ``val_arrays`` (a list,
+    possibly empty) selects the state kept at the end: the one with the best
+    rounded round trip on them, the start included. With no validation data
+    the last state is kept and training stops when the mean training loss
+    over ``validation_interval`` steps stops improving. Scores are
     ``-10 log10(objective)`` shifted to dB of ``data_range``: the PSNR when
-    ``rate_weight`` is 0. ``parallel`` (``_distributed.DataParallel``) makes
-    this one replica of a DDP job.
+    ``rate_weight`` is 0.
+
+    ``weight_decay`` (AdamW), ``flips`` (train on mirrored copies too),
+    ``warmup`` (linear warm-up steps before the cosine decay), ``round_from``
+    (fraction of ``max_iter`` after which rounding with a straight-through
+    gradient replaces the noise proxy) and ``callbacks`` (``f(trainer,
+    record)`` after each validation) tune the layers of ``_trainer``.
+    ``parallel`` (``_distributed.DataParallel``) makes this one replica of a
+    DDP job; its round trip is the pixel-domain one, so it trains in the
+    pixel domain.
+
+    Returns
+    -------
+    history : dict
+        ``n_iter`` (steps run), ``best_iter`` (step of the kept state, 0 for
+        the start), ``loss_curve`` (per step, squared data units),
+        ``validation_scores`` (dB, the start first), ``validation_steps``,
+        ``validation_seconds``, ``start_validation_score`` and
+        ``best_validation_score`` (with validation data), ``seconds``.
     """
-    history = {"loss_curve": [], "validation_scores": [], "n_iter": 0}
+    history = {
+        "loss_curve": [],
+        "validation_scores": [],
+        "validation_steps": [],
+        "validation_seconds": [],
+        "n_iter": 0,
+        "best_iter": 0,
+        "seconds": 0.0,
+    }
     if max_iter <= 0:
         return history
-    seed = parallel.seed(seed) if parallel else seed
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}; got {domain!r}.")
+    if parallel:
+        # DDP averages gradients over one module's forward: the pixel-domain
+        # round trip of ``_distributed``; a wavelet-domain DDP run would wrap
+        # Objective's coefficient path instead.
+        domain = "pixel"
+        seed = parallel.seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     model.to(device).train().requires_grad_(True)
-    crops = _Crops(train_arrays, crop_size, model.stride, device, cpu_gen)
-    val = _validation_set(val_arrays, 256 if model.signal_ndim == 2 else 2**16, device)
-    params = list(model.parameters())
-    rate = None
-    if rate_weight > 0:
-        rate = LaplaceRate(model.encoder.out_channels, model.signal_ndim).to(device)
-        rate.initialise(model.encode(crops.sample(batch_size), "symbols"))
-        params += list(rate.parameters())
-    round_trip = parallel.wrap(model, rate) if parallel else None
-    optimiser = torch.optim.Adam(params, lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max_iter))
+    crops_cls = (
+        _trainer.CoefficientCrops if domain == "wavelet" else _trainer.PixelCrops
     )
-    scale2 = float(model.data_scale) ** 2
+    data = crops_cls(model, train_arrays, crop_size, device, cpu_gen, flips=flips)
+    if validation_side is None:
+        validation_side = 256 if model.signal_ndim == 2 else 2**16
+    val = _validation_set(val_arrays, validation_side, device)
+    if domain == "wavelet" and val:
+        with torch.no_grad():
+            val = [model.analysis(v) for v in val]
+    params = list(model.parameters())
+    rate = _trainer.make_rate(model, data, batch_size, rate_weight)
+    if rate is not None:
+        params += list(rate.parameters())
+    objective = _trainer.Objective(model, domain, rate, rate_weight)
+    step = _trainer.TrainingStep(
+        objective,
+        params,
+        max_iter=max_iter,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        round_from=round_from,
+        noise_generator=noise_gen,
+    )
     # Report scores in dB of the caller's data range.
     db_shift = 20 * math.log10(data_range / float(model.data_scale))
-
-    def objective(x, q, y):
-        loss = (((y - x) / model.data_scale) ** 2).mean()
-        if rate is not None:
-            loss = loss + rate_weight * rate.bits(q) / x.numel()
-        return loss
-
-    def validate():
-        with torch.no_grad():
-            total = sum(
-                float(objective(v, q, model.decode(q))) * len(v)
-                for v in val
-                for q in [model.encode(v, "symbols")]
-            )
-        score = _psnr_db(total / sum(len(v) for v in val)) + db_shift
-        return parallel.mean(score) if parallel else score
-
-    best_state, best, stale = None, -math.inf, 0
-    if val:
-        best = validate()
-        best_state = copy.deepcopy(model.state_dict())
-        history["validation_scores"].append(best)
-    window = []
-    bar = tqdm(total=max_iter, disable=verbose <= 0, desc="WaLLoC fit", leave=False)
-    for step in range(1, max_iter + 1):
-        x = crops.sample(batch_size)
-        optimiser.zero_grad(set_to_none=True)
-        if round_trip is None:
-            q = model.encode(x, "noise", noise_gen)
-            loss = objective(x, q, model.decode(q))
-        else:
-            loss = objective(x, *round_trip(x, noise_gen))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimiser.step()
-        schedule.step()
-        value = float(loss.detach())
-        value = parallel.mean(value) if parallel else value
-        history["loss_curve"].append(value * scale2)
-        history["n_iter"] = step
-        window.append(value)
-        bar.update(1)
-        if step % VALIDATION_INTERVAL and step != max_iter:
-            continue
-        if val:
-            score = validate()
-            history["validation_scores"].append(score)
-        else:
-            score = _psnr_db(float(np.mean(window)))
-        window = []
-        bar.set_postfix(loss=f"{value * scale2:.4g}", score=f"{score:.3f} dB")
-        if verbose > 1:
-            bar.write(f"step {step}: loss {value * scale2:.5g}, score {score:.3f} dB")
-        stale = 0 if score > best + tol else stale + 1
-        if score > best:
-            best = score
-            if val:
-                best_state = copy.deepcopy(model.state_dict())
-        if stale >= n_iter_no_change:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        history["best_validation_score"] = best
+    validation = _trainer.Validation(
+        objective, val, db_shift, parallel.mean if parallel else None
+    )
+    stopping = _trainer.EarlyStopping(model, n_iter_no_change, tol)
+    log = _trainer.History(max_iter, float(model.data_scale) ** 2, verbose, callbacks)
+    start_label = None
+    if least_squares_start and model.decoder.refine is not None:
+        if validation:
+            score = validation()
+            stopping.update(0, score)
+            log.validation(None, 0, score)
+        grids = data.tensors
+        if domain == "pixel":
+            with torch.no_grad():
+                grids = [model.analysis(torch.from_numpy(a)) for a in train_arrays]
+        channels = model.encoder.in_channels // model.wpt.n_bands
+        weights = _trainer.band_weights(model.wpt, channels, device)
+        _trainer.least_squares_decoder(model, grids, weights, generator=cpu_gen)
+        start_label = "least-squares decoder start"
+    if parallel:
+        # After the least-squares start: DDP broadcasts rank 0's state.
+        objective.round_trip = parallel.wrap(model, rate)
+        step.reduce = parallel.mean
+    n = _trainer.train(
+        model,
+        data,
+        validation,
+        step,
+        stopping,
+        log,
+        max_iter=max_iter,
+        batch_size=batch_size,
+        validation_interval=validation_interval,
+        start_label=start_label,
+    )
     model.eval()
+    history["n_iter"] = n
+    history["loss_curve"] = log.loss_curve
+    history["seconds"] = time.perf_counter() - log.start
+    if validation:
+        history["validation_scores"] = [r["score"] for r in log.records]
+        history["validation_steps"] = [r["step"] for r in log.records]
+        history["validation_seconds"] = [r["seconds"] for r in log.records]
+        history["start_validation_score"] = log.records[0]["score"]
+        history["best_validation_score"] = stopping.best
+        history["best_iter"] = stopping.best_step
+    else:
+        history["best_iter"] = n
     return history

@@ -13,12 +13,13 @@ from sklearn.utils.validation import check_is_fitted
 from . import _dask, _signal
 from ._container import (
     FINGERPRINT_SIZE,
+    FORMAT_VERSION,
     pack_blob,
     unpack_blob,
 )
 from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
-from ._signal import crop
+from ._signal import crop, merge_padded
 from .transformer import WallocTransformer
 
 __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
@@ -97,8 +98,9 @@ class WallocCodec(WallocTransformer):
     decoder_depth : int, default=2
         Residual blocks in the decoder (0: linear decoder only).
 
-    max_iter : int, default=200
-        Optimiser steps after the closed-form start; 0 keeps the closed form.
+    max_iter : int, default=0
+        Optimiser steps after the closed-form start; 0 (the default) keeps
+        the closed form (see :class:`WallocTransformer` for why).
 
     batch_size : int, default=16
         Random crops per optimiser step.
@@ -179,6 +181,12 @@ class WallocCodec(WallocTransformer):
 
     best_validation_score_ : float or None
         Best of ``validation_scores_``.
+
+    n_iter_kept_ : int
+        The step whose state was kept (0: the closed form).
+
+    validation_gain_ : float or None
+        What training gained on the validation signals, in dB.
 
     See Also
     --------
@@ -289,10 +297,12 @@ class WallocCodec(WallocTransformer):
         version = _blob_version(self)
         blobs = [None] * layout.n_signals
         with _progress(self, layout.n_signals, "compress") as bar:
-            for arr, (idx, _) in zip(arrays, layout.groups):
-                padded = [
-                    -(-s // 2**self.levels) * 2**self.levels for s in arr.shape[2:]
-                ]
+            # Sizes that pad to the same shape run together (the same bits as
+            # alone): one padded chunk per padded shape, not per size.
+            stride = 2**self.levels
+            for arr, parts in merge_padded(arrays, stride, pad_alone=False):
+                idx = np.concatenate([layout.groups[k][0] for k, _ in parts])
+                padded = [-(-d // stride) * stride for d in arr.shape[2:]]
                 step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
                     (q,) = self._encode([arr[start : start + step]])
@@ -301,7 +311,7 @@ class WallocCodec(WallocTransformer):
                         i = int(idx[start + j])
                         shape, dtype = described[i]
                         blobs[i] = pack_blob(
-                            encode_latents(grid, self.latent_bits_),
+                            encode_latents(grid, self.latent_bits_, version=version),
                             signal_ndim=self.signal_ndim,
                             signal_shape=shape,
                             dtype=dtype,
@@ -417,7 +427,10 @@ class WallocCodec(WallocTransformer):
                     for i in part:
                         try:
                             q = decode_latents(
-                                parsed[i].payload, latent_shape, self.latent_bits_
+                                parsed[i].payload,
+                                latent_shape,
+                                self.latent_bits_,
+                                version=parsed[i].version,
                             )
                         except ValueError as e:
                             raise ValueError(f"blobs[{i}]: {e}") from None
@@ -440,8 +453,13 @@ class WallocCodec(WallocTransformer):
         """Refuse a blob whose declared layout this model cannot have made."""
         ndim = self.signal_ndim
         channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
+        versions = _blob_versions(self)
+        if b.version not in versions:
+            raise ValueError(
+                f"blob declares format version {b.version}, but this model reads "
+                f"versions {versions[0]} and {versions[1]} only"
+            )
         expected = {
-            "format version": (b.version, _blob_version(self)),
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
             "latent_bits": (b.latent_bits, self.latent_bits_),
@@ -567,8 +585,14 @@ def _fingerprint(est):
 
 
 def _blob_version(est):
-    """Blob format version of a model: 1 marks periodic borders, 2 symmetric."""
-    return 1 if est.spec_.boundary == "periodization" else 2
+    """Blob format version a model writes: 3, the batched payload order."""
+    return FORMAT_VERSION
+
+
+def _blob_versions(est):
+    """Blob format versions a model reads: its legacy version (1 marks periodic
+    borders, 2 symmetric; the interlaced payload order) and 3."""
+    return (1 if est.spec_.boundary == "periodization" else 2, FORMAT_VERSION)
 
 
 def _chunk(per_signal):

@@ -796,3 +796,28 @@ def test_8_bit_image_through_a_16_bit_model(files):
         assert img.mode == "L"
         y = np.asarray(img).astype(float)
     assert psnr(g, y) > 20
+
+
+def test_fit_and_info_say_what_training_did(files, capsys):
+    model = files / "trained.npz"
+    args = ["fit", str(files / "imgs"), "-o", str(model), "--levels", "2"]
+    args += ["--decoder-width", "8", "--decoder-depth", "1", "--crop-size", "16"]
+    assert main([*args, "--max-iter", "20"]) == 0
+    out = capsys.readouterr().out
+    codec = WallocCodec.load(model)
+    line = next(s for s in out.splitlines() if "training step" in s)
+    assert line.startswith("20 training step(s)")
+    if codec.n_iter_kept_ == 0:
+        assert "none kept: the closed form validated best" in line
+    else:
+        assert f"kept step {codec.n_iter_kept_}: " in line
+        assert f"{codec.validation_gain_:+.3f} dB on validation" in line
+    assert main(["info", str(model), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    summary = info[0] if isinstance(info, list) else info
+    assert summary["training_steps"] == 20
+    assert summary["training_steps_kept"] == codec.n_iter_kept_
+    assert summary["validation_gain_db"] == codec.validation_gain_
+    closed = files / "closed.npz"
+    assert main([*args, "-o", str(closed), "--max-iter", "0"]) == 0
+    assert "closed form (no training steps)" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from sklearn_walloc import _signal
-from sklearn_walloc._container import unpack_blob
+from sklearn_walloc._container import pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import WallocCodec, blob_info
 
@@ -306,6 +306,7 @@ def test_allocation_failure_is_a_memory_error_not_corruption(
         raise MemoryError("cannot allocate 4 GiB")
 
     monkeypatch.setattr(_entropy, "_decode", no_memory)
+    monkeypatch.setattr(_entropy, "_decode_batched", no_memory)
     with pytest.raises(MemoryError):
         rgb_codec.decompress(blobs)
 
@@ -469,10 +470,13 @@ def test_golden_blobs_still_decode(name, monkeypatch):
     expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
     parsed = unpack_blob(blob, codec.fingerprint())
     # The coding path is integer-only: the latents are bit-exact everywhere.
-    q = decode_latents(parsed.payload, parsed.latent_shape, parsed.latent_bits)
+    v = parsed.version
+    q = decode_latents(
+        parsed.payload, parsed.latent_shape, parsed.latent_bits, version=v
+    )
     assert np.array_equal(q, latents)
     # The entropy encoder is deterministic too: the same latents, the same bytes.
-    assert encode_latents(latents, parsed.latent_bits) == parsed.payload
+    assert encode_latents(latents, parsed.latent_bits, version=v) == parsed.payload
     Y = codec.decompress([blob])
     assert Y.shape == expected.shape and Y.dtype == np.float32
     # The float network may differ by float32 rounding between CPU builds and
@@ -509,8 +513,93 @@ def _write_golden():  # pragma: no cover - run once by hand, never in the tests
         np.save(DATA / f"{name}.npy", codec.decompress([blob]))
 
 
+# Format 3, written by models of today (symmetric borders, model format 2).
+GOLDEN_V3 = {
+    "golden_codec_v3_2d": "golden_codec_v3_model.npz",
+    "golden_codec_v3_1d": "golden_codec_v3_model_1d.npz",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_V3))
+def test_golden_blobs_of_format_3_still_decode(name, monkeypatch):
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", DEFAULT_CHUNK)
+    codec = WallocCodec.load(DATA / GOLDEN_V3[name])
+    blob = (DATA / f"{name}.bin").read_bytes()
+    latents = np.load(DATA / f"{name}_latents.npy", allow_pickle=False)
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    parsed = unpack_blob(blob, codec.fingerprint())
+    assert parsed.version == 3
+    q = decode_latents(parsed.payload, parsed.latent_shape, parsed.latent_bits)
+    assert np.array_equal(q, latents)
+    assert encode_latents(latents, parsed.latent_bits) == parsed.payload
+    Y = codec.decompress([blob])
+    assert Y.shape == expected.shape and Y.dtype == np.float32
+    np.testing.assert_allclose(Y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    grid = np.moveaxis(latents, 0, -1)[None].astype(np.float32)
+    R = codec.inverse_transform(grid)
+    spatial = expected.shape[1:-1]
+    assert np.array_equal(Y, R[(slice(None), *(slice(0, s) for s in spatial))])
+
+
+def test_version_2_blobs_of_a_model_still_decode(rgb_codec, small_photos):
+    # A symmetric-border model wrote version 2 (the interlaced payload order)
+    # before format 3: those blobs decode to exactly what its version-3 blobs do.
+    x = small_photos[0][:29, :35]
+    (blob,) = rgb_codec.compress([x])
+    p = unpack_blob(blob)
+    assert p.version == 3
+    q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
+    old = pack_blob(
+        encode_latents(q, p.latent_bits, version=2),
+        signal_ndim=p.signal_ndim,
+        signal_shape=p.signal_shape,
+        dtype=p.dtype,
+        levels=p.levels,
+        latent_shape=p.latent_shape,
+        latent_bits=p.latent_bits,
+        fingerprint=p.fingerprint,
+        version=2,
+    )
+    assert old != blob
+    _assert_same(rgb_codec.decompress([old]), rgb_codec.decompress([blob]))
+    # Version 1 marks periodic borders: not this model's.
+    legacy = old[:4] + b"\x01" + old[5:-4]
+    legacy += struct.pack("<I", zlib.crc32(legacy))
+    with pytest.raises(ValueError, match="format version 1"):
+        rgb_codec.decompress([legacy])
+
+
+def _write_golden_v3():  # pragma: no cover - run once by hand, never in the tests
+    from sklearn_walloc.datasets import load_photos
+
+    photos = [p[100:164, 120:200] for p in load_photos(["chelsea", "rocket"])]
+    c2 = _perturb(WallocCodec(latent_dim=6, levels=2, **TINY).fit(photos))
+    x2 = load_photos(["astronaut"])[0][200:230, 240:267]  # (30, 27, 3) uint8
+    rng = np.random.default_rng(7)
+    t = np.arange(203) / 8000
+    x1 = np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 510 * t)], -1)
+    x1 = (x1 * 9000 + rng.normal(0, 300, x1.shape)).astype(np.int16)
+    train = (rng.standard_normal((3, 512, 2)).cumsum(1) * 300).astype(np.int16)
+    c1 = _perturb(
+        WallocCodec(latent_dim=3, levels=2, signal_ndim=1, **TINY).fit(train), 1
+    )
+    for name, codec, x in (
+        ("golden_codec_v3_2d", c2, x2),
+        ("golden_codec_v3_1d", c1, x1),
+    ):
+        codec.save(DATA / GOLDEN_V3[name])
+        (blob,) = codec.compress([x])
+        (DATA / f"{name}.bin").write_bytes(blob)
+        p = unpack_blob(blob)
+        q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
+        np.save(DATA / f"{name}_latents.npy", q.astype(np.int16))
+        np.save(DATA / f"{name}.npy", codec.decompress([blob]))
+
+
 if __name__ == "__main__" and "--write-golden" in __import__("sys").argv:
     _write_golden()  # pragma: no cover
+if __name__ == "__main__" and "--write-golden-v3" in __import__("sys").argv:
+    _write_golden_v3()  # pragma: no cover
 
 
 def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypatch):
@@ -559,3 +648,36 @@ def test_closed_form_decodes_through_the_fused_synthesis(small_photos, monkeypat
     codec._runtime = {}
     codec.inverse_transform(Z)
     assert calls
+
+
+def test_sizes_that_pad_alike_share_chunks_with_the_same_bits(
+    rgb_codec, small_photos, monkeypatch
+):
+    # levels=2: 29x35, 30x33 and 32x36 all pad to 32x36; 17x9 pads to 20x12.
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", DEFAULT_CHUNK)
+    X = [
+        small_photos[0][:29, :35],
+        small_photos[1][:17, :9],
+        small_photos[2][:30, :33],
+        small_photos[3][:32, :36],
+    ]
+    calls = []
+    run = _signal.run_in_chunks
+
+    def counting(fn, x, device):
+        calls.append(x.shape)
+        return run(fn, x, device)
+
+    monkeypatch.setattr(_signal, "run_in_chunks", counting)
+    blobs = rgb_codec.compress(X)
+    assert sorted(calls) == [(1, 3, 20, 12), (3, 3, 32, 36)]
+    Z = rgb_codec.transform(X)
+    monkeypatch.setattr(_signal, "run_in_chunks", run)
+    # Each signal's bytes, latents and reconstruction are those it gets alone.
+    for x, blob, z in zip(X, blobs, Z):
+        assert rgb_codec.compress([x]) == [blob]
+        assert np.array_equal(rgb_codec.transform([x])[0], z)
+        np.testing.assert_array_equal(
+            rgb_codec.decompress([blob])[0], _expected(rgb_codec, [x])[0]
+        )
+    _assert_same(rgb_codec.decompress(blobs), _expected(rgb_codec, X))

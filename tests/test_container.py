@@ -62,10 +62,14 @@ def test_roundtrip_fields():
     assert blob.startswith(MAGIC)
     out = unpack_blob(blob, expected_fingerprint=FP)
     assert isinstance(out, Blob)
-    assert out == Blob(2, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
+    assert out == Blob(3, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
                        payload)  # fmt: skip
-    old = unpack_blob(pack_blob(payload, **_fields(), version=1))
-    assert old.version == 1 and old.payload == payload
+    for version in (1, 2):
+        old = unpack_blob(pack_blob(payload, **_fields(), version=version))
+        assert old.version == version and old.payload == payload
+        # The header layout is the same in every version: only the version byte.
+        new = pack_blob(payload, **_fields(), version=version)
+        assert new[:4] + new[5:-4] == blob[:4] + blob[5:-4]
     with pytest.raises(AttributeError):
         out.payload = b""  # frozen
     assert unpack_blob(bytearray(blob)) == out
@@ -136,11 +140,12 @@ def test_unpack_named_errors():
     body = SMALL[:-4]
     cases = {
         "magic": b"WLOX" + SMALL[4:],
-        "version": _reseal(body[:4] + b"\x03" + body[5:]),
+        "version": _reseal(body[:4] + b"\x04" + body[5:]),
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
-        "reserved": _reseal(body[:11] + b"\x01" + body[12:]),
+        "flags": _reseal(body[:11] + b"\x01" + body[12:]),
+        "reserved": _reseal(body[:4] + b"\x02" + body[5:11] + b"\x01" + body[12:]),
         "dtype": _reseal(body[:8] + b"\x63" + body[9:]),
         "dimensions": _reseal(body[:6] + b"\x07" + body[7:]),
         "inconsistent": _reseal(body[:28] + struct.pack("<I", 99) + body[32:]),
@@ -274,10 +279,10 @@ def test_golden_blobs_decode(name):
         levels,
     )
     assert (out.dtype, out.latent_bits) == (np.dtype(dtype), bits)
-    q = decode_latents(out.payload, out.latent_shape, out.latent_bits)
+    q = decode_latents(out.payload, out.latent_shape, out.latent_bits, version=1)
     np.testing.assert_array_equal(q, expected)
     # The encoder is deterministic too: today's encoder writes the same bytes.
-    assert encode_latents(expected, bits) == out.payload
+    assert encode_latents(expected, bits, version=1) == out.payload
 
 
 def _write_golden():
@@ -311,6 +316,49 @@ def _write_golden():
         (DATA / f"{name}.bin").write_bytes(blob)
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_blobs_of_format_3_decode(name):
+    # The same latents as the version-1 golden blobs, in the batched order of
+    # format 3: pins that order byte for byte.
+    blob = (DATA / f"{name}_v3.bin").read_bytes()
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    _, signal_shape, dtype, _, bits = GOLDEN[name]
+    out = unpack_blob(blob, expected_fingerprint=model_fingerprint([expected]))
+    assert out.version == 3
+    assert (out.signal_shape, out.dtype, out.latent_bits) == (
+        signal_shape,
+        np.dtype(dtype),
+        bits,
+    )
+    q = decode_latents(out.payload, out.latent_shape, out.latent_bits, version=3)
+    np.testing.assert_array_equal(q, expected)
+    assert encode_latents(expected, bits) == out.payload
+    # The header is the version-1 golden header but for the version byte.
+    old = (DATA / f"{name}.bin").read_bytes()
+    header = len(blob) - len(out.payload) - 4
+    assert blob[:4] + blob[5:header] == old[:4] + old[5:header]
+
+
+def _write_golden_v3():
+    """Write the format-3 golden blobs (done once; kept for the record)."""
+    for name, (signal_ndim, signal_shape, dtype, levels, bits) in GOLDEN.items():
+        q = np.load(DATA / f"{name}.npy", allow_pickle=False)
+        blob = pack_blob(
+            encode_latents(q, bits, version=3),
+            signal_ndim=signal_ndim,
+            signal_shape=signal_shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([q]),
+            version=3,
+        )
+        (DATA / f"{name}_v3.bin").write_bytes(blob)
+
+
 if __name__ == "__main__":
     if not all((DATA / f"{n}.bin").exists() for n in GOLDEN):
         _write_golden()
+    if not all((DATA / f"{n}_v3.bin").exists() for n in GOLDEN):
+        _write_golden_v3()

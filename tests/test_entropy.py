@@ -284,3 +284,86 @@ def test_words_after_the_payload_are_refused(tail, rng):
         np.testing.assert_array_equal(decode_latents(payload, shape, 8), q)
         with pytest.raises(ValueError, match="not the encoder's"):
             decode_latents(payload + tail, shape, 8)
+
+
+# ----------------------------------------------------------------- format 3
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1), (2, 5, 7), (4, 17, 33), (5, 101)])
+def test_every_version_round_trips(shape, version, rng):
+    q = _laplace_grid(rng, shape, 8)
+    payload = encode_latents(q, 8, version=version)
+    np.testing.assert_array_equal(decode_latents(payload, shape, 8, version=version), q)
+
+
+def test_versions_1_and_2_share_the_interlaced_order(rng):
+    q = _smooth_grid(rng, 4, 20, 24)
+    assert encode_latents(q, 8, version=1) == encode_latents(q, 8, version=2)
+
+
+def test_format_3_codes_the_same_model_in_another_order(rng):
+    # Same predictor, contexts, tokens, tables and mode choice: the same ideal
+    # length, and a coded size within a few words of the interlaced order's.
+    q = _smooth_grid(rng, 12, 48, 40)
+    old, new = encode_latents(q, 8, version=2), encode_latents(q, 8)
+    assert new != old
+    assert ideal_code_length_bits(q, 8) == pytest.approx(
+        ideal_code_length_bits(q, 8, version=2), rel=1e-6
+    )
+    assert abs(len(new) - len(old)) <= 16
+    # A payload decodes only under the order it was written in.
+    assert not np.array_equal(
+        _decode_or_none(new, q.shape, 8, version=2), q
+    )
+
+
+def _decode_or_none(payload, shape, bits, version):
+    try:
+        return decode_latents(payload, shape, bits, version=version)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("version", [0, 4, "3", True, None])
+def test_unknown_versions_are_refused(version):
+    q = np.zeros((1, 2, 2), np.int32)
+    with pytest.raises(ValueError, match="version"):
+        encode_latents(q, 8, version=version)
+    with pytest.raises(ValueError, match="version"):
+        decode_latents(b"\0\0\0\0", (1, 2, 2), 8, version=version)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 16])
+def test_one_call_per_table_or_per_symbol_rows_is_the_same_code(bits, monkeypatch):
+    """How the coder batches its constriction calls is not part of the format."""
+    from sklearn_walloc import _entropy_batched
+
+    rng = np.random.default_rng(bits)
+    q = _smooth_grid(rng, 6, 33, 17, bits)
+    if bits == 2:
+        q = rng.integers(-1, 2, (6, 9, 9))
+    payloads = []
+    for rows in (0, 10**9):  # always one call per table; always rows per symbol
+        monkeypatch.setattr(
+            _entropy_batched, "_ROWS_PER_CALL", {"encode": rows, "decode": rows}
+        )
+        payloads.append(encode_latents(q, bits))
+        np.testing.assert_array_equal(decode_latents(payloads[-1], q.shape, bits), q)
+    assert payloads[0] == payloads[1]
+
+
+def test_constriction_rows_per_symbol_match_each_table():
+    """The documented equivalence the batched calls rely on, for every table."""
+    import constriction
+
+    models = constriction.stream.model
+    rng = np.random.default_rng(0)
+    n_valid = _entropy._n_valid_tokens(latent_bound(16))
+    probs = _entropy._tables()[:, :n_valid].astype(np.float64)
+    tab = np.repeat(np.arange(256), 8)
+    sym = rng.integers(0, n_valid, tab.size).astype(np.int32)
+    rows = constriction.stream.queue.RangeEncoder()
+    rows.encode(sym, models.Categorical(perfect=False), probs[tab])
+    each = constriction.stream.queue.RangeEncoder()
+    for t in range(256):
+        each.encode(sym[tab == t], models.Categorical(probs[t], perfect=False))
+    np.testing.assert_array_equal(rows.get_compressed(), each.get_compressed())

@@ -381,6 +381,8 @@ def test_verbose_shows_progress(capsys, small_photos):
     )
     err = capsys.readouterr().err
     assert "WaLLoC fit" in err and "score" in err
+    assert "closed form of" in err and "start (closed form): validation" in err
+    assert "least-squares decoder start: validation" in err
 
 
 # ---------------------------------------------------------------- bad input
