@@ -189,40 +189,24 @@ def _log2_probs_t(n_valid):
     return np.ascontiguousarray(_e._log2_probs(n_valid).T, dtype=np.float32)
 
 
-#: Rows are costed in groups by their last used token, rounded up to this: a row
-#: with fewer tokens costs proportionally less. Leaving out trailing zero counts
-#: leaves every sum, term by term, as it was.
-_TOP_STEP = 8
-
-
 def _best_tables(counts, n_valid):
     """The cheapest stored table of each row of token counts, and its bits."""
     tables = np.zeros(counts.shape[0], dtype=np.int64)
     bits = np.zeros(counts.shape[0])
-    nonzero = counts > 0
-    used = np.flatnonzero(nonzero.any(axis=1))
-    if not used.size:
-        return tables, bits, used
-    # Tokens a row does not use add nothing: leave them out of its product.
-    top = n_valid - np.argmax(nonzero[used, ::-1], axis=1)
-    group = (top + _TOP_STEP - 1) // _TOP_STEP
-    order = np.argsort(group, kind="stable")
-    cuts = np.flatnonzero(np.diff(group[order])) + 1
-    log2_probs = _log2_probs_t(n_valid)
-    for sel in np.split(order, cuts):
-        rows = used[sel]
-        n_tok = int(top[sel].max())
+    used = np.flatnonzero(counts.sum(axis=1))
+    if used.size:
+        # Tokens no row uses add nothing: leave them out of the product.
+        top = int(np.flatnonzero(counts[used].sum(axis=0))[-1]) + 1
         # einsum, not BLAS: OpenBLAS threads stall on small products when the
         # cores are busy. float32 is exact for the counts and ample to choose
         # a table (the choice is transmitted, never recomputed).
         cost = np.einsum(
             "rt,tk->rk",
-            counts[rows, :n_tok].astype(np.float32),
-            log2_probs[:n_tok],
+            counts[used, :top].astype(np.float32),
+            _log2_probs_t(n_valid)[:top],
         )
-        best = np.argmin(cost, axis=1)
-        tables[rows] = best
-        bits[rows] = cost[np.arange(rows.size), best]
+        tables[used] = np.argmin(cost, axis=1)
+        bits[used] = cost[np.arange(used.size), tables[used]]
     return tables, bits, used
 
 
@@ -302,7 +286,8 @@ def _choose(x, bound, plan):
                 spread += tmp
             np.subtract(target, pred, out=tmp)
             body = keys[m, :, 1:]
-            np.add(ctx_key[spread.astype(np.intp)], tok_of_d[tmp.astype(np.intp)], out=body)
+            ctx_part = ctx_key[spread.astype(np.intp)]
+            np.add(ctx_part, tok_of_d[tmp.astype(np.intp)], out=body)
             body += offset + n_keys * m
     counts = np.bincount(keys.ravel(), minlength=n_modes * n_keys)
     counts = counts.reshape(n_modes, n_chan * n_ctx, n_valid)
@@ -352,9 +337,9 @@ def _choose(x, bound, plan):
         pos = np.concatenate([[0], plan.joint.pos]) if plan.joint is not None else [0]
         z = zigzag[x[big[0], np.asarray(pos)[big[1]]] + 2 * bound - pred]
         extra = z & ((1 << nbits) - 1)
-    tables = tables[modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx)].ravel()
-    cost = costs[modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx)].ravel()
-    used = (totals[modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx)] > 0).ravel()
+    mine = (modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx))
+    tables, cost, used = tables[mine].ravel(), costs[mine].ravel(), totals[mine] > 0
+    used = used.ravel()
     return _Choice(modes, pair, tok, n_raw, big, nbits, extra, tables, used, cost)
 
 
@@ -421,7 +406,7 @@ def encode(grid, bound):
     pass_runs = np.searchsorted(run_pass, np.arange(n_pass + 1)).tolist()
     runs = list(zip(run_start.tolist(), run_end.tolist(), (run_key % n_tab).tolist()))
     # The raw bits, pass by pass, channel by channel, in position order.
-    big_c, big_i = choice.big
+    big_i = choice.big[1]
     raw_order = np.argsort(pass_of[big_i], kind="stable")
     raw_val = choice.extra[raw_order].astype(np.int32)
     raw_size = (np.int32(1) << choice.nbits[raw_order]).astype(np.int32)
