@@ -104,7 +104,7 @@ def _key_luts(bound):
     """Token of ``x - prediction`` (offset by 2K) and ``context * V`` of a spread."""
     zigzag, tok, _, ctx, tok_bits = _luts(bound)
     n_valid = tok_bits.size
-    return tok[zigzag], (ctx * n_valid).astype(np.int32)
+    return tok[zigzag].astype(np.intp), (ctx * n_valid).astype(np.intp)
 
 
 def _middle(x, step):
@@ -127,7 +127,7 @@ def _predict(v, middle, shrink, ctx_lut):
     spread = np.abs(v[:, 0] - pred)
     for k in (1, 2, 3):
         spread += np.abs(v[:, k] - pred)
-    return pred, ctx_lut[spread]
+    return pred, ctx_lut[spread.astype(np.intp)]  # intp: the fast gather
 
 
 @functools.cache
@@ -141,9 +141,10 @@ def _probabilities(n_valid):
 _FAMILY = _models.Categorical(perfect=False)
 # A group costs one constriction call and a model; a symbol coded with its own
 # probability row costs a row of V floats. Below this many symbols per table in a
-# pass, one call with a row per symbol is the faster of the two (the decoder's
-# calls cost more: each is replayed).
-_ROWS_PER_CALL = {"encode": 8, "decode": 64}
+# pass, one call with a row per symbol is the faster of the two. Measured on the
+# held-out photos' latents (2 shared cores): decode is flat from 8 to 24 and 12%
+# slower at 64; encode is flat from 2 to 16. Either choice gives the same code.
+_ROWS_PER_CALL = {"encode": 8, "decode": 16}
 
 
 def _groups(sorted_tab, models, probs):
@@ -172,10 +173,12 @@ def _groups(sorted_tab, models, probs):
 
 class _Choice(NamedTuple):
     modes: np.ndarray  # (C,) predictor mode per channel
-    pair: np.ndarray  # (C, N) 32 * channel + context per position, in pass order
+    pair: np.ndarray  # (C, N) intp, 32 * channel + context per position, in pass order
     tok: np.ndarray  # (C, N) token per position
-    nbits: np.ndarray  # (C, N) raw bits after each token
-    extra: np.ndarray  # (C, N) those raw bits (0 where none)
+    n_raw: int  # raw bits after all the tokens
+    big: tuple  # (channels, positions) of the tokens with raw bits, C-major
+    nbits: np.ndarray  # how many raw bits each of them has
+    extra: np.ndarray  # and those bits
     tables: np.ndarray  # (C * 32,) table index per (channel, context)
     used: np.ndarray  # (C * 32,) bool, the pair occurs
     cost: np.ndarray  # (C * 32,) ideal bits of its tokens under its table
@@ -208,12 +211,29 @@ def _best_tables(counts, n_valid):
     return tables, bits, used
 
 
-def _entropy_bits(counts):
+@functools.lru_cache(maxsize=8)
+def _xlog2x(n):
+    """``k * log2(k)`` for ``k`` in ``0..n`` (0 for 0 and 1), float64 (encoder only).
+
+    The same elementwise values as computing it on the counts, gathered instead.
+    """
+    k = np.arange(n + 1, dtype=np.float64)
+    out = k * np.log2(np.maximum(k, 1))
+    out.setflags(write=False)
+    return out
+
+
+def _entropy_bits(counts, totals, xlog2x):
     """Order-0 entropy of each row of counts, in bits: a lower bound on the bits
-    of those tokens under any table (Gibbs' inequality)."""
-    c = counts.astype(np.float64)
-    n = c.sum(axis=1)
-    return n * np.log2(np.maximum(n, 1)) - (c * np.log2(np.maximum(c, 1))).sum(axis=1)
+    of those tokens under any table (Gibbs' inequality). ``totals`` are the row
+    sums; ``xlog2x`` the table of ``k log2 k`` up to the largest of them."""
+    return xlog2x[totals] - xlog2x[counts].sum(axis=-1)
+
+
+def _key_dtype(bound):
+    """The narrowest integer type for the encoder's predictions and spreads:
+    ``shrink * middle + 4`` reaches ``8K + 4`` and a spread ``8K``."""
+    return np.int16 if 8 * bound + 4 < 2**15 else np.int32
 
 
 def _choose(x, bound, plan):
@@ -224,84 +244,90 @@ def _choose(x, bound, plan):
     evaluated for each channel's most promising mode first, then only for the
     modes whose lower bound (entropy instead of the best table) can still beat
     it: the same choice as evaluating every mode, at a fraction of the cost.
+    The four modes' (channel, context, token) histograms come from one
+    ``bincount`` over ``(mode, channel, context, token)`` keys.
     """
     n_chan = x.shape[0]
     _, _, _, _, tok_bits = _luts(bound)
     n_valid = tok_bits.size
     n_ctx = _e._N_CONTEXTS
     n_modes = len(_e._SHRINK)
-    pos = np.zeros(1, dtype=np.int64)
-    if plan.joint is not None:
-        pos = np.concatenate([pos, plan.joint.pos])
-        v, middle = _middle(x, plan.joint)
-    target = x[:, pos] + 2 * bound  # offset into the zigzag table
+    n_pos = 1 if plan.joint is None else 1 + plan.joint.pos.size
+    dtype = _key_dtype(bound)
     tok_of_d, ctx_key = _key_luts(bound)
-    offset = (np.arange(n_chan, dtype=np.int32)[:, None] * n_ctx) * n_valid
     n_keys = n_chan * n_ctx * n_valid
-    first = offset[:, 0] + (n_ctx - 1) * n_valid  # position 0: prediction 0
-
-    def keys_for(shrink):
-        keys = np.empty((n_chan, pos.size), dtype=np.int32)
-        keys[:, 0] = first + tok_of_d[target[:, 0]]
-        if plan.joint is not None:
+    offset = (np.arange(n_chan, dtype=np.int32)[:, None] * n_ctx) * n_valid
+    # keys[m, c, i]: (mode, channel, context, token) of position i under mode m.
+    # The arithmetic runs in the narrow type; the gathers take intp indices
+    # (numpy converts any other index type element by element, several times
+    # slower than one cast).
+    keys = np.empty((n_modes, n_chan, n_pos), dtype=np.intp)
+    # position 0: prediction 0, last context, in every mode
+    first = offset[:, 0] + (n_ctx - 1) * n_valid + tok_of_d[x[:, 0] + 2 * bound]
+    keys[:, :, 0] = first + n_keys * np.arange(n_modes)[:, None]
+    if plan.joint is not None:
+        v, middle = _middle(x.astype(dtype), plan.joint)
+        target = x[:, plan.joint.pos].astype(dtype)
+        target += 2 * bound  # offset into the zigzag table
+        pred = np.empty_like(middle)
+        spread = np.empty_like(middle)
+        tmp = np.empty_like(middle)
+        for m, shrink in enumerate(_e._SHRINK):
             if shrink == 0:
-                pred = 0
-                spread = np.abs(v[:, 0])
-                for k in (1, 2, 3):
-                    spread += np.abs(v[:, k])
+                pred.fill(0)
             else:
-                pred = (shrink * middle + 4) >> 3
-                spread = np.abs(v[:, 0] - pred)
-                for k in (1, 2, 3):
-                    spread += np.abs(v[:, k] - pred)
-            body = keys[:, 1:]
-            np.add(ctx_key[spread], tok_of_d[target[:, 1:] - pred], out=body)
-            body += offset
-        return keys
-
-    keys, counts = [], []
-    lower = np.empty((n_modes, n_chan))
-    for m, shrink in enumerate(_e._SHRINK):
-        keys.append(keys_for(shrink))
-        c = np.bincount(keys[-1].ravel(), minlength=n_keys).reshape(-1, n_valid)
-        counts.append(c)
-        raw = c.reshape(n_chan, n_ctx, n_valid).sum(axis=1) @ tok_bits
-        side = 8 * (c.sum(axis=1) > 0).reshape(n_chan, n_ctx).sum(axis=1) + raw
-        lower[m] = _entropy_bits(c).reshape(n_chan, n_ctx).sum(axis=1) + side
-        lower[m] -= 1e-6 * np.abs(lower[m])  # float rounding: keep it a bound
+                np.multiply(middle, shrink, out=pred)
+                pred += 4
+                pred >>= 3
+            np.subtract(v[:, 0], pred, out=spread)
+            np.abs(spread, out=spread)
+            for k in (1, 2, 3):
+                np.subtract(v[:, k], pred, out=tmp)
+                np.abs(tmp, out=tmp)
+                spread += tmp
+            np.subtract(target, pred, out=tmp)
+            body = keys[m, :, 1:]
+            ctx_part = ctx_key[spread.astype(np.intp)]
+            np.add(ctx_part, tok_of_d[tmp.astype(np.intp)], out=body)
+            body += offset + n_keys * m
+    counts = np.bincount(keys.ravel(), minlength=n_modes * n_keys)
+    counts = counts.reshape(n_modes, n_chan * n_ctx, n_valid)
+    totals = counts.sum(axis=2)
+    side = 8 * (totals > 0).reshape(n_modes, n_chan, n_ctx).sum(axis=2)
+    raw = counts.reshape(n_modes, n_chan, n_ctx, n_valid).sum(axis=2) @ tok_bits
+    side += raw
+    entropy = _entropy_bits(counts, totals, _xlog2x(n_pos))
+    lower = entropy.reshape(n_modes, n_chan, n_ctx).sum(axis=2) + side
+    lower -= 1e-6 * np.abs(lower)  # float rounding: keep it a bound
     exact = np.full((n_modes, n_chan), np.inf)
     tables = np.zeros((n_modes, n_chan * n_ctx), dtype=np.int64)
     costs = np.zeros((n_modes, n_chan * n_ctx))
 
-    def evaluate(m, chans):
+    def evaluate(ms, chans):
+        """Exact cost of mode ``ms[i]`` for channel ``chans[i]``, all in one go."""
         rows = (chans[:, None] * n_ctx + np.arange(n_ctx)).ravel()
-        t, bits, _ = _best_tables(counts[m][rows], n_valid)
-        tables[m, rows], costs[m, rows] = t, bits
-        c = counts[m][rows].reshape(chans.size, n_ctx, n_valid)
-        side = 8 * (c.sum(axis=2) > 0).sum(axis=1) + c.sum(axis=1) @ tok_bits
-        exact[m, chans] = bits.reshape(chans.size, n_ctx).sum(axis=1) + side
+        of_mode = np.repeat(ms, n_ctx)
+        t, bits, _ = _best_tables(counts[of_mode, rows], n_valid)
+        tables[of_mode, rows], costs[of_mode, rows] = t, bits
+        exact[ms, chans] = bits.reshape(chans.size, n_ctx).sum(axis=1) + side[ms, chans]
 
     promising = np.argmin(lower, axis=0)
-    for m in range(n_modes):
-        chans = np.flatnonzero(promising == m)
-        if chans.size:
-            evaluate(m, chans)
+    evaluate(promising, np.arange(n_chan))
     best = exact.min(axis=0)
-    for m in range(n_modes):
-        chans = np.flatnonzero((promising != m) & (lower[m] <= best))
-        if chans.size:
-            evaluate(m, chans)
+    ms, chans = np.nonzero((np.arange(n_modes)[:, None] != promising) & (lower <= best))
+    if chans.size:
+        evaluate(ms, chans)
     modes = np.argmin(exact, axis=0)
     chan = np.arange(n_chan)
-    chosen = np.empty_like(keys[0])
-    for c, m in enumerate(modes.tolist()):
-        chosen[c] = keys[m][c]
+    chosen = keys[modes, chan] - (n_keys * modes)[:, None]
     pair = chosen // n_valid
-    tok = chosen - pair * n_valid
-    nbits = tok_bits[tok]
-    extra = np.zeros_like(tok)
-    big = np.nonzero(nbits)
-    if big[0].size:  # the raw bits, where a token has any (rare for small K)
+    tok = (chosen - pair * n_valid).astype(np.int32)
+    n_raw = int(raw[modes, chan].sum())
+    big = (np.zeros(0, dtype=np.intp),) * 2
+    nbits = extra = np.zeros(0, dtype=np.int32)
+    if n_raw:  # the raw bits, where a token has any (rare for small K)
+        big = np.nonzero(tok >= _e._DIRECT)  # the tokens with raw bits
+        nbits = tok_bits[tok[big]]
         zigzag = _luts(bound)[0]
         shrink = np.asarray(_e._SHRINK, dtype=np.int32)[modes][big[0]]
         mid = np.zeros(big[0].size, dtype=np.int32)
@@ -309,13 +335,13 @@ def _choose(x, bound, plan):
         if plan.joint is not None:
             mid[inner] = middle[big[0][inner], big[1][inner] - 1]
         pred = np.where(inner, (shrink * mid + 4) >> 3, 0)
-        z = zigzag[target[big] - pred]
-        extra[big] = z & ((1 << nbits[big]) - 1)
-    tables = tables[modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx)].ravel()
-    cost = costs[modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx)].ravel()
-    used = np.zeros(n_chan * n_ctx, dtype=bool)
-    used[pair.ravel()] = True
-    return _Choice(modes, pair, tok, nbits, extra, tables, used, cost)
+        pos = np.concatenate([[0], plan.joint.pos]) if plan.joint is not None else [0]
+        z = zigzag[x[big[0], np.asarray(pos)[big[1]]] + 2 * bound - pred]
+        extra = z & ((1 << nbits) - 1)
+    mine = (modes[:, None], chan[:, None] * n_ctx + np.arange(n_ctx))
+    tables, cost, used = tables[mine].ravel(), costs[mine].ravel(), totals[mine] > 0
+    used = used.ravel()
+    return _Choice(modes, pair, tok, n_raw, big, nbits, extra, tables, used, cost)
 
 
 def ideal_bits(grid, bound):
@@ -325,8 +351,23 @@ def ideal_bits(grid, bound):
     choice = _choose(x, bound, _plan(height, width, True))
     return float(
         16 + 2 * n_chan + choice.cost.sum() + 8 * choice.used.sum()
-        + choice.nbits.sum()
+        + choice.n_raw
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _pass_of(height, width):
+    """The pass of each position in pass order, int16 (at most 63 passes)."""
+    bounds = _plan(height, width).bounds
+    out = np.repeat(np.arange(bounds.size - 1, dtype=np.int16), np.diff(bounds))
+    out.setflags(write=False)
+    return out
+
+
+@functools.cache
+def _shared_models(n_valid):
+    """One model cache per token count, kept across calls (models are immutable)."""
+    return _e._ModelCache(n_valid)
 
 
 def encode(grid, bound):
@@ -336,66 +377,63 @@ def encode(grid, bound):
     choice = _choose(grid.reshape(n_chan, -1).astype(np.int32), bound, plan)
     n_valid = _e._n_valid_tokens(bound)
     n_ctx = _e._N_CONTEXTS
-    models = _e._ModelCache(n_valid)
-    tab = choice.tables[choice.pair]
+    n_tab = _e._N_TABLES
+    models = _shared_models(n_valid)
     n_pass = plan.bounds.size - 1
+    pass_of = _pass_of(height, width)
     # The pass in which each (channel, context) pair first occurs.
-    first = np.full(n_chan * n_ctx, n_pass, dtype=np.int64)
-    for p in range(n_pass - 1, -1, -1):
-        lo, hi = plan.bounds[p], plan.bounds[p + 1]
-        seen = np.bincount(choice.pair[:, lo:hi].ravel(), minlength=first.size) > 0
-        first[seen] = p
+    seen = np.bincount(
+        (choice.pair * n_pass + pass_of).ravel(), minlength=n_chan * n_ctx * n_pass
+    ).reshape(n_chan * n_ctx, n_pass)
+    first = np.where(choice.used, np.argmax(seen > 0, axis=1), n_pass)
     # Every pass's symbols, channel by channel, then sorted by (pass, table):
-    # one stable sort for the whole grid.
-    blocks = [slice(plan.bounds[p], plan.bounds[p + 1]) for p in range(n_pass)]
-    order_tok = np.concatenate([choice.tok[:, s].ravel() for s in blocks])
-    order_tab = np.concatenate([tab[:, s].ravel() for s in blocks])
-    nbits = np.concatenate([choice.nbits[:, s].ravel() for s in blocks])
-    extra = np.concatenate([choice.extra[:, s].ravel() for s in blocks])
-    sizes = [n_chan * (s.stop - s.start) for s in blocks]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    pass_of = np.repeat(np.arange(n_pass), np.diff(starts))
-    # 16-bit keys sort by radix (at most 63 passes of 256 tables)
-    sort_key = (pass_of * _e._N_TABLES + order_tab).astype(np.int16)
+    # one stable sort of the channels-first grid gives that order directly,
+    # since within one (pass, table) it keeps channel, then position, order.
+    # 16-bit keys sort by radix (at most 63 passes of 256 tables).
+    sort_key = (pass_of * n_tab) + choice.tables.astype(np.int16)[choice.pair]
+    sort_key = sort_key.ravel()
     order = np.argsort(sort_key, kind="stable")
-    sorted_tok = order_tok[order]
+    sorted_tok = choice.tok.ravel()[order]
     sorted_key = sort_key[order]
+    sizes = n_chan * np.diff(plan.bounds)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     # Runs of one table within one pass: one constriction call each, except in
     # passes with few symbols per run, coded in one call with a row per symbol.
     cuts = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
     run_start = np.concatenate([[0], cuts])
     run_end = np.concatenate([cuts, [sorted_key.size]])
     run_key = sorted_key[run_start].astype(np.int64)
-    run_pass = run_key // _e._N_TABLES
-    run_table = (run_key % _e._N_TABLES).tolist()
+    run_pass = run_key // n_tab
     pass_runs = np.searchsorted(run_pass, np.arange(n_pass + 1)).tolist()
-    run_start, run_end = run_start.tolist(), run_end.tolist()
+    runs = list(zip(run_start.tolist(), run_end.tolist(), (run_key % n_tab).tolist()))
+    # The raw bits, pass by pass, channel by channel, in position order.
+    big_i = choice.big[1]
+    raw_order = np.argsort(pass_of[big_i], kind="stable")
+    raw_val = choice.extra[raw_order].astype(np.int32)
+    raw_size = (np.int32(1) << choice.nbits[raw_order]).astype(np.int32)
+    raw_cut = np.searchsorted(pass_of[big_i][raw_order], np.arange(n_pass + 1)).tolist()
+    new_by_pass = np.argsort(first, kind="stable")
+    new_cut = np.searchsorted(first[new_by_pass], np.arange(n_pass + 1)).tolist()
+    new_tables = choice.tables[new_by_pass].astype(np.int32)
     probs = _probabilities(n_valid)
     limit = _ROWS_PER_CALL["encode"]
 
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode(choice.modes.astype(np.int32), _MODE_MODEL)
     for p in range(n_pass):
-        new = np.flatnonzero(first == p)
-        if new.size:
-            enc.encode(choice.tables[new].astype(np.int32), _TABLE_MODEL)
+        if new_cut[p + 1] > new_cut[p]:
+            enc.encode(new_tables[new_cut[p] : new_cut[p + 1]], _TABLE_MODEL)
         r0, r1 = pass_runs[p], pass_runs[p + 1]
-        lo, hi = int(starts[p]), int(starts[p + 1])
+        lo, hi = starts[p], starts[p + 1]
         if hi - lo < limit * (r1 - r0):
-            rows = probs[(sorted_key[lo:hi] % _e._N_TABLES)]
+            rows = probs[sorted_key[lo:hi] % n_tab]
             enc.encode(sorted_tok[lo:hi], _FAMILY, rows)
         else:
-            for r in range(r0, r1):
-                enc.encode(
-                    sorted_tok[run_start[r] : run_end[r]], models[run_table[r]]
-                )
-        big = nbits[lo:hi] > 0
-        if big.any():
-            enc.encode(
-                extra[lo:hi][big].astype(np.int32),
-                _RAW_MODEL,
-                (np.int32(1) << nbits[lo:hi][big]).astype(np.int32),
-            )
+            for a, b, t in runs[r0:r1]:
+                enc.encode(sorted_tok[a:b], models[t])
+        a, b = raw_cut[p], raw_cut[p + 1]
+        if b > a:
+            enc.encode(raw_val[a:b], _RAW_MODEL, raw_size[a:b])
     enc.encode(np.array([_e._SENTINEL], dtype=np.int32), _END_MODEL)
     return enc.get_compressed()
 
@@ -413,7 +451,7 @@ def decode(dec, dims, bound):
     zigzag, _, _, ctx_lut, tok_bits = _luts(bound)
     n_valid = tok_bits.size
     n_ctx = _e._N_CONTEXTS
-    models = _e._ModelCache(n_valid)
+    models = _shared_models(n_valid)
     probs = _probabilities(n_valid)
     modulus = 2 * bound + 1
     x = np.zeros((n_chan, height * width), dtype=np.int32)
@@ -447,7 +485,7 @@ def decode(dec, dims, bound):
             raise ValueError("corrupted latent payload: token out of range")
         tok = np.empty_like(tok_sorted)
         tok[order] = tok_sorted
-        nbits = tok_bits[tok]
+        nbits = tok_bits[tok.astype(np.intp)]
         z = tok
         big = np.flatnonzero(nbits)
         if big.size:
