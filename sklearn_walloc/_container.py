@@ -2,8 +2,9 @@
 
 A blob is self-contained: it records what the signal looked like (kind, shape,
 dtype), how its latents are laid out (grid shape, bits, wavelet levels), which model
-made it (a 16-byte fingerprint), the entropy-coded payload, and a CRC32 over all of
-that. ``docs/format.md`` specifies it byte by byte.
+made it (a 16-byte fingerprint), the signal's gain at the bottleneck (format 3),
+the entropy-coded payload, and a CRC32 over all of that. ``docs/format.md``
+specifies it byte by byte.
 
 Parsing is strict and bounded: every field is checked before it is used, sizes are
 checked against fixed limits before anything is allocated, and every failure is a
@@ -21,6 +22,7 @@ __all__ = [
     "FINGERPRINT_SIZE",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_GAIN_LOG2",
     "MAX_VALUES",
     "VERSIONS",
     "Blob",
@@ -30,10 +32,14 @@ __all__ = [
 ]
 
 MAGIC = b"WLOC"
-#: Version written for models with symmetric borders. Version 1 (the same
-#: layout) marks blobs of models with periodic borders, which still decode.
-FORMAT_VERSION = 2
-VERSIONS = (1, 2)
+#: Version written for models with symmetric borders. Version 1 (the layout of
+#: version 2) marks blobs of models with periodic borders; version 2 blobs (no
+#: gain field, gain 1) still decode. Version 3 adds the one-byte gain field.
+FORMAT_VERSION = 3
+VERSIONS = (1, 2, 3)
+#: Largest gain exponent: the latents of a blob were companded at ``2**g`` times
+#: the model's latent scale, ``0 <= g <= MAX_GAIN_LOG2`` (up to about 90 dB).
+MAX_GAIN_LOG2 = 15
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
@@ -43,6 +49,7 @@ _MAX_LEVELS = 15
 # levels, reserved (must be 0)
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
+_GAIN = struct.Struct("<B")  # format 3 only, between fingerprint and payload length
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MIN_SIZE = _FIXED.size + _PAYLOAD_LEN.size + FINGERPRINT_SIZE + _CRC.size
@@ -94,6 +101,9 @@ class Blob:
         16 bytes identifying the model that made the blob.
     payload : bytes
         The entropy-coded latents.
+    gain_log2 : int
+        The latents were companded at ``2**gain_log2`` times the model's latent
+        scale (0 for blobs of format 1 and 2).
     """
 
     version: int
@@ -105,6 +115,7 @@ class Blob:
     latent_bits: int
     fingerprint: bytes
     payload: bytes
+    gain_log2: int = 0
 
 
 def model_fingerprint(arrays):
@@ -192,6 +203,7 @@ def pack_blob(
     latent_bits,
     fingerprint,
     version=FORMAT_VERSION,
+    gain_log2=0,
 ):
     """Assemble one self-contained blob.
 
@@ -213,8 +225,12 @@ def pack_blob(
         Bits per latent, 2 to 16.
     fingerprint : bytes
         ``FINGERPRINT_SIZE`` bytes identifying the model.
-    version : {1, 2}, default=FORMAT_VERSION
-        1 for a model with periodic borders, 2 for symmetric borders.
+    version : {1, 2, 3}, default=FORMAT_VERSION
+        1 for a model with periodic borders, 2 or 3 for symmetric borders
+        (3 records ``gain_log2``).
+    gain_log2 : int, default=0
+        Exponent of the gain applied to the latents before companding, 0 to
+        ``MAX_GAIN_LOG2``; versions 1 and 2 have no gain field and need 0.
 
     Returns
     -------
@@ -248,6 +264,14 @@ def pack_blob(
     signal_ndim, levels, latent_bits = int(signal_ndim), int(levels), int(latent_bits)
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    if isinstance(gain_log2, bool) or not isinstance(gain_log2, (int, np.integer)):
+        raise ValueError(f"gain_log2 must be an int, got {gain_log2!r}")
+    gain_log2 = int(gain_log2)
+    if not 0 <= gain_log2 <= (MAX_GAIN_LOG2 if version >= 3 else 0):
+        raise ValueError(
+            f"gain_log2 must be in [0, {MAX_GAIN_LOG2}] (0 before format 3), got "
+            f"{gain_log2} for format {version}"
+        )
     _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
     parts = [
         _FIXED.pack(
@@ -264,6 +288,7 @@ def pack_blob(
         *(_DIM.pack(d) for d in signal_shape),
         *(_DIM.pack(d) for d in latent_shape),
         bytes(fingerprint),
+        _GAIN.pack(gain_log2) if version >= 3 else b"",
         _PAYLOAD_LEN.pack(len(payload)),
         payload,
     ]
@@ -290,7 +315,8 @@ def unpack_blob(blob, expected_fingerprint=None):
     ValueError
         If ``blob`` is not bytes-like, or is not a valid blob: wrong magic,
         unknown version, truncated or extended, bad checksum, implausible or
-        inconsistent shapes, unknown dtype, or a fingerprint mismatch.
+        inconsistent shapes, unknown dtype, a gain exponent out of range, or
+        a fingerprint mismatch.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise ValueError(f"a blob must be bytes, got {type(blob).__name__}")
@@ -320,7 +346,10 @@ def unpack_blob(blob, expected_fingerprint=None):
         raise ValueError(f"unknown signal dtype code {code}")
     pos = _FIXED.size
     header_end = pos + _DIM.size * (signal_rank + latent_rank)
-    if header_end + FINGERPRINT_SIZE + _PAYLOAD_LEN.size + _CRC.size > len(blob):
+    gain_size = _GAIN.size if version >= 3 else 0
+    if header_end + FINGERPRINT_SIZE + gain_size + _PAYLOAD_LEN.size + _CRC.size > len(
+        blob
+    ):
         raise ValueError("truncated blob header")
     dims = struct.unpack_from(f"<{signal_rank + latent_rank}I", blob, pos)
     signal_shape, latent_shape = tuple(dims[:signal_rank]), tuple(dims[signal_rank:])
@@ -328,6 +357,14 @@ def unpack_blob(blob, expected_fingerprint=None):
     pos = header_end
     fingerprint = blob[pos : pos + FINGERPRINT_SIZE]
     pos += FINGERPRINT_SIZE
+    gain_log2 = 0
+    if version >= 3:
+        (gain_log2,) = _GAIN.unpack_from(blob, pos)
+        pos += _GAIN.size
+        if gain_log2 > MAX_GAIN_LOG2:
+            raise ValueError(
+                f"gain exponent {gain_log2} out of range [0, {MAX_GAIN_LOG2}]"
+            )
     (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
     pos += _PAYLOAD_LEN.size
     available = len(blob) - _CRC.size - pos
@@ -352,4 +389,5 @@ def unpack_blob(blob, expected_fingerprint=None):
         latent_bits=latent_bits,
         fingerprint=fingerprint,
         payload=blob[pos : pos + length],
+        gain_log2=gain_log2,
     )

@@ -146,9 +146,10 @@ class WallocAutoencoder(nn.Module):
         z = self.encoder(self.analysis(x)) * self.latent_scale
         return self.bottleneck.quantize(z, mode, generator)
 
-    def decode(self, q):
-        """Signals from (noisy or integer) latents."""
-        z = self.bottleneck.expand(q) / self.latent_scale
+    def decode(self, q, gain_log2=0):
+        """Signals from (noisy or integer) latents companded at gain
+        ``2**gain_log2`` (see :meth:`encode_fused`)."""
+        z = _ungain(self.bottleneck.expand(q), gain_log2) / self.latent_scale
         y = self.decoder(z)
         return self.wpt.inverse(y) * self.data_scale + self.data_offset
 
@@ -203,15 +204,61 @@ class WallocAutoencoder(nn.Module):
             float(self.data_offset),
         ).to(dtype)
 
-    def decode_fused(self, q, fused):
+    def decode_fused(self, q, fused, gain_log2=0):
         """Inference decoder: ``fused`` from :meth:`fused_decoder` while the
         residual path is absent or exactly zero (closed form), else
-        :meth:`decode`."""
+        :meth:`decode`; ``gain_log2`` as there."""
         refine = self.decoder.refine
         if refine is not None and not self.decoder._refine_is_zero():
-            return self.decode(q)
-        return fused(self.bottleneck.expand(q))
+            return self.decode(q, gain_log2)
+        return fused(_ungain(self.bottleneck.expand(q), gain_log2))
 
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
         return self.bottleneck.quantize(fused(x), "symbols")
+
+    def encode_gained(self, x, fused, max_log2):
+        """:meth:`encode_fused` with a gain per signal; returns ``(q, gain_log2)``.
+
+        Each signal's latents are companded at ``2**g`` times the latent scale,
+        with ``g`` the exponent that brings their peak to between 1 and 2
+        companding scales (at most ``max_log2``) when it is below half a scale,
+        else 0: a quiet clip gets the quantiser resolution of a loud one (quiet
+        passages inside a loud signal do not), and a signal within about 12 dB
+        of full scale keeps gain 1. Powers of two scale floats exactly, so ``g = 0``
+        gives exactly :meth:`encode_fused`'s latents, and :meth:`decode` with
+        ``gain_log2=g`` undoes the gain exactly.
+
+        Returns
+        -------
+        q : Tensor (N, D, *S)
+        gain_log2 : Tensor of int64 (N,)
+        """
+        z = fused(x)
+        peak = z.abs().flatten(1).amax(dim=1).double() / self.bottleneck.scale
+        k = torch.floor(torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30)))
+        # Signals within 12 dB of the loud ones keep gain 1 (and so exactly
+        # transform's latents); silence has nothing to gain.
+        quiet = (peak > 0) & (peak < _GAIN_TARGET / 4)
+        k = torch.where(quiet, k, torch.zeros_like(k))
+        k = k.clamp(0, max_log2).to(torch.int64)
+        return self.bottleneck.quantize(z * _gain_factor(k, z), "symbols"), k
+
+
+# The peak latent, in companding scales, that a gain aims at: 2 scales is where
+# the 1e-5 tail of loud music sits after the closed-form start.
+_GAIN_TARGET = 2.0
+
+
+def _gain_factor(gain_log2, like):
+    """``2**gain_log2`` as a tensor broadcastable against ``like`` (N, D, *S)."""
+    g = torch.as_tensor(gain_log2, device=like.device)
+    factor = torch.pow(torch.tensor(2.0, dtype=like.dtype, device=like.device), g)
+    return factor.reshape(-1, *[1] * (like.dim() - 1)) if factor.dim() else factor
+
+
+def _ungain(u, gain_log2):
+    """Undo the gain on expanded latents (exact: a power of two)."""
+    if isinstance(gain_log2, int) and not gain_log2:
+        return u
+    return u / _gain_factor(gain_log2, u)

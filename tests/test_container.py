@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from sklearn_walloc._container import (
     FINGERPRINT_SIZE,
+    FORMAT_VERSION,
     MAGIC,
+    MAX_GAIN_LOG2,
     Blob,
     model_fingerprint,
     pack_blob,
@@ -32,6 +34,8 @@ GOLDEN = {
     "golden_2d": (2, (128, 120, 3), "uint8", 3, 8),
     "golden_1d": (1, (200, 2), "int16", 2, 12),
 }
+# Format 3 (gain field): name -> (fields as above, gain_log2)
+GOLDEN_V3 = {"golden_v3_1d": ((1, (200, 2), "int16", 2, 8), 6)}
 
 
 def _fields(**over):
@@ -62,10 +66,12 @@ def test_roundtrip_fields():
     assert blob.startswith(MAGIC)
     out = unpack_blob(blob, expected_fingerprint=FP)
     assert isinstance(out, Blob)
-    assert out == Blob(2, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
-                       payload)  # fmt: skip
-    old = unpack_blob(pack_blob(payload, **_fields(), version=1))
-    assert old.version == 1 and old.payload == payload
+    assert out == Blob(3, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
+                       payload, 0)  # fmt: skip
+    for version in (1, 2):
+        old = unpack_blob(pack_blob(payload, **_fields(), version=version))
+        assert old.version == version and old.payload == payload
+        assert old.gain_log2 == 0
     with pytest.raises(AttributeError):
         out.payload = b""  # frozen
     assert unpack_blob(bytearray(blob)) == out
@@ -136,7 +142,7 @@ def test_unpack_named_errors():
     body = SMALL[:-4]
     cases = {
         "magic": b"WLOX" + SMALL[4:],
-        "version": _reseal(body[:4] + b"\x03" + body[5:]),
+        "version": _reseal(body[:4] + b"\x04" + body[5:]),
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
@@ -150,6 +156,42 @@ def test_unpack_named_errors():
             unpack_blob(blob)
     with pytest.raises(ValueError, match="another model"):
         unpack_blob(SMALL, expected_fingerprint=b"\xff" * 16)
+
+
+def test_gain_field_round_trip():
+    # Format 3: one byte after the fingerprint; formats 1 and 2 have none.
+    for gain in (0, 1, 7, MAX_GAIN_LOG2):
+        blob = pack_blob(b"abc", **_fields(), gain_log2=gain)
+        assert unpack_blob(blob).gain_log2 == gain
+        assert len(blob) == len(pack_blob(b"abc", **_fields(), version=2)) + 1
+    at = len(SMALL) - 4 - 8 - 8 - 1  # crc, payload, payload length, gain
+    assert SMALL[at - FINGERPRINT_SIZE : at] == FP
+    forged = _reseal(SMALL[:at] + bytes([3]) + SMALL[at + 1 : -4])
+    assert unpack_blob(forged).gain_log2 == 3
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"gain_log2": MAX_GAIN_LOG2 + 1},
+        {"gain_log2": -1},
+        {"gain_log2": 1.0},
+        {"gain_log2": True},
+        {"gain_log2": 1, "version": 2},
+        {"gain_log2": 1, "version": 1},
+    ],
+)
+def test_pack_rejects_bad_gain(over):
+    with pytest.raises(ValueError, match="gain_log2"):
+        pack_blob(b"", **_fields(**over))
+
+
+def test_unpack_rejects_gain_out_of_range():
+    at = len(SMALL) - 4 - 8 - 8 - 1
+    for gain in (MAX_GAIN_LOG2 + 1, 255):
+        forged = _reseal(SMALL[:at] + bytes([gain]) + SMALL[at + 1 : -4])
+        with pytest.raises(ValueError, match="gain exponent"):
+            unpack_blob(forged)
 
 
 def test_unpack_payload_length_field():
@@ -280,6 +322,57 @@ def test_golden_blobs_decode(name):
     assert encode_latents(expected, bits) == out.payload
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN_V3))
+def test_golden_v3_blobs_decode(name):
+    blob = (DATA / f"{name}.bin").read_bytes()
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    (signal_ndim, signal_shape, dtype, levels, bits), gain = GOLDEN_V3[name]
+    out = unpack_blob(blob, expected_fingerprint=model_fingerprint([expected]))
+    assert (out.version, out.gain_log2) == (3, gain)
+    assert (out.signal_ndim, out.signal_shape, out.levels) == (
+        signal_ndim,
+        signal_shape,
+        levels,
+    )
+    assert (out.dtype, out.latent_bits) == (np.dtype(dtype), bits)
+    q = decode_latents(out.payload, out.latent_shape, out.latent_bits)
+    np.testing.assert_array_equal(q, expected)
+    assert pack_blob(
+        encode_latents(expected, bits),
+        signal_ndim=signal_ndim,
+        signal_shape=signal_shape,
+        dtype=dtype,
+        levels=levels,
+        latent_shape=q.shape,
+        latent_bits=bits,
+        fingerprint=model_fingerprint([expected]),
+        gain_log2=gain,
+    ) == blob
+
+
+def _write_golden_v3():
+    """Write the format-3 golden blobs (done once; kept for the record)."""
+    assert FORMAT_VERSION == 3
+    rng = np.random.default_rng(20261127)
+    for name, ((ndim, shape, dtype, levels, bits), gain) in GOLDEN_V3.items():
+        q = np.clip(
+            np.round(rng.laplace(0, 40, (4, 50)).cumsum(axis=1) / 6), -127, 127
+        ).astype(np.int32)
+        blob = pack_blob(
+            encode_latents(q, bits),
+            signal_ndim=ndim,
+            signal_shape=shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([q]),
+            gain_log2=gain,
+        )
+        np.save(DATA / f"{name}.npy", q, allow_pickle=False)
+        (DATA / f"{name}.bin").write_bytes(blob)
+
+
 def _write_golden():
     """Write the golden blobs (done once; kept for the record)."""
     rng = np.random.default_rng(20240601)
@@ -314,3 +407,5 @@ def _write_golden():
 if __name__ == "__main__":
     if not all((DATA / f"{n}.bin").exists() for n in GOLDEN):
         _write_golden()
+    if not all((DATA / f"{n}.bin").exists() for n in GOLDEN_V3):
+        _write_golden_v3()
