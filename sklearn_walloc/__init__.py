@@ -6,7 +6,8 @@
 
 __version__ = "0.1.0"
 
+from ._pretrained import list_pretrained
 from .codec import WallocCodec
 from .transformer import WallocTransformer
 
-__all__ = ["WallocCodec", "WallocTransformer", "__version__"]
+__all__ = ["WallocCodec", "WallocTransformer", "__version__", "list_pretrained"]

@@ -22,7 +22,7 @@ __all__ = [
     "FINGERPRINT_SIZE",
     "FORMAT_VERSION",
     "MAGIC",
-    "MAX_GAIN_LOG2",
+    "MAX_GAIN_STEPS",
     "MAX_VALUES",
     "VERSIONS",
     "Blob",
@@ -37,9 +37,10 @@ MAGIC = b"WLOC"
 #: gain field, gain 1) still decode. Version 3 adds the one-byte gain field.
 FORMAT_VERSION = 3
 VERSIONS = (1, 2, 3)
-#: Largest gain exponent: the latents of a blob were companded at ``2**g`` times
-#: the model's latent scale, ``0 <= g <= MAX_GAIN_LOG2`` (up to about 90 dB).
-MAX_GAIN_LOG2 = 15
+#: Largest gain field: the latents of a blob were companded at ``2**(g/4)``
+#: times the model's latent scale, ``0 <= g <= MAX_GAIN_STEPS`` (quarter octaves
+#: of 1.5 dB, up to 90 dB).
+MAX_GAIN_STEPS = 60
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
@@ -49,7 +50,7 @@ _MAX_LEVELS = 15
 # levels, reserved (must be 0)
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
-_GAIN = struct.Struct("<B")  # format 3 only, between fingerprint and payload length
+_GAIN = struct.Struct("<B")  # format 3 only: after the fingerprint
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MIN_SIZE = _FIXED.size + _PAYLOAD_LEN.size + FINGERPRINT_SIZE + _CRC.size
@@ -101,9 +102,9 @@ class Blob:
         16 bytes identifying the model that made the blob.
     payload : bytes
         The entropy-coded latents.
-    gain_log2 : int
-        The latents were companded at ``2**gain_log2`` times the model's latent
-        scale (0 for blobs of format 1 and 2).
+    gain_steps : int
+        The latents were companded at ``2**(gain_steps/4)`` times the model's
+        latent scale (0 for blobs of format 1 and 2).
     """
 
     version: int
@@ -115,7 +116,7 @@ class Blob:
     latent_bits: int
     fingerprint: bytes
     payload: bytes
-    gain_log2: int = 0
+    gain_steps: int = 0
 
 
 def model_fingerprint(arrays):
@@ -203,7 +204,7 @@ def pack_blob(
     latent_bits,
     fingerprint,
     version=FORMAT_VERSION,
-    gain_log2=0,
+    gain_steps=0,
 ):
     """Assemble one self-contained blob.
 
@@ -227,10 +228,10 @@ def pack_blob(
         ``FINGERPRINT_SIZE`` bytes identifying the model.
     version : {1, 2, 3}, default=FORMAT_VERSION
         1 for a model with periodic borders, 2 or 3 for symmetric borders
-        (3 records ``gain_log2``).
-    gain_log2 : int, default=0
-        Exponent of the gain applied to the latents before companding, 0 to
-        ``MAX_GAIN_LOG2``; versions 1 and 2 have no gain field and need 0.
+        (3 records ``gain_steps``).
+    gain_steps : int, default=0
+        The gain applied to the latents before companding, in quarter octaves,
+        0 to ``MAX_GAIN_STEPS``; versions 1 and 2 have no gain field and need 0.
 
     Returns
     -------
@@ -264,13 +265,13 @@ def pack_blob(
     signal_ndim, levels, latent_bits = int(signal_ndim), int(levels), int(latent_bits)
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
-    if isinstance(gain_log2, bool) or not isinstance(gain_log2, (int, np.integer)):
-        raise ValueError(f"gain_log2 must be an int, got {gain_log2!r}")
-    gain_log2 = int(gain_log2)
-    if not 0 <= gain_log2 <= (MAX_GAIN_LOG2 if version >= 3 else 0):
+    if isinstance(gain_steps, bool) or not isinstance(gain_steps, (int, np.integer)):
+        raise ValueError(f"gain_steps must be an int, got {gain_steps!r}")
+    gain_steps = int(gain_steps)
+    if not 0 <= gain_steps <= (MAX_GAIN_STEPS if version >= 3 else 0):
         raise ValueError(
-            f"gain_log2 must be in [0, {MAX_GAIN_LOG2}] (0 before format 3), got "
-            f"{gain_log2} for format {version}"
+            f"gain_steps must be in [0, {MAX_GAIN_STEPS}] (0 before format 3), got "
+            f"{gain_steps} for format {version}"
         )
     _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
     parts = [
@@ -288,7 +289,7 @@ def pack_blob(
         *(_DIM.pack(d) for d in signal_shape),
         *(_DIM.pack(d) for d in latent_shape),
         bytes(fingerprint),
-        _GAIN.pack(gain_log2) if version >= 3 else b"",
+        _GAIN.pack(gain_steps) if version >= 3 else b"",
         _PAYLOAD_LEN.pack(len(payload)),
         payload,
     ]
@@ -315,7 +316,7 @@ def unpack_blob(blob, expected_fingerprint=None):
     ValueError
         If ``blob`` is not bytes-like, or is not a valid blob: wrong magic,
         unknown version, truncated or extended, bad checksum, implausible or
-        inconsistent shapes, unknown dtype, a gain exponent out of range, or
+        inconsistent shapes, unknown dtype, a gain out of range, or
         a fingerprint mismatch.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
@@ -357,13 +358,13 @@ def unpack_blob(blob, expected_fingerprint=None):
     pos = header_end
     fingerprint = blob[pos : pos + FINGERPRINT_SIZE]
     pos += FINGERPRINT_SIZE
-    gain_log2 = 0
+    gain_steps = 0
     if version >= 3:
-        (gain_log2,) = _GAIN.unpack_from(blob, pos)
+        (gain_steps,) = _GAIN.unpack_from(blob, pos)
         pos += _GAIN.size
-        if gain_log2 > MAX_GAIN_LOG2:
+        if gain_steps > MAX_GAIN_STEPS:
             raise ValueError(
-                f"gain exponent {gain_log2} out of range [0, {MAX_GAIN_LOG2}]"
+                f"gain field {gain_steps} out of range [0, {MAX_GAIN_STEPS}]"
             )
     (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
     pos += _PAYLOAD_LEN.size
@@ -389,5 +390,5 @@ def unpack_blob(blob, expected_fingerprint=None):
         latent_bits=latent_bits,
         fingerprint=fingerprint,
         payload=blob[pos : pos + length],
-        gain_log2=gain_log2,
+        gain_steps=gain_steps,
     )

@@ -146,10 +146,10 @@ class WallocAutoencoder(nn.Module):
         z = self.encoder(self.analysis(x)) * self.latent_scale
         return self.bottleneck.quantize(z, mode, generator)
 
-    def decode(self, q, gain_log2=0):
-        """Signals from (noisy or integer) latents companded at gain
-        ``2**gain_log2`` (see :meth:`encode_fused`)."""
-        z = _ungain(self.bottleneck.expand(q), gain_log2) / self.latent_scale
+    def decode(self, q, gain_steps=0):
+        """Signals from (noisy or integer) latents companded at a gain of
+        ``gain_steps`` quarter octaves (see :meth:`encode_gained`)."""
+        z = _ungain(self.bottleneck.expand(q), gain_steps) / self.latent_scale
         y = self.decoder(z)
         return self.wpt.inverse(y) * self.data_scale + self.data_offset
 
@@ -204,61 +204,66 @@ class WallocAutoencoder(nn.Module):
             float(self.data_offset),
         ).to(dtype)
 
-    def decode_fused(self, q, fused, gain_log2=0):
+    def decode_fused(self, q, fused, gain_steps=0):
         """Inference decoder: ``fused`` from :meth:`fused_decoder` while the
         residual path is absent or exactly zero (closed form), else
-        :meth:`decode`; ``gain_log2`` as there."""
+        :meth:`decode`; ``gain_steps`` as there."""
         refine = self.decoder.refine
         if refine is not None and not self.decoder._refine_is_zero():
-            return self.decode(q, gain_log2)
-        return fused(_ungain(self.bottleneck.expand(q), gain_log2))
+            return self.decode(q, gain_steps)
+        return fused(_ungain(self.bottleneck.expand(q), gain_steps))
 
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
         return self.bottleneck.quantize(fused(x), "symbols")
 
-    def encode_gained(self, x, fused, max_log2):
-        """:meth:`encode_fused` with a gain per signal; returns ``(q, gain_log2)``.
+    def encode_gained(self, x, fused, max_steps):
+        """:meth:`encode_fused` with a gain per signal; returns ``(q, gain_steps)``.
 
-        Each signal's latents are companded at ``2**g`` times the latent scale,
-        with ``g`` the exponent that brings their peak to between 1 and 2
-        companding scales (at most ``max_log2``) when it is below half a scale,
-        else 0: a quiet clip gets the quantiser resolution of a loud one (quiet
-        passages inside a loud signal do not), and a signal within about 12 dB
-        of full scale keeps gain 1. Powers of two scale floats exactly, so ``g = 0``
-        gives exactly :meth:`encode_fused`'s latents, and :meth:`decode` with
-        ``gain_log2=g`` undoes the gain exactly.
+        Each signal's latents are companded at ``2**(g/4)`` times the latent
+        scale (``g`` quarter octaves, 1.5 dB each): when their peak is below
+        one companding scale, ``g`` brings it to just under 2 scales, where
+        the peaks of loud music sit after the closed-form start (at most
+        ``max_steps``); otherwise ``g = 0``. A quiet clip so gets about the
+        quantiser resolution of a loud one (quiet passages inside a loud
+        signal do not), and a signal within 6 dB of that level keeps gain 1:
+        ``g = 0`` gives exactly :meth:`encode_fused`'s latents, and
+        :meth:`decode` with ``gain_steps=0`` exactly its signals.
 
         Returns
         -------
         q : Tensor (N, D, *S)
-        gain_log2 : Tensor of int64 (N,)
+        gain_steps : Tensor of int64 (N,)
         """
         z = fused(x)
         peak = z.abs().flatten(1).amax(dim=1).double() / self.bottleneck.scale
-        k = torch.floor(torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30)))
-        # Signals within 12 dB of the loud ones keep gain 1 (and so exactly
-        # transform's latents); silence has nothing to gain.
-        quiet = (peak > 0) & (peak < _GAIN_TARGET / 4)
-        k = torch.where(quiet, k, torch.zeros_like(k))
-        k = k.clamp(0, max_log2).to(torch.int64)
-        return self.bottleneck.quantize(z * _gain_factor(k, z), "symbols"), k
+        steps = torch.floor(
+            GAIN_STEPS_PER_OCTAVE * torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30))
+        )
+        # Silence has nothing to gain.
+        quiet = (peak > 0) & (peak < _GAIN_TARGET / 2)
+        steps = torch.where(quiet, steps, torch.zeros_like(steps))
+        steps = steps.clamp(0, max_steps).to(torch.int64)
+        return self.bottleneck.quantize(z * _gain_factor(steps, z), "symbols"), steps
 
 
+#: The gain of a blob is ``2**(gain_steps / GAIN_STEPS_PER_OCTAVE)``.
+GAIN_STEPS_PER_OCTAVE = 4
 # The peak latent, in companding scales, that a gain aims at: 2 scales is where
 # the 1e-5 tail of loud music sits after the closed-form start.
 _GAIN_TARGET = 2.0
 
 
-def _gain_factor(gain_log2, like):
-    """``2**gain_log2`` as a tensor broadcastable against ``like`` (N, D, *S)."""
-    g = torch.as_tensor(gain_log2, device=like.device)
-    factor = torch.pow(torch.tensor(2.0, dtype=like.dtype, device=like.device), g)
+def _gain_factor(gain_steps, like):
+    """The gain as a float tensor broadcastable against ``like`` (N, D, *S);
+    computed in float64, so it is the same number on every device."""
+    g = torch.as_tensor(gain_steps, dtype=torch.float64)
+    factor = torch.pow(2.0, g / GAIN_STEPS_PER_OCTAVE).to(like.dtype).to(like.device)
     return factor.reshape(-1, *[1] * (like.dim() - 1)) if factor.dim() else factor
 
 
-def _ungain(u, gain_log2):
-    """Undo the gain on expanded latents (exact: a power of two)."""
-    if isinstance(gain_log2, int) and not gain_log2:
+def _ungain(u, gain_steps):
+    """Undo the gain on expanded latents (gain 1 leaves them untouched)."""
+    if isinstance(gain_steps, int) and not gain_steps:
         return u
-    return u / _gain_factor(gain_log2, u)
+    return u / _gain_factor(gain_steps, u)

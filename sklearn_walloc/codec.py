@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _signal
 from ._container import (
     FINGERPRINT_SIZE,
-    MAX_GAIN_LOG2,
+    MAX_GAIN_STEPS,
     pack_blob,
     unpack_blob,
 )
@@ -141,12 +141,13 @@ class WallocCodec(WallocTransformer):
         >0 shows progress bars while fitting, compressing and decompressing.
 
     adaptive_gain : bool, default=True
-        For 1D signals (audio), :meth:`compress` companding each signal's
-        latents at a power-of-two gain ``2**g`` (``0 <= g <= 15``) that brings
-        their peak to the loud signals' level, and records ``g`` in the blob;
-        :meth:`decompress` undoes it exactly. A quiet clip then keeps the
-        precision of a loud one with 8-bit latents. Signals near full scale get
-        ``g = 0``, and for them ``decompress(compress(X))`` equals
+        For 1D signals (audio), :meth:`compress` companding the latents of each
+        signal whose latent peak is below one companding scale at a gain
+        ``2**(g/4)`` (``g`` quarter octaves, up to 90 dB) that brings the peak
+        to the level of loud signals, and records ``g`` in the blob;
+        :meth:`decompress` undoes it. A quiet clip then keeps about the
+        precision of a loud one with 8-bit latents. Other signals get ``g =
+        0``, and for them ``decompress(compress(X))`` equals
         ``inverse_transform(transform(X))`` exactly; for a quiet one it is
         more precise than that round trip (:meth:`transform` has no gain: its
         latents keep one scale for every signal). False: no gain, the identity
@@ -348,13 +349,13 @@ class WallocCodec(WallocTransformer):
                             latent_bits=self.latent_bits_,
                             fingerprint=fingerprint,
                             version=version,
-                            gain_log2=int(gains[j]),
+                            gain_steps=int(gains[j]),
                         )
                         bar.update(1)
         return blobs
 
     def _encode_gained(self, x):
-        """Integer latents ``(n, D, *g)`` (int32) and gain exponents ``(n,)``.
+        """Integer latents ``(n, D, *g)`` (int32) and gains ``(n,)`` (quarter octaves).
 
         Without a gain (images, legacy models, ``adaptive_gain=False``) these
         are exactly :meth:`transform`'s latents and zeros.
@@ -366,8 +367,8 @@ class WallocCodec(WallocTransformer):
         width = self.latent_dim
 
         def encode(t):
-            q, k = module.encode_gained(t, fused, MAX_GAIN_LOG2)
-            # One tensor through the fixed-size chunks: the exponent rides
+            q, k = module.encode_gained(t, fused, MAX_GAIN_STEPS)
+            # One tensor through the fixed-size chunks: the gain rides
             # along as an extra channel.
             k = k.to(q.dtype).reshape(-1, 1, 1).expand_as(q[:, :1])
             return torch.cat([q, k], 1)
@@ -453,10 +454,10 @@ class WallocCodec(WallocTransformer):
             parsed.append(b)
         groups = {}
         for i, b in enumerate(parsed):
-            groups.setdefault((b.latent_shape, b.gain_log2), []).append(i)
+            groups.setdefault((b.latent_shape, b.gain_steps), []).append(i)
         out = [None] * len(parsed)
         with _progress(self, len(parsed), "decompress") as bar:
-            for (latent_shape, gain_log2), idx in groups.items():
+            for (latent_shape, gain_steps), idx in groups.items():
                 step = _chunk(math.prod(latent_shape))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
@@ -478,7 +479,7 @@ class WallocCodec(WallocTransformer):
                         axis=0,
                     )
                     (signals,) = self._decode(
-                        [z], tuple(int(s) for s in spatial), gain_log2
+                        [z], tuple(int(s) for s in spatial), gain_steps
                     )
                     for i, x in zip(part, signals):
                         out[i] = _finish(x, parsed[i], restore, self.spec_)
@@ -724,7 +725,7 @@ def blob_info(blob):
     info : dict
         ``format_version``, ``signal_ndim``, ``signal_shape``, ``dtype`` (str),
         ``levels``, ``latent_shape``, ``latent_bits``, ``fingerprint`` (hex),
-        ``gain_log2`` (the latents' gain exponent, 0 without a gain),
+        ``gain_steps`` (the latents' gain in quarter octaves, 0 without one),
         ``payload_bytes``, ``total_bytes`` and ``bits_per_sample`` (whole blob
         over the signal's scalar values).
 
@@ -755,7 +756,7 @@ def blob_info(blob):
         "latent_shape": b.latent_shape,
         "latent_bits": b.latent_bits,
         "fingerprint": b.fingerprint.hex(),
-        "gain_log2": b.gain_log2,
+        "gain_steps": b.gain_steps,
         "payload_bytes": len(b.payload),
         "total_bytes": total,
         "bits_per_sample": 8 * total / math.prod(b.signal_shape),

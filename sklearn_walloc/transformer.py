@@ -472,8 +472,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             # The fused synthesis serves models whose residual decoder path
             # is zero (closed form); decode_fused checks at each call.
             synthesis = self.module_.fused_decoder().to(device)
-            runtime[f"{key}/decode"] = lambda q, gain_log2=0: module.decode_fused(
-                q, synthesis, gain_log2
+            runtime[f"{key}/decode"] = lambda q, gain_steps=0: module.decode_fused(
+                q, synthesis, gain_steps
             )
         return runtime[key]
 
@@ -502,12 +502,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             for a in arrays
         ]
 
-    def _decode(self, latents, out_spatial=None, gain_log2=0):
+    def _decode(self, latents, out_spatial=None, gain_steps=0):
         module, _, device = self._runtime_model()
         fused = self._runtime[f"{device}/decode"]
 
         def decode(q):
-            return fused(q, gain_log2)
+            return fused(q, gain_steps)
 
         return [decode_grids(module, z, device, out_spatial, decode) for z in latents]
 
@@ -739,6 +739,51 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             If the file is not a valid model file, naming it and the problem.
         """
         return _model_io.load(cls, path)
+
+    @classmethod
+    def from_pretrained(cls, name):
+        """A fitted model shipped with the package, loaded offline.
+
+        The same file serves both classes: ``WallocTransformer.from_pretrained``
+        and ``WallocCodec.from_pretrained`` give the same weights and the same
+        latents. How each model was trained (data, licences, steps, scores) is
+        in ``sklearn_walloc/data/pretrained/TRAINING.md``.
+
+        Parameters
+        ----------
+        name : str
+            One of :func:`sklearn_walloc.list_pretrained`: ``"rgb-16x"``
+            (RGB photos, ``levels=3, latent_dim=12``), ``"rgb-4x"``
+            (``levels=2``), ``"stereo-5x"`` (44.1 kHz stereo music and speech,
+            ``levels=5, latent_dim=13``), ``"mono-5x"`` (mono, ``levels=6``).
+
+        Returns
+        -------
+        estimator : instance of cls
+            Fitted, on the CPU, ready for ``transform`` (and, for a
+            codec, ``compress``) without ``fit``. Fitting it again trains a new
+            model from these parameters (``warm_start=True`` continues from the
+            shipped weights).
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not a shipped model.
+
+        Examples
+        --------
+        >>> from sklearn_walloc import WallocCodec
+        >>> from sklearn_walloc.datasets import load_photos
+        >>> codec = WallocCodec.from_pretrained("rgb-16x")
+        >>> codec.levels, codec.latent_dim, codec.spec_.sample_dtype
+        (3, 12, 'uint8')
+        >>> photo = load_photos(["astronaut"])[0][:128, :128]
+        >>> codec.decompress(codec.compress([photo]), restore=True)[0].shape
+        (128, 128, 3)
+        """
+        from ._pretrained import load_pretrained
+
+        return load_pretrained(cls, name)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -141,14 +141,14 @@ def test_audio_round_trip_mono_stereo_multichannel(channels):
     X = (rng.standard_normal((3, 301, channels)).cumsum(axis=1) * 500).astype(np.int16)
     codec = WallocCodec(latent_dim=channels, levels=2, signal_ndim=1, **TINY).fit(X)
     codec = _perturb(codec)
+    # Without the gain (test_adaptive_gain_*), the identity with the
+    # transformer holds for every signal, quiet ones included.
+    codec.set_params(adaptive_gain=False)
     blobs = codec.compress(X)
     Y = codec.decompress(blobs)
     assert Y.shape == (3, 301, channels) and Y.dtype == np.float32
     _assert_same(Y, _expected(codec, X))
-    # Audio of different lengths, mono given without a channel axis. The first
-    # 100 samples of a random walk are quiet: without the gain, the identity
-    # with the transformer holds for every signal.
-    codec.set_params(adaptive_gain=False)
+    # Audio of different lengths, mono given without a channel axis.
     L = [
         x[: 100 + 37 * i, 0] if channels == 1 else x[: 100 + 37 * i]
         for i, x in enumerate(X[:2])
@@ -180,9 +180,9 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     codec.fit(fit)
     X = [loud.astype(np.int16), quiet.astype(np.int16)]
     blobs = codec.compress(X)
-    gains = [unpack_blob(b).gain_log2 for b in blobs]
-    assert gains[0] == 0 and gains[1] >= 5
-    assert blob_info(blobs[1])["gain_log2"] == gains[1]
+    gains = [unpack_blob(b).gain_steps for b in blobs]
+    assert gains[0] == 0 and gains[1] >= 20  # quarter octaves: -50 dB
+    assert blob_info(blobs[1])["gain_steps"] == gains[1]
     Y = codec.decompress(blobs)
     R = _expected(codec, X)
     # Gain 1: exactly the transformer's round trip.
@@ -199,7 +199,7 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     assert len(blobs[1]) < 0.7 * len(blobs16[1])
     # Without the gain the blobs are the transformer's, and larger SNR gap.
     plain = codec.set_params(adaptive_gain=False).compress(X)
-    assert [unpack_blob(b).gain_log2 for b in plain] == [0, 0]
+    assert [unpack_blob(b).gain_steps for b in plain] == [0, 0]
     assert plain[0] == blobs[0]
     _assert_same(list(codec.decompress(plain)), R)
     # Batch invariance holds with gains: alone or together, the same bytes.
@@ -215,7 +215,7 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     b = unpack_blob(blob)
     q = decode_latents(b.payload, (4, 512), 8)
     module = codec.module_
-    ref = module.decode(torch.from_numpy(q[None].astype(np.float32)), b.gain_log2)
+    ref = module.decode(torch.from_numpy(q[None].astype(np.float32)), b.gain_steps)
     ref = ref[0].numpy().T
     # Float32 kernels may differ in summation order between the chunked and
     # the direct call: compare relative to the signal's scale.
@@ -225,7 +225,7 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
 def test_images_never_get_a_gain(rgb_codec, small_photos):
     dark = [(p // 40).astype(np.uint8) for p in small_photos[:2]]
     blobs = rgb_codec.compress(dark)
-    assert [unpack_blob(b).gain_log2 for b in blobs] == [0, 0]
+    assert [unpack_blob(b).gain_steps for b in blobs] == [0, 0]
     Y = rgb_codec.decompress(blobs)
     _assert_same(list(Y), _expected(rgb_codec, dark))
 

@@ -18,7 +18,7 @@ from sklearn_walloc._container import (
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
     MAGIC,
-    MAX_GAIN_LOG2,
+    MAX_GAIN_STEPS,
     Blob,
     model_fingerprint,
     pack_blob,
@@ -34,7 +34,7 @@ GOLDEN = {
     "golden_2d": (2, (128, 120, 3), "uint8", 3, 8),
     "golden_1d": (1, (200, 2), "int16", 2, 12),
 }
-# Format 3 (gain field): name -> (fields as above, gain_log2)
+# Format 3 (gain field): name -> (fields as above, gain_steps)
 GOLDEN_V3 = {"golden_v3_1d": ((1, (200, 2), "int16", 2, 8), 6)}
 
 
@@ -71,7 +71,7 @@ def test_roundtrip_fields():
     for version in (1, 2):
         old = unpack_blob(pack_blob(payload, **_fields(), version=version))
         assert old.version == version and old.payload == payload
-        assert old.gain_log2 == 0
+        assert old.gain_steps == 0
     with pytest.raises(AttributeError):
         out.payload = b""  # frozen
     assert unpack_blob(bytearray(blob)) == out
@@ -160,37 +160,37 @@ def test_unpack_named_errors():
 
 def test_gain_field_round_trip():
     # Format 3: one byte after the fingerprint; formats 1 and 2 have none.
-    for gain in (0, 1, 7, MAX_GAIN_LOG2):
-        blob = pack_blob(b"abc", **_fields(), gain_log2=gain)
-        assert unpack_blob(blob).gain_log2 == gain
+    for gain in (0, 1, 7, MAX_GAIN_STEPS):
+        blob = pack_blob(b"abc", **_fields(), gain_steps=gain)
+        assert unpack_blob(blob).gain_steps == gain
         assert len(blob) == len(pack_blob(b"abc", **_fields(), version=2)) + 1
     at = len(SMALL) - 4 - 8 - 8 - 1  # crc, payload, payload length, gain
     assert SMALL[at - FINGERPRINT_SIZE : at] == FP
     forged = _reseal(SMALL[:at] + bytes([3]) + SMALL[at + 1 : -4])
-    assert unpack_blob(forged).gain_log2 == 3
+    assert unpack_blob(forged).gain_steps == 3
 
 
 @pytest.mark.parametrize(
     "over",
     [
-        {"gain_log2": MAX_GAIN_LOG2 + 1},
-        {"gain_log2": -1},
-        {"gain_log2": 1.0},
-        {"gain_log2": True},
-        {"gain_log2": 1, "version": 2},
-        {"gain_log2": 1, "version": 1},
+        {"gain_steps": MAX_GAIN_STEPS + 1},
+        {"gain_steps": -1},
+        {"gain_steps": 1.0},
+        {"gain_steps": True},
+        {"gain_steps": 1, "version": 2},
+        {"gain_steps": 1, "version": 1},
     ],
 )
 def test_pack_rejects_bad_gain(over):
-    with pytest.raises(ValueError, match="gain_log2"):
+    with pytest.raises(ValueError, match="gain_steps"):
         pack_blob(b"", **_fields(**over))
 
 
 def test_unpack_rejects_gain_out_of_range():
     at = len(SMALL) - 4 - 8 - 8 - 1
-    for gain in (MAX_GAIN_LOG2 + 1, 255):
+    for gain in (MAX_GAIN_STEPS + 1, 255):
         forged = _reseal(SMALL[:at] + bytes([gain]) + SMALL[at + 1 : -4])
-        with pytest.raises(ValueError, match="gain exponent"):
+        with pytest.raises(ValueError, match="gain field"):
             unpack_blob(forged)
 
 
@@ -328,7 +328,7 @@ def test_golden_v3_blobs_decode(name):
     expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
     (signal_ndim, signal_shape, dtype, levels, bits), gain = GOLDEN_V3[name]
     out = unpack_blob(blob, expected_fingerprint=model_fingerprint([expected]))
-    assert (out.version, out.gain_log2) == (3, gain)
+    assert (out.version, out.gain_steps) == (3, gain)
     assert (out.signal_ndim, out.signal_shape, out.levels) == (
         signal_ndim,
         signal_shape,
@@ -346,7 +346,7 @@ def test_golden_v3_blobs_decode(name):
         latent_shape=q.shape,
         latent_bits=bits,
         fingerprint=model_fingerprint([expected]),
-        gain_log2=gain,
+        gain_steps=gain,
     ) == blob
 
 
@@ -367,7 +367,7 @@ def _write_golden_v3():
             latent_shape=q.shape,
             latent_bits=bits,
             fingerprint=model_fingerprint([q]),
-            gain_log2=gain,
+            gain_steps=gain,
         )
         np.save(DATA / f"{name}.npy", q, allow_pickle=False)
         (DATA / f"{name}.bin").write_bytes(blob)
