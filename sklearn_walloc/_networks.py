@@ -222,11 +222,11 @@ class WallocAutoencoder(nn.Module):
 
         Each signal's latents are companded at ``2**(g/4)`` times the latent
         scale (``g`` quarter octaves, 1.5 dB each): when their peak is below
-        one companding scale, ``g`` brings it to just under 2 scales, where
+        half a companding scale, ``g`` brings it to just under 2 scales, where
         the peaks of loud music sit after the closed-form start (at most
         ``max_steps``); otherwise ``g = 0``. A quiet clip so gets about the
         quantiser resolution of a loud one (quiet passages inside a loud
-        signal do not), and a signal within 6 dB of that level keeps gain 1:
+        signal do not), and a signal within 12 dB of that level keeps gain 1:
         ``g = 0`` gives exactly :meth:`encode_fused`'s latents, and
         :meth:`decode` with ``gain_steps=0`` exactly its signals.
 
@@ -241,7 +241,7 @@ class WallocAutoencoder(nn.Module):
             GAIN_STEPS_PER_OCTAVE * torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30))
         )
         # Silence has nothing to gain.
-        quiet = (peak > 0) & (peak < _GAIN_TARGET / 2)
+        quiet = (peak > 0) & (peak < _GAIN_TARGET / 4)
         steps = torch.where(quiet, steps, torch.zeros_like(steps))
         steps = steps.clamp(0, max_steps).to(torch.int64)
         return self.bottleneck.quantize(z * _gain_factor(steps, z), "symbols"), steps

@@ -142,7 +142,7 @@ class WallocCodec(WallocTransformer):
 
     adaptive_gain : bool, default=True
         For 1D signals (audio), :meth:`compress` companding the latents of each
-        signal whose latent peak is below one companding scale at a gain
+        signal whose latent peak is below half a companding scale at a gain
         ``2**(g/4)`` (``g`` quarter octaves, up to 90 dB) that brings the peak
         to the level of loud signals, and records ``g`` in the blob;
         :meth:`decompress` undoes it. A quiet clip then keeps about the
