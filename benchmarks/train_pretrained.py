@@ -9,7 +9,7 @@ or ``~/.cache/sklearn-walloc/pretrained-data`` (nothing is installed):
 - photos: the photographs among the Ubuntu community wallpapers of
   ``lomiri-wallpapers-16.04`` / ``-20.04`` (CC-BY-4.0 and CC-BY-SA-3.0/4.0,
   per file in the package's ``copyright``; drawings and renders left out),
-  each downscaled (Lanczos) to a long side of ``PHOTO_SIDE`` pixels, plus the
+  each downscaled (Lanczos) to each long side in ``PHOTO_SIDES`` pixels, plus the
   bundled fit photos (``load_photos(split="fit")``);
 - music: ``singularity-music`` (CC-BY-SA-3.0, Max McCracken; Ogg Vorbis at
   48 kHz, resampled to 44.1 kHz with ``resample_poly(147, 160)``), ``CLIP_S``
@@ -55,7 +55,10 @@ from sklearn_walloc import WallocCodec, WallocTransformer
 from sklearn_walloc.datasets import load_photos
 
 SEED = 0
-PHOTO_SIDE = 1280
+# Long sides the wallpapers are downscaled to: each photo at each scale.
+PHOTO_SIDES = tuple(
+    int(v) for v in os.environ.get("WALLOC_PHOTO_SIDES", "1280").split(",")
+)
 CLIP_S = 40.0
 PACKAGES = {
     "photos": ["lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04"],
@@ -140,16 +143,19 @@ def load_training_photos():
             if not hits or any(s["file"] == name for s in sources):
                 continue
             img = Image.open(hits[0]).convert("RGB")
-            scale = PHOTO_SIDE / max(img.size)
-            size = (round(img.size[0] * scale), round(img.size[1] * scale))
-            photos.append(np.asarray(img.resize(size, Image.LANCZOS)))
+            used = []
+            for side in PHOTO_SIDES:
+                scale = side / max(img.size)
+                size = (round(img.size[0] * scale), round(img.size[1] * scale))
+                photos.append(np.asarray(img.resize(size, Image.LANCZOS)))
+                used.append(list(size))
             sources.append(
                 {
                     "package": f"{package} {version}",
                     "file": name,
                     "licence": licences.get(name, "see the package's copyright"),
-                    "original_size": list(Image.open(hits[0]).size),
-                    "used_size": list(size),
+                    "original_size": list(img.size),
+                    "used_sizes": used,
                 }
             )
     bundled, names = load_photos(split="fit", return_names=True)
@@ -279,11 +285,16 @@ def train(name, data, args):
     )
     t0 = time.perf_counter()
     model.fit(data[kind])
+    history = None
     if coefficients and steps:
         side = 16 if params.get("signal_ndim", 2) == 2 else 256
-        train_in_coefficients(model, data[kind], steps, SEED, lr=args.lr, side=side)
+        history = train_in_coefficients(
+            model, data[kind], steps, SEED, lr=args.lr, side=side
+        )
     seconds = time.perf_counter() - t0
-    return model, seconds
+    # The step whose state was kept (0: the closed form validated best).
+    kept = history["best_step"] if history else None
+    return model, seconds, kept
 
 
 # ------------------------------------------- coefficient-domain training
@@ -388,8 +399,8 @@ def train_in_coefficients(model, signals, steps, seed, lr=5e-4, batch=32, side=1
                 best, best_state = score, copy.deepcopy(module.state_dict())
                 history["best_step"] = step
             print(
-                f"step {step}: loss {float(loss.detach()):.5f}, validation {score:.3f} dB "
-                f"(start {history['validation_scores'][0]:.3f}), "
+                f"step {step}: loss {float(loss.detach()):.5f}, validation "
+                f"{score:.3f} dB (start {history['validation_scores'][0]:.3f}), "
                 f"{time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
@@ -446,7 +457,7 @@ def main():
     for name in args.only:
         kind, params, _ = MODELS[name]
         print(f"== {name}: training on {len(data[kind])} {kind} signals", flush=True)
-        model, seconds = train(name, data, args)
+        model, seconds, kept = train(name, data, args)
         model.save(args.out / f"{name}.npz")
         codec = WallocCodec.from_pretrained(name) if args.out == OUT else None
         if codec is None:
@@ -468,8 +479,10 @@ def main():
             "data": kind,
             "parameters": {**model.get_params(), "verbose": 0},
             "n_training_signals": len(data[kind]),
-            "trainer": args.trainer,
+            "trainer": args.trainer if model.n_iter_ else "closed form",
             "steps_run": model.n_iter_,
+            "step_kept": kept,
+            "learning_rate": args.lr if args.trainer == "coefficients" else None,
             "fit_seconds": round(seconds, 1),
             "validation_scores_db": model.validation_scores_,
             "best_validation_score_db": model.best_validation_score_,
@@ -509,7 +522,9 @@ def markdown(record):
             f"### {name}",
             "",
             f"{m['n_training_signals']} training signals ({m['data']}); "
-            f"{m['steps_run']} steps in {m['fit_seconds']} s; validation "
+            f"trainer: {m.get('trainer', 'closed form')}; {m['steps_run']} steps in "
+            f"{m['fit_seconds']} s, state kept: step {m.get('step_kept', 0)} (0 is "
+            "the closed form); validation "
             f"(training data's own split) {m['validation_scores_db'][:1]} -> best "
             f"{m['best_validation_score_db']}; file {m['file_bytes']} bytes.",
             "",

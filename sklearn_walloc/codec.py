@@ -91,7 +91,8 @@ class WallocCodec(WallocTransformer):
 
     latent_bits : int or "auto", default="auto"
         Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``; "auto": 8
-        for images, 16 for 1D signals (see :class:`WallocTransformer`).
+        (see :class:`WallocTransformer`; quiet audio keeps its precision
+        through ``adaptive_gain``).
 
     decoder_width : int, default=64
         Channels of the residual decoder path (0: linear decoder only).
@@ -141,7 +142,7 @@ class WallocCodec(WallocTransformer):
         >0 shows progress bars while fitting, compressing and decompressing.
 
     adaptive_gain : bool, default=True
-        For 1D signals (audio), :meth:`compress` companding the latents of each
+        For 1D signals (audio), :meth:`compress` compands the latents of each
         signal whose latent peak is below half a companding scale at a gain
         ``2**(g/4)`` (``g`` quarter octaves, up to 90 dB) that brings the peak
         to the level of loud signals, and records ``g`` in the blob;
