@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "FINGERPRINT_SIZE",
+    "FLAG_GAIN",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_GAIN_STEPS",
@@ -34,7 +35,8 @@ __all__ = [
 MAGIC = b"WLOC"
 #: Version written for models with symmetric borders. Version 1 (the layout of
 #: version 2) marks blobs of models with periodic borders; version 2 blobs (no
-#: gain field, gain 1) still decode. Version 3 adds the one-byte gain field.
+#: gain field, gain 1) still decode. In version 3 header byte 11 is the flags
+#: byte: bit 0 announces the one-byte gain field after the fingerprint.
 FORMAT_VERSION = 3
 VERSIONS = (1, 2, 3)
 #: Largest gain field: the latents of a blob were companded at ``2**(g/4)``
@@ -47,10 +49,12 @@ MAX_VALUES = 2**31 - 1
 _MAX_LEVELS = 15
 
 # magic, version, signal_ndim, signal rank, latent rank, dtype code, latent_bits,
-# levels, reserved (must be 0)
+# levels, flags (version 3; reserved, must be 0, in versions 1 and 2)
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
-_GAIN = struct.Struct("<B")  # format 3 only: after the fingerprint
+_GAIN = struct.Struct("<B")  # after the fingerprint, when flags has FLAG_GAIN
+#: Flag bit of the gain field (version 3); a reader refuses any other bit.
+FLAG_GAIN = 0x01
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MIN_SIZE = _FIXED.size + _PAYLOAD_LEN.size + FINGERPRINT_SIZE + _CRC.size
@@ -228,10 +232,12 @@ def pack_blob(
         ``FINGERPRINT_SIZE`` bytes identifying the model.
     version : {1, 2, 3}, default=FORMAT_VERSION
         1 for a model with periodic borders, 2 or 3 for symmetric borders
-        (3 records ``gain_steps``).
+        (3 can record ``gain_steps``).
     gain_steps : int, default=0
         The gain applied to the latents before companding, in quarter octaves,
         0 to ``MAX_GAIN_STEPS``; versions 1 and 2 have no gain field and need 0.
+        A gain of 0 is written as no field (flags 0), so such a blob has
+        exactly the layout of a version 3 blob without a gain.
 
     Returns
     -------
@@ -284,12 +290,12 @@ def pack_blob(
             code,
             latent_bits,
             levels,
-            0,
+            FLAG_GAIN if gain_steps else 0,
         ),
         *(_DIM.pack(d) for d in signal_shape),
         *(_DIM.pack(d) for d in latent_shape),
         bytes(fingerprint),
-        _GAIN.pack(gain_steps) if version >= 3 else b"",
+        _GAIN.pack(gain_steps) if gain_steps else b"",
         _PAYLOAD_LEN.pack(len(payload)),
         payload,
     ]
@@ -339,15 +345,20 @@ def unpack_blob(blob, expected_fingerprint=None):
         raise ValueError("blob checksum mismatch (corrupted or truncated blob)")
     # From here the bytes are as written; still check every field, since a blob can
     # be forged with a consistent checksum.
-    if reserved != 0:
-        raise ValueError(f"reserved header byte must be 0, got {reserved}")
+    flags = reserved
+    known = FLAG_GAIN if version >= 3 else 0
+    if flags & ~known:
+        raise ValueError(
+            f"unknown header flags {flags:#04x} (reserved bits must be 0 in "
+            f"format {version})"
+        )
     if signal_rank > 3 or latent_rank > 3:
         raise ValueError(f"too many dimensions ({signal_rank}, {latent_rank})")
     if code not in _DTYPE_CODES:
         raise ValueError(f"unknown signal dtype code {code}")
     pos = _FIXED.size
     header_end = pos + _DIM.size * (signal_rank + latent_rank)
-    gain_size = _GAIN.size if version >= 3 else 0
+    gain_size = _GAIN.size if flags & FLAG_GAIN else 0
     if header_end + FINGERPRINT_SIZE + gain_size + _PAYLOAD_LEN.size + _CRC.size > len(
         blob
     ):
@@ -359,12 +370,13 @@ def unpack_blob(blob, expected_fingerprint=None):
     fingerprint = blob[pos : pos + FINGERPRINT_SIZE]
     pos += FINGERPRINT_SIZE
     gain_steps = 0
-    if version >= 3:
+    if flags & FLAG_GAIN:
         (gain_steps,) = _GAIN.unpack_from(blob, pos)
         pos += _GAIN.size
-        if gain_steps > MAX_GAIN_STEPS:
+        # 0 is written as no field: one blob per signal, never two.
+        if not 1 <= gain_steps <= MAX_GAIN_STEPS:
             raise ValueError(
-                f"gain field {gain_steps} out of range [0, {MAX_GAIN_STEPS}]"
+                f"gain field {gain_steps} out of range [1, {MAX_GAIN_STEPS}]"
             )
     (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
     pos += _PAYLOAD_LEN.size

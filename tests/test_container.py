@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sklearn_walloc._container import (
     FINGERPRINT_SIZE,
+    FLAG_GAIN,
     FORMAT_VERSION,
     MAGIC,
     MAX_GAIN_STEPS,
@@ -146,7 +147,7 @@ def test_unpack_named_errors():
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
-        "reserved": _reseal(body[:11] + b"\x01" + body[12:]),
+        "reserved": _reseal(body[:11] + b"\x02" + body[12:]),
         "dtype": _reseal(body[:8] + b"\x63" + body[9:]),
         "dimensions": _reseal(body[:6] + b"\x07" + body[7:]),
         "inconsistent": _reseal(body[:28] + struct.pack("<I", 99) + body[32:]),
@@ -158,15 +159,22 @@ def test_unpack_named_errors():
         unpack_blob(SMALL, expected_fingerprint=b"\xff" * 16)
 
 
+GAINED = pack_blob(b"\x01\x02\x03\x04\x05\x06\x07\x08", **_fields(), gain_steps=9)
+
+
 def test_gain_field_round_trip():
-    # Format 3: one byte after the fingerprint; formats 1 and 2 have none.
-    for gain in (0, 1, 7, MAX_GAIN_STEPS):
+    # Format 3: flag bit 0 announces one byte after the fingerprint; a gain of 0
+    # is no field (the layout of formats 1 and 2, flags 0).
+    assert unpack_blob(SMALL).gain_steps == 0
+    assert len(SMALL) == len(pack_blob(b"\x00" * 8, **_fields(), version=2))
+    assert SMALL[11] == 0 and GAINED[11] == FLAG_GAIN
+    for gain in (1, 7, MAX_GAIN_STEPS):
         blob = pack_blob(b"abc", **_fields(), gain_steps=gain)
         assert unpack_blob(blob).gain_steps == gain
-        assert len(blob) == len(pack_blob(b"abc", **_fields(), version=2)) + 1
-    at = len(SMALL) - 4 - 8 - 8 - 1  # crc, payload, payload length, gain
-    assert SMALL[at - FINGERPRINT_SIZE : at] == FP
-    forged = _reseal(SMALL[:at] + bytes([3]) + SMALL[at + 1 : -4])
+        assert len(blob) == len(pack_blob(b"abc", **_fields())) + 1
+    at = len(GAINED) - 4 - 8 - 8 - 1  # crc, payload, payload length, gain
+    assert GAINED[at - FINGERPRINT_SIZE : at] == FP and GAINED[at] == 9
+    forged = _reseal(GAINED[:at] + bytes([3]) + GAINED[at + 1 : -4])
     assert unpack_blob(forged).gain_steps == 3
 
 
@@ -186,12 +194,25 @@ def test_pack_rejects_bad_gain(over):
         pack_blob(b"", **_fields(**over))
 
 
-def test_unpack_rejects_gain_out_of_range():
-    at = len(SMALL) - 4 - 8 - 8 - 1
-    for gain in (MAX_GAIN_STEPS + 1, 255):
-        forged = _reseal(SMALL[:at] + bytes([gain]) + SMALL[at + 1 : -4])
+def test_unpack_rejects_bad_gain_fields():
+    at = len(GAINED) - 4 - 8 - 8 - 1
+    body = GAINED[:-4]
+    for gain in (0, MAX_GAIN_STEPS + 1, 255):
+        forged = _reseal(body[:at] + bytes([gain]) + body[at + 1 :])
         with pytest.raises(ValueError, match="gain field"):
             unpack_blob(forged)
+    # Unknown flag bits, and the gain flag in formats 1 and 2.
+    for flags in (0x02, 0x80):
+        with pytest.raises(ValueError, match="flags"):
+            unpack_blob(_reseal(body[:11] + bytes([flags | 1]) + body[12:]))
+    for version in (1, 2):
+        forged = _reseal(body[:4] + bytes([version]) + body[5:])
+        with pytest.raises(ValueError, match="reserved"):
+            unpack_blob(forged)
+    # The flag without its byte: everything after shifts, and the blob fails.
+    small = SMALL[:-4]
+    with pytest.raises(ValueError):
+        unpack_blob(_reseal(small[:11] + b"\x01" + small[12:]))
 
 
 def test_unpack_payload_length_field():
@@ -337,17 +358,20 @@ def test_golden_v3_blobs_decode(name):
     assert (out.dtype, out.latent_bits) == (np.dtype(dtype), bits)
     q = decode_latents(out.payload, out.latent_shape, out.latent_bits)
     np.testing.assert_array_equal(q, expected)
-    assert pack_blob(
-        encode_latents(expected, bits),
-        signal_ndim=signal_ndim,
-        signal_shape=signal_shape,
-        dtype=dtype,
-        levels=levels,
-        latent_shape=q.shape,
-        latent_bits=bits,
-        fingerprint=model_fingerprint([expected]),
-        gain_steps=gain,
-    ) == blob
+    assert (
+        pack_blob(
+            encode_latents(expected, bits),
+            signal_ndim=signal_ndim,
+            signal_shape=signal_shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([expected]),
+            gain_steps=gain,
+        )
+        == blob
+    )
 
 
 def _write_golden_v3():
