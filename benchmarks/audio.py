@@ -14,7 +14,8 @@ Methods, on the same held-out clips:
   (64 coefficients per 32 frames) and mono with ``levels=6`` (64 per 64), at
   ``latent_dim=13`` (4.9x fewer values) and ``latent_dim=3`` (21.3x); fitted on
   the fit clips (``max_iter=200`` training steps after the closed form, other
-  parameters default; ``--quick``: closed form only). Bits from the sizes of
+  parameters default: 8-bit latents and the codec's per-signal gain;
+  ``--quick``: closed form only). Bits from the sizes of
   the ``compress`` blobs (each a self-contained file with its header);
   reconstruction from ``decompress(..., restore=True)`` (int16).
 - FLAC (lossless reference), Ogg Vorbis and MP3 (libsndfile via ``soundfile``)
@@ -27,6 +28,11 @@ Methods, on the same held-out clips:
   (``resample_poly`` by ``latent_dim / (C * 2**levels)`` per channel, i.e.
   13/64 or 3/64, Kaiser-windowed polyphase filter), rounded to int16 and coded
   with FLAC for a rate; upsampled back with ``resample_poly``.
+
+Latent bits and gain: the closed form (plain WPT-PCA, ``max_iter=0``) at
+``latent_dim=13`` with 16-bit latents, 8-bit latents, and 8-bit latents with
+the codec's per-signal gain (``adaptive_gain``), on the held-out clips as
+recorded and attenuated by 30 and 50 dB (then rounded to int16).
 
 Metrics, pooled over all held-out clips: bits per sample = coded bits / number
 of sample values (frames x channels; 16 for the PCM source); compression ratio
@@ -251,6 +257,97 @@ def walloc_rows(fit, clips, channels, max_iter):
     return rows, models
 
 
+QUIET_DB = (-30, -50)  # attenuations of the held-out clips for the quiet sets
+GAIN_VARIANTS = {
+    # name -> (latent_bits, adaptive_gain)
+    "WPT-PCA 16-bit": (16, False),
+    "WPT-PCA 8-bit (plain)": (8, False),
+    "WPT-PCA 8-bit + gain": (8, True),
+}
+
+
+def gain_rows(fit, clips, channels, latent_dim=13):
+    """Latent bits and the per-signal gain, on the closed form (no training).
+
+    The held-out clips as they are, and attenuated by each of ``QUIET_DB``
+    (scaled, then rounded to int16: real quiet recordings), coded with the
+    plain WPT-PCA (``max_iter=0``) at 16 and 8 bits and at 8 bits with the
+    codec's gain (``adaptive_gain=True``, the default).
+    """
+    signals = [x for x, _ in clips]
+    sets = {"as recorded": signals}
+    for db in QUIET_DB:
+        sets[f"{db} dB"] = [
+            _to_int16(x.astype(np.float64) * 10 ** (db / 20)) for x in signals
+        ]
+    rows = []
+    for name, (bits, gain) in GAIN_VARIANTS.items():
+        codec = WallocCodec(
+            signal_ndim=1,
+            levels=LEVELS[channels],
+            latent_dim=latent_dim,
+            latent_bits=bits,
+            adaptive_gain=gain,
+            max_iter=0,
+            random_state=SEED,
+            device="cpu",
+        ).fit(fit)
+        for set_name, xs in sets.items():
+            t0 = time.perf_counter()
+            blobs = codec.compress(xs)
+            t1 = time.perf_counter()
+            recs = codec.decompress(blobs, restore=True)
+            dec_s = time.perf_counter() - t1
+            pooled = Pooled()
+            for x, y, blob in zip(xs, recs, blobs):
+                pooled.add(x, y.reshape(len(y), -1), 8 * len(blob))
+            row = _row(name, set_name, None, pooled, t1 - t0, dec_s)
+            row["mean_clip_snr_db"] = float(np.mean(pooled.snrs))
+            rows.append(row)
+    return rows
+
+
+def gain_table(rows):
+    head = ["method", "clips", "bits/sample", "CR", "pooled SNR dB", "mean clip SNR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r["method"],
+            r["setting"],
+            f"{r['bits_per_sample']:.3f}",
+            f"{r['compression_ratio']:.1f}",
+            f"{r['snr_db']:.2f}",
+            f"{r['mean_clip_snr_db']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gain_goal(rows):
+    """The issue's goal, checked on the rows: lines of text."""
+    by = {(r["method"], r["setting"]): r for r in rows}
+    plain = by[("WPT-PCA 8-bit (plain)", "as recorded")]
+    gain = by[("WPT-PCA 8-bit + gain", "as recorded")]
+    out = [
+        f"- music as recorded: 8-bit + gain {gain['snr_db']:.2f} dB at CR "
+        f"{gain['compression_ratio']:.1f} against plain 8-bit "
+        f"{plain['snr_db']:.2f} dB at CR {plain['compression_ratio']:.1f} "
+        f"(CR ratio {gain['compression_ratio'] / plain['compression_ratio']:.2f}; "
+        "goal: SNR at least the plain one's at a CR ratio of at least 0.8)"
+    ]
+    for db in QUIET_DB:
+        key = f"{db} dB"
+        g, w = by[("WPT-PCA 8-bit + gain", key)], by[("WPT-PCA 16-bit", key)]
+        p = by[("WPT-PCA 8-bit (plain)", key)]
+        out.append(
+            f"- clips at {key}: mean clip SNR 8-bit + gain {g['mean_clip_snr_db']:.2f}"
+            f" dB (CR {g['compression_ratio']:.1f}), 16-bit "
+            f"{w['mean_clip_snr_db']:.2f} dB (CR {w['compression_ratio']:.1f}), plain "
+            f"8-bit {p['mean_clip_snr_db']:.2f} dB (goal: within 1 dB of 16-bit)"
+        )
+    return out
+
+
 def _row(method, setting, reduction, pooled, enc_s, dec_s):
     return {
         "method": method,
@@ -323,6 +420,16 @@ def markdown(report):
             f"{data['n_holdout']} held-out clips ({data['holdout_seconds']:.0f} s)",
             "",
             table(data["rows"]),
+            "",
+        ]
+        parts += [
+            "Latent bits and the codec's per-signal gain (closed form, "
+            f"`levels={LEVELS[2 if key == 'stereo' else 1]}, latent_dim=13`; the "
+            "held-out clips as recorded and attenuated):",
+            "",
+            gain_table(data["gain_rows"]),
+            "",
+            *gain_goal(data["gain_rows"]),
             "",
         ]
         walloc = [r for r in data["rows"] if r["method"] == "WaLLoC"]
@@ -415,7 +522,10 @@ def evaluate(channels, max_iter, max_seconds):
     print(f"[{channels} ch] WaLLoC ({max_iter} steps)", flush=True)
     walloc, _ = walloc_rows([x for _, x, _ in fit], clips, channels, max_iter)
     rows += walloc
+    print(f"[{channels} ch] latent bits and gain (closed form)", flush=True)
+    gains = gain_rows([x for _, x, _ in fit], clips, channels)
     return {
+        "gain_rows": gains,
         "n_fit": len(fit),
         "n_holdout": len(holdout),
         "fit_seconds": sum(len(x) / r for _, x, r in fit),
@@ -441,6 +551,8 @@ def main():
     for channels, key in ((2, "stereo"), (1, "mono")):
         sets[key] = evaluate(channels, max_iter, max_seconds)
         print(table(sets[key]["rows"]), flush=True)
+        print(gain_table(sets[key]["gain_rows"]), flush=True)
+        print("\n".join(gain_goal(sets[key]["gain_rows"])), flush=True)
     report = {
         "quick": args.quick,
         "max_iter": max_iter,

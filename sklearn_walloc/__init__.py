@@ -7,6 +7,7 @@
 __version__ = "0.1.0"
 
 from ._distributed import fit_distributed
+from ._pretrained import list_pretrained
 from ._streaming import SignalStream
 from .codec import WallocCodec
 from .transformer import WallocTransformer
@@ -17,4 +18,5 @@ __all__ = [
     "WallocTransformer",
     "__version__",
     "fit_distributed",
+    "list_pretrained",
 ]

@@ -2,8 +2,9 @@
 
 A blob is self-contained: it records what the signal looked like (kind, shape,
 dtype), how its latents are laid out (grid shape, bits, wavelet levels), which model
-made it (a 16-byte fingerprint), the entropy-coded payload, and a CRC32 over all of
-that. ``docs/format.md`` specifies it byte by byte.
+made it (a 16-byte fingerprint), the signal's gain at the bottleneck (format 3),
+the entropy-coded payload, and a CRC32 over all of that. ``docs/format.md``
+specifies it byte by byte.
 
 Parsing is strict and bounded: every field is checked before it is used, sizes are
 checked against fixed limits before anything is allocated, and every failure is a
@@ -19,8 +20,10 @@ import numpy as np
 
 __all__ = [
     "FINGERPRINT_SIZE",
+    "FLAG_GAIN",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_GAIN_STEPS",
     "MAX_VALUES",
     "VERSIONS",
     "Blob",
@@ -32,9 +35,15 @@ __all__ = [
 MAGIC = b"WLOC"
 #: Version written: 3, the batched symbol order of the payload (any border
 #: rule). Versions 1 (periodic borders) and 2 (symmetric borders) share the
-#: earlier interlaced order and the same header; they still decode.
+#: earlier interlaced order and the same header; they still decode. In version 3
+#: header byte 11 is the flags byte: bit 0 announces the one-byte gain field
+#: after the fingerprint.
 FORMAT_VERSION = 3
 VERSIONS = (1, 2, 3)
+#: Largest gain field: the latents of a blob were companded at ``2**(g/4)``
+#: times the model's latent scale, ``0 <= g <= MAX_GAIN_STEPS`` (quarter octaves
+#: of 1.5 dB, up to 90 dB).
+MAX_GAIN_STEPS = 60
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
@@ -42,10 +51,13 @@ _MAX_LEVELS = 15
 
 # magic, version, signal_ndim, signal rank, latent rank, dtype code, latent_bits,
 # levels, flags (reserved in versions 1 and 2). In version 3 each flag bit announces
-# an optional fixed-size field between the fingerprint and the payload length; none
-# is defined yet, so the byte must be 0 and a reader refuses bits it does not know.
+# an optional fixed-size field, in bit order, between the fingerprint and the
+# payload length (bit 0: the gain); a reader refuses bits it does not know.
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
+_GAIN = struct.Struct("<B")  # after the fingerprint, when flags has FLAG_GAIN
+#: Flag bit of the gain field (version 3); a reader refuses any other bit.
+FLAG_GAIN = 0x01
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MIN_SIZE = _FIXED.size + _PAYLOAD_LEN.size + FINGERPRINT_SIZE + _CRC.size
@@ -97,6 +109,9 @@ class Blob:
         16 bytes identifying the model that made the blob.
     payload : bytes
         The entropy-coded latents.
+    gain_steps : int
+        The latents were companded at ``2**(gain_steps/4)`` times the model's
+        latent scale (0 for blobs of format 1 and 2).
     """
 
     version: int
@@ -108,6 +123,7 @@ class Blob:
     latent_bits: int
     fingerprint: bytes
     payload: bytes
+    gain_steps: int = 0
 
 
 def model_fingerprint(arrays):
@@ -195,6 +211,7 @@ def pack_blob(
     latent_bits,
     fingerprint,
     version=FORMAT_VERSION,
+    gain_steps=0,
 ):
     """Assemble one self-contained blob.
 
@@ -220,6 +237,12 @@ def pack_blob(
         The version byte; it must match the payload's symbol order: 3 for
         payloads of ``encode_latents(..., version=3)``; 1 (periodic borders) or
         2 (symmetric borders) for the interlaced order of versions 1 and 2.
+        Only version 3 can record ``gain_steps``.
+    gain_steps : int, default=0
+        The gain applied to the latents before companding, in quarter octaves,
+        0 to ``MAX_GAIN_STEPS``; versions 1 and 2 have no gain field and need 0.
+        A gain of 0 is written as no field (flags 0), so such a blob has
+        exactly the layout of a version 3 blob without a gain.
 
     Returns
     -------
@@ -253,6 +276,14 @@ def pack_blob(
     signal_ndim, levels, latent_bits = int(signal_ndim), int(levels), int(latent_bits)
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    if isinstance(gain_steps, bool) or not isinstance(gain_steps, (int, np.integer)):
+        raise ValueError(f"gain_steps must be an int, got {gain_steps!r}")
+    gain_steps = int(gain_steps)
+    if not 0 <= gain_steps <= (MAX_GAIN_STEPS if version >= 3 else 0):
+        raise ValueError(
+            f"gain_steps must be in [0, {MAX_GAIN_STEPS}] (0 before format 3), got "
+            f"{gain_steps} for format {version}"
+        )
     _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
     parts = [
         _FIXED.pack(
@@ -264,11 +295,12 @@ def pack_blob(
             code,
             latent_bits,
             levels,
-            0,
+            FLAG_GAIN if gain_steps else 0,
         ),
         *(_DIM.pack(d) for d in signal_shape),
         *(_DIM.pack(d) for d in latent_shape),
         bytes(fingerprint),
+        _GAIN.pack(gain_steps) if gain_steps else b"",
         _PAYLOAD_LEN.pack(len(payload)),
         payload,
     ]
@@ -295,7 +327,8 @@ def unpack_blob(blob, expected_fingerprint=None):
     ValueError
         If ``blob`` is not bytes-like, or is not a valid blob: wrong magic,
         unknown version, truncated or extended, bad checksum, implausible or
-        inconsistent shapes, unknown dtype, or a fingerprint mismatch.
+        inconsistent shapes, unknown dtype, a gain out of range, or
+        a fingerprint mismatch.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise ValueError(f"a blob must be bytes, got {type(blob).__name__}")
@@ -317,11 +350,12 @@ def unpack_blob(blob, expected_fingerprint=None):
         raise ValueError("blob checksum mismatch (corrupted or truncated blob)")
     # From here the bytes are as written; still check every field, since a blob can
     # be forged with a consistent checksum.
-    if reserved != 0:
-        what = "header flags" if version >= 3 else "reserved header byte"
+    flags = reserved
+    known = FLAG_GAIN if version >= 3 else 0
+    if flags & ~known:
         raise ValueError(
-            f"{what} must be 0, got {reserved} (no optional header field is "
-            "defined in this version)"
+            f"unknown header flags {flags:#04x} (reserved bits must be 0 in "
+            f"format {version})"
         )
     if signal_rank > 3 or latent_rank > 3:
         raise ValueError(f"too many dimensions ({signal_rank}, {latent_rank})")
@@ -329,7 +363,10 @@ def unpack_blob(blob, expected_fingerprint=None):
         raise ValueError(f"unknown signal dtype code {code}")
     pos = _FIXED.size
     header_end = pos + _DIM.size * (signal_rank + latent_rank)
-    if header_end + FINGERPRINT_SIZE + _PAYLOAD_LEN.size + _CRC.size > len(blob):
+    gain_size = _GAIN.size if flags & FLAG_GAIN else 0
+    if header_end + FINGERPRINT_SIZE + gain_size + _PAYLOAD_LEN.size + _CRC.size > len(
+        blob
+    ):
         raise ValueError("truncated blob header")
     dims = struct.unpack_from(f"<{signal_rank + latent_rank}I", blob, pos)
     signal_shape, latent_shape = tuple(dims[:signal_rank]), tuple(dims[signal_rank:])
@@ -337,6 +374,15 @@ def unpack_blob(blob, expected_fingerprint=None):
     pos = header_end
     fingerprint = blob[pos : pos + FINGERPRINT_SIZE]
     pos += FINGERPRINT_SIZE
+    gain_steps = 0
+    if flags & FLAG_GAIN:
+        (gain_steps,) = _GAIN.unpack_from(blob, pos)
+        pos += _GAIN.size
+        # 0 is written as no field: one blob per signal, never two.
+        if not 1 <= gain_steps <= MAX_GAIN_STEPS:
+            raise ValueError(
+                f"gain field {gain_steps} out of range [1, {MAX_GAIN_STEPS}]"
+            )
     (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
     pos += _PAYLOAD_LEN.size
     available = len(blob) - _CRC.size - pos
@@ -361,4 +407,5 @@ def unpack_blob(blob, expected_fingerprint=None):
         latent_bits=latent_bits,
         fingerprint=fingerprint,
         payload=blob[pos : pos + length],
+        gain_steps=gain_steps,
     )

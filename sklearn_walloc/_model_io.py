@@ -25,6 +25,9 @@ from . import __version__
 from ._signal import check_signal_shape
 from ._spec import ModelSpec
 
+# transformer.AUTO_LATENT_BITS; repeated here since the transformer imports us.
+AUTO_LATENT_BITS = 8
+
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT_VERSION = 2
@@ -331,11 +334,15 @@ def _check_params(params, spec):
         if k in params and params[k] != getattr(spec, k):
             raise _Malformed(f"params: {k}={params[k]!r} but the spec differs")
     bits = params.get("latent_bits", "auto")
-    auto = 8 if spec.signal_ndim == 2 else 16
-    if bits != spec.latent_bits and not (bits == "auto" and auto == spec.latent_bits):
+    # "auto" meant 16 bits for 1D signals before the codec had its gain.
+    autos = (8,) if spec.signal_ndim == 2 else (8, 16)
+    if bits != spec.latent_bits and not (bits == "auto" and spec.latent_bits in autos):
         raise _Malformed(
             f"params: latent_bits={bits!r}, but the model has {spec.latent_bits}"
         )
+    if bits == "auto" and spec.latent_bits != AUTO_LATENT_BITS:
+        # Keep the model's parameters true to it: a refit makes the same model.
+        params["latent_bits"] = spec.latent_bits
     check_signal_shape(params.get("signal_shape"), spec.signal_ndim)
 
 

@@ -148,6 +148,16 @@ def _read_model(path):
     return codec
 
 
+def _check_device(device):
+    from ._signal import resolve_device
+
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as e:
+            raise CliError(f"--device: {e}") from None
+
+
 def _load_codec(path, device=None):
     """The model file as a codec, or a one-line ``CliError`` saying why not."""
     from ._signal import resolve_device
@@ -183,6 +193,56 @@ def _load_codec(path, device=None):
             raise CliError(f"--device: {e}") from None
         codec.device = device
     return codec
+
+
+#: The shipped model ``walloc compress`` uses without ``-m``: (media, channels).
+PRETRAINED_FOR = {
+    ("image", 3): "rgb-16x",
+    ("audio", 2): "stereo-5x",
+    ("audio", 1): "mono-5x",
+}
+
+
+class _Pretrained:
+    """The shipped models, loaded on first use (by media or by fingerprint)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.codecs = {}
+
+    def named(self, name):
+        if name not in self.codecs:
+            codec = WallocCodec.from_pretrained(name)
+            if self.device is not None:
+                codec.device = self.device
+            self.codecs[name] = codec
+        return self.codecs[name]
+
+    def for_signal(self, media, signal):
+        channels = (
+            1 if signal.ndim == (2 if media == "image" else 1) else (signal.shape[-1])
+        )
+        name = PRETRAINED_FOR.get((media, channels))
+        if name is None:
+            kinds = ", ".join(
+                f"{m} with {c} channel(s): {n}" for (m, c), n in PRETRAINED_FOR.items()
+            )
+            raise CliError(
+                f"no pretrained model for {media} with {channels} channel(s) "
+                f"(shipped: {kinds}); fit one with 'walloc fit' and pass -m"
+            )
+        return self.named(name)
+
+    def for_blob(self, blob):
+        fingerprint = blob_info(blob)["fingerprint"]
+        for name in PRETRAINED_FOR.values():
+            codec = self.named(name)
+            if codec.fingerprint().hex() == fingerprint:
+                return codec
+        raise CliError(
+            "not made by a pretrained model (its fingerprint matches none of "
+            f"{', '.join(PRETRAINED_FOR.values())}); pass the model with -m"
+        )
 
 
 def _reduction(codec):
@@ -379,20 +439,28 @@ def _ratio(source_bytes, nbytes, name):
 
 
 def _cmd_compress(args):
-    codec = _load_codec(args.model, args.device)
+    if args.model is not None:
+        codec = _load_codec(args.model, args.device)
+    else:
+        _check_device(args.device)
+        pretrained = _Pretrained(args.device)
     files, failed = _expand(args.inputs, lambda q: media_of(q) is not None, _WHAT)
     outs = _outputs_for(files, args.output_dir, lambda f: f.name + SUFFIX)
     _check_free(outs.values(), args.force)
     if args.output_dir is not None:
         _make_folder(args.output_dir)
-    expected = _media_of_codec(codec)
 
     def compress(f):
         signal, meta = read_signal(f)
+        if args.model is None:
+            model = pretrained.for_signal(meta["media"], signal)
+        else:
+            model = codec
+        expected = _media_of_codec(model)
         if meta["media"] != expected:
             raise CliError(f"the model codes {expected}, not {meta['media']}")
         meta["name"] = f.name
-        (blob,) = codec.compress([signal])
+        (blob,) = model.compress([signal])
         data = _pack(f, blob, meta)
         out = outs[f]
         _write(out, lambda tmp: _atomic.dump(data, tmp), args.force)
@@ -427,17 +495,27 @@ def _check_format_options(args, media):
 
 
 def _cmd_decompress(args):
-    codec = _load_codec(args.model, args.device)
-    media = _media_of_codec(codec)
-    _check_format_options(args, media)
+    if args.model is not None:
+        codec = _load_codec(args.model, args.device)
+        _check_format_options(args, _media_of_codec(codec))
+    else:
+        _check_device(args.device)
+        pretrained = _Pretrained(args.device)
     files, failed = _expand(
         args.inputs, lambda q: q.name.endswith(SUFFIX), f"{SUFFIX} files"
     )
     parsed = {}
+    models = {}
 
     def parse(f):
         blob, meta = unpack_file(f.read_bytes())
-        dtype, channels = _signal_of(blob_info(blob), codec.signal_ndim)
+        if args.model is None:
+            models[f] = pretrained.for_blob(blob)
+            _check_format_options(args, _media_of_codec(models[f]))
+        else:
+            models[f] = codec
+        media = _media_of_codec(models[f])
+        dtype, channels = _signal_of(blob_info(blob), models[f].signal_ndim)
         fmt = args.format or default_format(media, meta, dtype, channels)
         stem = f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.name
         parsed[f] = (blob, meta, fmt, output_name(stem, fmt))
@@ -451,7 +529,7 @@ def _cmd_decompress(args):
     def decompress(f):
         blob, meta, fmt, _ = parsed[f]
         try:
-            (signal,) = codec.decompress(
+            (signal,) = models[f].decompress(
                 [blob], restore=True, max_values=args.max_values
             )
         except ValueError as e:  # name the option, not the Python argument
@@ -727,7 +805,13 @@ def _add_coding(sub, name, func, what, hint):
         "never overwritten without --force.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
-    p.add_argument("-m", "--model", required=True, help="model file from 'walloc fit'")
+    p.add_argument(
+        "-m",
+        "--model",
+        help="model file from 'walloc fit' (default: a pretrained model: "
+        "rgb-16x for RGB images, stereo-5x / mono-5x for stereo / mono audio; "
+        "decompress finds it from the file's model fingerprint)",
+    )
     p.add_argument("-o", "--output-dir", help="folder for the outputs")
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("-f", "--force", action="store_true", help="overwrite outputs")

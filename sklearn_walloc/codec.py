@@ -8,18 +8,20 @@
 import math
 
 import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _signal
 from ._container import (
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
+    MAX_GAIN_STEPS,
     pack_blob,
     unpack_blob,
 )
 from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
-from ._signal import crop, merge_padded
+from ._signal import crop, merge_padded, pad_to_multiple, run_in_chunks
 from .transformer import WallocTransformer
 
 __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
@@ -90,7 +92,8 @@ class WallocCodec(WallocTransformer):
 
     latent_bits : int or "auto", default="auto"
         Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``; "auto": 8
-        for images, 16 for 1D signals (see :class:`WallocTransformer`).
+        (see :class:`WallocTransformer`; quiet audio keeps its precision
+        through ``adaptive_gain``).
 
     decoder_width : int, default=64
         Channels of the residual decoder path (0: linear decoder only).
@@ -139,6 +142,19 @@ class WallocCodec(WallocTransformer):
 
     verbose : int, default=0
         >0 shows progress bars while fitting, compressing and decompressing.
+
+    adaptive_gain : bool, default=True
+        For 1D signals (audio), :meth:`compress` compands the latents of each
+        signal whose latent peak is below half a companding scale at a gain
+        ``2**(g/4)`` (``g`` quarter octaves, up to 90 dB) that brings the peak
+        to the level of loud signals, and records ``g`` in the blob;
+        :meth:`decompress` undoes it. A quiet clip then keeps about the
+        precision of a loud one with 8-bit latents. Other signals get ``g =
+        0``, and for them ``decompress(compress(X))`` equals
+        ``inverse_transform(transform(X))`` exactly; for a quiet one it is
+        more precise than that round trip (:meth:`transform` has no gain: its
+        latents keep one scale for every signal). False: no gain, the identity
+        holds for every signal. Images never get a gain.
 
     Attributes
     ----------
@@ -224,6 +240,61 @@ class WallocCodec(WallocTransformer):
     True
     """
 
+    _parameter_constraints: dict = {
+        **WallocTransformer._parameter_constraints,
+        "adaptive_gain": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        latent_dim=12,
+        levels=3,
+        wavelet="bior4.4",
+        signal_ndim=2,
+        signal_shape=None,
+        latent_bits="auto",
+        decoder_width=64,
+        decoder_depth=2,
+        max_iter=200,
+        batch_size=16,
+        crop_size=None,
+        learning_rate=0.0003,
+        rate_weight=0.0,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=0.001,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        adaptive_gain=True,
+    ):
+        super().__init__(
+            latent_dim=latent_dim,
+            levels=levels,
+            wavelet=wavelet,
+            signal_ndim=signal_ndim,
+            signal_shape=signal_shape,
+            latent_bits=latent_bits,
+            decoder_width=decoder_width,
+            decoder_depth=decoder_depth,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            crop_size=crop_size,
+            learning_rate=learning_rate,
+            rate_weight=rate_weight,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            warm_start=warm_start,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.adaptive_gain = adaptive_gain
+
     # ---------------------------------------------------------------- identity
     def fingerprint(self):
         """The 16-byte fingerprint of the fitted model, recorded in every blob.
@@ -305,8 +376,7 @@ class WallocCodec(WallocTransformer):
                 padded = [-(-d // stride) * stride for d in arr.shape[2:]]
                 step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
-                    (q,) = self._encode([arr[start : start + step]])
-                    q = q.astype(np.int32)
+                    q, gains = self._encode_gained(arr[start : start + step])
                     for j, grid in enumerate(q):
                         i = int(idx[start + j])
                         shape, dtype = described[i]
@@ -320,9 +390,39 @@ class WallocCodec(WallocTransformer):
                             latent_bits=self.latent_bits_,
                             fingerprint=fingerprint,
                             version=version,
+                            gain_steps=int(gains[j]),
                         )
                         bar.update(1)
         return blobs
+
+    def _encode_gained(self, x):
+        """Integer latents ``(n, D, *g)`` (int32) and gains ``(n,)`` (quarter octaves).
+
+        Without a gain (images, legacy models, ``adaptive_gain=False``) these
+        are exactly :meth:`transform`'s latents and zeros.
+        """
+        if not self._uses_gain():
+            (q,) = self._encode([x])
+            return q.astype(np.int32), np.zeros(len(q), dtype=np.int64)
+        module, fused, device = self._runtime_model()
+        width = self.latent_dim
+
+        def encode(t):
+            q, k = module.encode_gained(t, fused, MAX_GAIN_STEPS)
+            # One tensor through the fixed-size chunks: the gain rides
+            # along as an extra channel.
+            k = k.to(q.dtype).reshape(-1, 1, 1).expand_as(q[:, :1])
+            return torch.cat([q, k], 1)
+
+        out = run_in_chunks(encode, pad_to_multiple(x, 2**self.spec_.levels), device)
+        return out[:, :width].astype(np.int32), out[:, width, 0].astype(np.int64)
+
+    def _uses_gain(self):
+        return (
+            self.adaptive_gain
+            and self.spec_.signal_ndim == 1
+            and _blob_version(self) >= 3
+        )
 
     def decompress(self, blobs, *, restore=False, max_values=None):
         """Decode blobs made by :meth:`compress` with this model.
@@ -399,9 +499,11 @@ class WallocCodec(WallocTransformer):
             max_values = MAX_DECODED_VALUES
         if max_values is None:
             max_values = math.inf
-        elif isinstance(max_values, bool) or not isinstance(
-            max_values, (int, np.integer)
-        ) or max_values < 1:
+        elif (
+            isinstance(max_values, bool)
+            or not isinstance(max_values, (int, np.integer))
+            or max_values < 1
+        ):
             raise ValueError(
                 f"max_values must be a positive int or None, got {max_values!r}"
             )
@@ -416,10 +518,10 @@ class WallocCodec(WallocTransformer):
             parsed.append(b)
         groups = {}
         for i, b in enumerate(parsed):
-            groups.setdefault(b.latent_shape, []).append(i)
+            groups.setdefault((b.latent_shape, b.gain_steps), []).append(i)
         out = [None] * len(parsed)
         with _progress(self, len(parsed), "decompress") as bar:
-            for latent_shape, idx in groups.items():
+            for (latent_shape, gain_steps), idx in groups.items():
                 step = _chunk(math.prod(latent_shape))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
@@ -443,7 +545,9 @@ class WallocCodec(WallocTransformer):
                         [parsed[i].signal_shape[: self.signal_ndim] for i in part],
                         axis=0,
                     )
-                    (signals,) = self._decode([z], tuple(int(s) for s in spatial))
+                    (signals,) = self._decode(
+                        [z], tuple(int(s) for s in spatial), gain_steps
+                    )
                     for i, x in zip(part, signals):
                         out[i] = _finish(x, parsed[i], restore, self.spec_)
                     bar.update(len(part))
@@ -721,6 +825,7 @@ def blob_info(blob):
     info : dict
         ``format_version``, ``signal_ndim``, ``signal_shape``, ``dtype`` (str),
         ``levels``, ``latent_shape``, ``latent_bits``, ``fingerprint`` (hex),
+        ``gain_steps`` (the latents' gain in quarter octaves, 0 without one),
         ``payload_bytes``, ``total_bytes`` and ``bits_per_sample`` (whole blob
         over the signal's scalar values).
 
@@ -751,6 +856,7 @@ def blob_info(blob):
         "latent_shape": b.latent_shape,
         "latent_bits": b.latent_bits,
         "fingerprint": b.fingerprint.hex(),
+        "gain_steps": b.gain_steps,
         "payload_bytes": len(b.payload),
         "total_bytes": total,
         "bits_per_sample": 8 * total / math.prod(b.signal_shape),

@@ -35,9 +35,13 @@ from ._spec import ModelSpec
 from ._tiles import decode_grids
 from ._training import TRAINING_OPTIONS, closed_form_start, optimise
 from ._wavelets import WaveletPacket, resolve_wavelet
-from .metrics import psnr
 
-__all__ = ["WallocTransformer"]
+__all__ = ["AUTO_LATENT_BITS", "WallocTransformer"]
+
+#: What ``latent_bits="auto"`` means for a new fit, images and audio alike. The
+#: dynamic range of audio is served by the codec's per-signal gain
+#: (``WallocCodec(adaptive_gain=True)``), not by wider latents.
+AUTO_LATENT_BITS = 8
 
 
 class WallocTransformer(TransformerMixin, BaseEstimator):
@@ -81,9 +85,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     latent_bits : int or "auto", default="auto"
         Latents are integers in ``[-(2**(b-1) - 1), 2**(b-1) - 1]``. "auto" means
-        8 for images (``signal_ndim=2``) and 16 for 1D signals: recorded audio
-        spans a wide dynamic range, and 8-bit latents put a noise floor near
-        -58 dBFS on quiet passages. The value used is ``latent_bits_``.
+        8, for images and 1D signals alike (earlier versions resolved it to 16
+        for 1D signals; such models load with ``latent_bits=16``). Quiet audio
+        keeps its precision through :class:`WallocCodec`'s per-signal gain,
+        not through wider latents. The value used is ``latent_bits_``.
 
     decoder_width : int, default=64
         Channels of the residual decoder path (0: linear decoder only).
@@ -505,7 +510,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     def _resolve_latent_bits(self):
         if self.latent_bits == "auto":
-            return 8 if self.signal_ndim == 2 else 16
+            return AUTO_LATENT_BITS
         return self.latent_bits
 
     def _spec_from_params(self, channels, domain):
@@ -560,7 +565,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             # The fused synthesis serves models whose residual decoder path
             # is zero (closed form); decode_fused checks at each call.
             synthesis = self.module_.fused_decoder().to(device)
-            runtime[f"{key}/decode"] = lambda q: module.decode_fused(q, synthesis)
+            runtime[f"{key}/decode"] = lambda q, gain_steps=0: module.decode_fused(
+                q, synthesis, gain_steps
+            )
         return runtime[key]
 
     def _read(self, X):
@@ -582,9 +589,13 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
         return run_merged(encode, arrays, stride, device)
 
-    def _decode(self, latents, out_spatial=None):
+    def _decode(self, latents, out_spatial=None, gain_steps=0):
         module, _, device = self._runtime_model()
-        decode = self._runtime[f"{device}/decode"]
+        fused = self._runtime[f"{device}/decode"]
+
+        def decode(q):
+            return fused(q, gain_steps)
+
         return [decode_grids(module, z, device, out_spatial, decode) for z in latents]
 
     def transform(self, X):
@@ -675,8 +686,14 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             return None
         return parsed
 
-    def score(self, X, y=None):
-        """Mean PSNR in dB of the round trip, against ``X`` at its own size.
+    def score(self, X, y=None, *, metric="psnr"):
+        """Mean PSNR (or SNR) in dB of the round trip, against ``X`` at its size.
+
+        The default, and what ``GridSearchCV`` and ``cross_val_score`` use, is
+        the PSNR: the error against the peak-to-peak range ``data_range_``
+        (65535 for int16 audio, 255 for uint8 images). Audio quality is usually
+        read as SNR, the error against the signal's own energy, which is 20 to
+        30 dB lower for music at ordinary loudness: pass ``metric="snr"``.
 
         Parameters
         ----------
@@ -684,41 +701,49 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             Signals in any input form of :meth:`fit`.
         y : None
             Ignored.
+        metric : {"psnr", "snr"}, default="psnr"
+            "psnr": ``10 log10(data_range_**2 / MSE)``; "snr": ``10
+            log10(mean(x**2) / MSE)``, the signal's mean square (around zero,
+            not its mean) over the error's, as audio tools report it.
 
         Returns
         -------
         score : float
-            Mean over signals of ``10 log10(data_range_**2 / MSE)``
-            (:func:`sklearn_walloc.metrics.psnr`; an exact round trip counts
-            as 120 dB), in the model's sample domain (``X`` converted as
-            :meth:`transform` reads it).
+            Mean over signals, in dB, in the model's sample domain (``X``
+            converted as :meth:`transform` reads it). Each signal's error is
+            floored at ``1e-12`` times its reference, so an exact round trip
+            scores 120 dB rather than infinity.
 
         Examples
         --------
         >>> import numpy as np
         >>> from sklearn_walloc import WallocTransformer
-        >>> yy, xx = np.mgrid[0:16, 0:16]
-        >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
-        >>> walloc = WallocTransformer(latent_dim=2, levels=1, max_iter=0)
-        >>> walloc = walloc.fit(X)  # 4 smooth grey 16x16 images
-        >>> from sklearn_walloc.metrics import psnr
-        >>> R = walloc.inverse_transform(walloc.transform(X))[..., 0]
-        >>> peak = walloc.data_range_
-        >>> mean = np.mean([psnr(x, r, data_range=peak) for x, r in zip(X, R)])
-        >>> bool(abs(walloc.score(X) - mean) < 1e-4)
-        True
+        >>> t = np.arange(4096) / 8000
+        >>> x = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None, :, None]
+        >>> model = WallocTransformer(signal_ndim=1, levels=2, latent_dim=2,
+        ...                           max_iter=0, random_state=0).fit(x)
+        >>> psnr, snr = model.score(x), model.score(x, metric="snr")
+        >>> round(psnr - snr, 1)  # full range 65535 against an RMS of 5657
+        21.3
         """
+        if metric not in ("psnr", "snr"):
+            raise ValueError(f"metric must be 'psnr' or 'snr', got {metric!r}")
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
-        # An exact round trip scores as an MSE of 1e-12 data_range**2 (120 dB),
-        # not inf, so that a mean over signals stays comparable.
-        peak = self.data_range_
-        cap = 10 * np.log10(peak**2 / (peak**2 * 1e-12))
-        scores = [
-            psnr(a, crop(d, spatial), data_range=peak, per_signal=True)
-            for a, d, (_, spatial) in zip(arrays, decoded, layout.groups)
-        ]
-        return float(np.mean(np.minimum(np.concatenate(scores), cap)))
+        scores = []
+        for a, d, (_, spatial) in zip(arrays, decoded, layout.groups):
+            mse = (crop(d, spatial) - a).astype(np.float64) ** 2
+            mse = mse.reshape(len(a), -1).mean(axis=1)
+            if metric == "psnr":
+                ref = np.full(len(a), float(self.data_range_) ** 2)
+            else:
+                ref = (a.astype(np.float64) ** 2).reshape(len(a), -1).mean(axis=1)
+            floor = ref * 1e-12
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = 10 * np.log10(ref / np.maximum(mse, floor))
+            # A silent signal decoded exactly: no error, no energy; 120 dB.
+            scores.append(np.where((ref == 0) & (mse == 0), 120.0, db))
+        return float(np.mean(np.concatenate(scores)))
 
     def get_feature_names_out(self, input_features=None):
         """Names of the flat latent features, ``walloctransformer0``, ...
@@ -875,6 +900,51 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         True
         """
         return _model_io.load(cls, path)
+
+    @classmethod
+    def from_pretrained(cls, name):
+        """A fitted model shipped with the package, loaded offline.
+
+        The same file serves both classes: ``WallocTransformer.from_pretrained``
+        and ``WallocCodec.from_pretrained`` give the same weights and the same
+        latents. How each model was trained (data, licences, steps, scores) is
+        in ``sklearn_walloc/data/pretrained/TRAINING.md``.
+
+        Parameters
+        ----------
+        name : str
+            One of :func:`sklearn_walloc.list_pretrained`: ``"rgb-16x"``
+            (RGB photos, ``levels=3, latent_dim=12``), ``"rgb-4x"``
+            (``levels=2``), ``"stereo-5x"`` (44.1 kHz stereo music and speech,
+            ``levels=5, latent_dim=13``), ``"mono-5x"`` (mono, ``levels=6``).
+
+        Returns
+        -------
+        estimator : instance of cls
+            Fitted, on the CPU, ready for ``transform`` (and, for a
+            codec, ``compress``) without ``fit``. Fitting it again trains a new
+            model from these parameters (``warm_start=True`` continues from the
+            shipped weights).
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not a shipped model.
+
+        Examples
+        --------
+        >>> from sklearn_walloc import WallocCodec
+        >>> from sklearn_walloc.datasets import load_photos
+        >>> codec = WallocCodec.from_pretrained("rgb-16x")
+        >>> codec.levels, codec.latent_dim, codec.spec_.sample_dtype
+        (3, 12, 'uint8')
+        >>> photo = load_photos(["astronaut"])[0][:128, :128]
+        >>> codec.decompress(codec.compress([photo]), restore=True)[0].shape
+        (128, 128, 3)
+        """
+        from ._pretrained import load_pretrained
+
+        return load_pretrained(cls, name)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

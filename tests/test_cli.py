@@ -821,3 +821,28 @@ def test_fit_and_info_say_what_training_did(files, capsys):
     closed = files / "closed.npz"
     assert main([*args, "-o", str(closed), "--max-iter", "0"]) == 0
     assert "closed form (no training steps)" in capsys.readouterr().out
+
+
+def test_pretrained_models_without_m(files, capsys):
+    # RGB images -> rgb-16x, stereo audio -> stereo-5x; decompress finds the
+    # model from the fingerprint in each file.
+    imgs, wavs = files / "imgs", files / "wavs"
+    assert main(["compress", str(imgs / "a.png"), str(wavs / "s0.wav"), "-q"]) == 0
+    out = files / "out"
+    assert main(["decompress", str(imgs / "a.png.wlc"), "-o", str(out), "-q"]) == 0
+    assert main(["decompress", str(wavs / "s0.wav.wlc"), "-o", str(out), "-q"]) == 0
+    x = np.asarray(Image.open(imgs / "a.png"))
+    y = np.asarray(Image.open(out / "a.png"))
+    assert y.shape == x.shape and np.mean((y.astype(float) - x) ** 2) < 30**2
+    rate, a = wavfile.read(out / "s0.wav")
+    assert rate == 16000 and a.shape == (1500, 2)
+    # A grey image has no pretrained model: one line naming what to do.
+    Image.fromarray(x[..., 0]).save(imgs / "grey.png")
+    assert main(["compress", str(imgs / "grey.png"), "-q"]) == 1
+    assert "-m" in capsys.readouterr().err
+    # A file made by a fitted model is not a pretrained model's.
+    model = files / "model.npz"
+    assert main(["fit", str(imgs / "b.png"), "-o", str(model), *FIT]) == 0
+    assert main(["compress", "-m", str(model), str(imgs / "c.png"), "-q"]) == 0
+    assert main(["decompress", str(imgs / "c.png.wlc"), "-o", str(out), "-q"]) == 1
+    assert "pretrained" in capsys.readouterr().err

@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 
 from sklearn_walloc._container import (
     FINGERPRINT_SIZE,
+    FLAG_GAIN,
+    FORMAT_VERSION,
     MAGIC,
+    MAX_GAIN_STEPS,
     Blob,
     model_fingerprint,
     pack_blob,
@@ -32,6 +35,8 @@ GOLDEN = {
     "golden_2d": (2, (128, 120, 3), "uint8", 3, 8),
     "golden_1d": (1, (200, 2), "int16", 2, 12),
 }
+# Format 3 (gain field): name -> (fields as above, gain_steps)
+GOLDEN_V3 = {"golden_v3_1d": ((1, (200, 2), "int16", 2, 8), 6)}
 
 
 def _fields(**over):
@@ -63,10 +68,11 @@ def test_roundtrip_fields():
     out = unpack_blob(blob, expected_fingerprint=FP)
     assert isinstance(out, Blob)
     assert out == Blob(3, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
-                       payload)  # fmt: skip
+                       payload, 0)  # fmt: skip
     for version in (1, 2):
         old = unpack_blob(pack_blob(payload, **_fields(), version=version))
         assert old.version == version and old.payload == payload
+        assert old.gain_steps == 0
         # The header layout is the same in every version: only the version byte.
         new = pack_blob(payload, **_fields(), version=version)
         assert new[:4] + new[5:-4] == blob[:4] + blob[5:-4]
@@ -144,7 +150,7 @@ def test_unpack_named_errors():
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
-        "flags": _reseal(body[:11] + b"\x01" + body[12:]),
+        "flags": _reseal(body[:11] + b"\x02" + body[12:]),
         "reserved": _reseal(body[:4] + b"\x02" + body[5:11] + b"\x01" + body[12:]),
         "dtype": _reseal(body[:8] + b"\x63" + body[9:]),
         "dimensions": _reseal(body[:6] + b"\x07" + body[7:]),
@@ -155,6 +161,62 @@ def test_unpack_named_errors():
             unpack_blob(blob)
     with pytest.raises(ValueError, match="another model"):
         unpack_blob(SMALL, expected_fingerprint=b"\xff" * 16)
+
+
+GAINED = pack_blob(b"\x01\x02\x03\x04\x05\x06\x07\x08", **_fields(), gain_steps=9)
+
+
+def test_gain_field_round_trip():
+    # Format 3: flag bit 0 announces one byte after the fingerprint; a gain of 0
+    # is no field (the layout of formats 1 and 2, flags 0).
+    assert unpack_blob(SMALL).gain_steps == 0
+    assert len(SMALL) == len(pack_blob(b"\x00" * 8, **_fields(), version=2))
+    assert SMALL[11] == 0 and GAINED[11] == FLAG_GAIN
+    for gain in (1, 7, MAX_GAIN_STEPS):
+        blob = pack_blob(b"abc", **_fields(), gain_steps=gain)
+        assert unpack_blob(blob).gain_steps == gain
+        assert len(blob) == len(pack_blob(b"abc", **_fields())) + 1
+    at = len(GAINED) - 4 - 8 - 8 - 1  # crc, payload, payload length, gain
+    assert GAINED[at - FINGERPRINT_SIZE : at] == FP and GAINED[at] == 9
+    forged = _reseal(GAINED[:at] + bytes([3]) + GAINED[at + 1 : -4])
+    assert unpack_blob(forged).gain_steps == 3
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"gain_steps": MAX_GAIN_STEPS + 1},
+        {"gain_steps": -1},
+        {"gain_steps": 1.0},
+        {"gain_steps": True},
+        {"gain_steps": 1, "version": 2},
+        {"gain_steps": 1, "version": 1},
+    ],
+)
+def test_pack_rejects_bad_gain(over):
+    with pytest.raises(ValueError, match="gain_steps"):
+        pack_blob(b"", **_fields(**over))
+
+
+def test_unpack_rejects_bad_gain_fields():
+    at = len(GAINED) - 4 - 8 - 8 - 1
+    body = GAINED[:-4]
+    for gain in (0, MAX_GAIN_STEPS + 1, 255):
+        forged = _reseal(body[:at] + bytes([gain]) + body[at + 1 :])
+        with pytest.raises(ValueError, match="gain field"):
+            unpack_blob(forged)
+    # Unknown flag bits, and the gain flag in formats 1 and 2.
+    for flags in (0x02, 0x80):
+        with pytest.raises(ValueError, match="flags"):
+            unpack_blob(_reseal(body[:11] + bytes([flags | 1]) + body[12:]))
+    for version in (1, 2):
+        forged = _reseal(body[:4] + bytes([version]) + body[5:])
+        with pytest.raises(ValueError, match="reserved"):
+            unpack_blob(forged)
+    # The flag without its byte: everything after shifts, and the blob fails.
+    small = SMALL[:-4]
+    with pytest.raises(ValueError):
+        unpack_blob(_reseal(small[:11] + b"\x01" + small[12:]))
 
 
 def test_unpack_payload_length_field():
@@ -285,6 +347,60 @@ def test_golden_blobs_decode(name):
     assert encode_latents(expected, bits, version=1) == out.payload
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN_V3))
+def test_golden_v3_blobs_decode(name):
+    blob = (DATA / f"{name}.bin").read_bytes()
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    (signal_ndim, signal_shape, dtype, levels, bits), gain = GOLDEN_V3[name]
+    out = unpack_blob(blob, expected_fingerprint=model_fingerprint([expected]))
+    assert (out.version, out.gain_steps) == (3, gain)
+    assert (out.signal_ndim, out.signal_shape, out.levels) == (
+        signal_ndim,
+        signal_shape,
+        levels,
+    )
+    assert (out.dtype, out.latent_bits) == (np.dtype(dtype), bits)
+    q = decode_latents(out.payload, out.latent_shape, out.latent_bits)
+    np.testing.assert_array_equal(q, expected)
+    assert (
+        pack_blob(
+            encode_latents(expected, bits),
+            signal_ndim=signal_ndim,
+            signal_shape=signal_shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([expected]),
+            gain_steps=gain,
+        )
+        == blob
+    )
+
+
+def _write_golden_v3_gain():
+    """Write the format-3 golden blobs with a gain field (kept for the record)."""
+    assert FORMAT_VERSION == 3
+    rng = np.random.default_rng(20261127)
+    for name, ((ndim, shape, dtype, levels, bits), gain) in GOLDEN_V3.items():
+        q = np.clip(
+            np.round(rng.laplace(0, 40, (4, 50)).cumsum(axis=1) / 6), -127, 127
+        ).astype(np.int32)
+        blob = pack_blob(
+            encode_latents(q, bits),
+            signal_ndim=ndim,
+            signal_shape=shape,
+            dtype=dtype,
+            levels=levels,
+            latent_shape=q.shape,
+            latent_bits=bits,
+            fingerprint=model_fingerprint([q]),
+            gain_steps=gain,
+        )
+        np.save(DATA / f"{name}.npy", q, allow_pickle=False)
+        (DATA / f"{name}.bin").write_bytes(blob)
+
+
 def _write_golden():
     """Write the golden blobs (done once; kept for the record)."""
     rng = np.random.default_rng(20240601)
@@ -362,3 +478,5 @@ if __name__ == "__main__":
         _write_golden()
     if not all((DATA / f"{n}_v3.bin").exists() for n in GOLDEN):
         _write_golden_v3()
+    if not all((DATA / f"{n}.bin").exists() for n in GOLDEN_V3):
+        _write_golden_v3_gain()

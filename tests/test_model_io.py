@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 
 from sklearn_walloc import WallocCodec, WallocTransformer, _model_io
 
@@ -356,3 +357,20 @@ def test_legacy_models_saved_in_format_2_keep_their_fingerprint(tmp_path):
     assert new.spec_ == old.spec_ and new.fingerprint() == old.fingerprint()
     blob = (DATA / "golden_codec_1d.bin").read_bytes()
     assert np.array_equal(new.decompress([blob]), old.decompress([blob]))
+
+
+def test_models_whose_auto_bits_meant_16_load_with_16(tmp_path):
+    # Fitted when latent_bits="auto" meant 16 bits for 1D signals.
+    x = (np.random.default_rng(0).standard_normal((2, 256, 2)) * 3000).astype(np.int16)
+    tiny = dict(decoder_width=4, decoder_depth=1, max_iter=0, random_state=0)
+    wide = WallocCodec(signal_ndim=1, levels=2, latent_dim=3, latent_bits=16, **tiny)
+    wide.fit(x).save(tmp_path / "m.npz")
+    header, arrays = _members((tmp_path / "m.npz").read_bytes())
+    header["params"]["latent_bits"] = "auto"
+    old = WallocCodec.load(_write(tmp_path / "old.npz", header, arrays))
+    assert old.latent_bits_ == 16 and old.latent_bits == 16
+    assert old.fingerprint() == wide.fingerprint()
+    assert clone(old).fit(x).latent_bits_ == 16
+    # "auto" with 12 bits never meant anything.
+    header["spec"]["latent_bits"] = 12
+    _refused(_write(tmp_path / "bad.npz", header, arrays), "latent_bits")

@@ -1,0 +1,94 @@
+"""The pretrained models shipped in the package: offline, small, both classes."""
+
+import json
+import math
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from sklearn_walloc import WallocCodec, WallocTransformer, list_pretrained
+from sklearn_walloc.datasets import load_photos
+
+SHIPPED = {
+    # name -> (signal_ndim, channels, levels, latent_dim, sample dtype)
+    "rgb-16x": (2, 3, 3, 12, "uint8"),
+    "rgb-4x": (2, 3, 2, 12, "uint8"),
+    "stereo-5x": (1, 2, 5, 13, "int16"),
+    "mono-5x": (1, 1, 6, 13, "int16"),
+}
+FOLDER = resources.files("sklearn_walloc").joinpath("data", "pretrained")
+
+
+def test_list_pretrained_names_the_shipped_files():
+    assert list_pretrained() == sorted(SHIPPED)
+    for name in SHIPPED:
+        # Small enough for a wheel: well under 1 MB each.
+        assert FOLDER.joinpath(f"{name}.npz").stat().st_size < 600_000
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_from_pretrained_is_fitted_and_documented(name):
+    ndim, channels, levels, latent_dim, dtype = SHIPPED[name]
+    codec = WallocCodec.from_pretrained(name)
+    assert type(codec) is WallocCodec
+    spec = codec.spec_
+    assert (spec.signal_ndim, spec.in_channels, spec.levels, spec.latent_dim) == (
+        ndim,
+        channels,
+        levels,
+        latent_dim,
+    )
+    assert spec.sample_dtype == dtype and codec.latent_bits_ == 8
+    # The same weights as a transformer: the same latents.
+    transformer = WallocTransformer.from_pretrained(name)
+    assert type(transformer) is WallocTransformer
+    rng = np.random.default_rng(0)
+    shape = (1, 40, 56, 3) if ndim == 2 else (1, 3000, channels)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min // 4, info.max // 4, shape).astype(dtype)
+    assert np.array_equal(codec.transform(x), transformer.transform(x))
+    # And a second load is the same model.
+    assert WallocCodec.from_pretrained(name).fingerprint() == codec.fingerprint()
+
+
+def test_rgb_16x_codes_a_photo_well():
+    codec = WallocCodec.from_pretrained("rgb-16x")
+    photo = load_photos(["coffee"])[0][100:228, 200:328]
+    (blob,) = codec.compress([photo])
+    (y,) = codec.decompress([blob], restore=True)
+    mse = np.mean((y.astype(float) - photo) ** 2)
+    assert 10 * math.log10(255**2 / mse) > 25
+    # About 16x fewer values: well under 2 bits per pixel and channel.
+    assert 8 * len(blob) / photo.size < 2
+
+
+@pytest.mark.parametrize("name,channels", [("stereo-5x", 2), ("mono-5x", 1)])
+def test_audio_models_code_music_like_audio(name, channels):
+    rng = np.random.default_rng(1)
+    t = np.arange(8192) / 44100
+    x = sum(np.sin(2 * np.pi * f * t + p) for f, p in ((220, 0), (330, 1), (1100, 2)))
+    x = np.stack([x, np.roll(x, 7)][:channels], -1) * 6000
+    x = (x + rng.normal(0, 30, x.shape)).astype(np.int16)
+    codec = WallocCodec.from_pretrained(name)
+    assert codec.score([x], metric="snr") > 15
+    (y,) = codec.decompress(codec.compress([x]), restore=True)
+    snr = 10 * np.log10(np.sum(x.astype(float) ** 2) / np.sum((y - x) ** 2.0))
+    assert snr > 15
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="rgb-16x"):
+        WallocCodec.from_pretrained("rgb-8x")
+    with pytest.raises(TypeError, match="name"):
+        WallocTransformer.from_pretrained(3)
+
+
+def test_training_record_names_sources_and_scores():
+    record = json.loads(FOLDER.joinpath("TRAINING.json").read_text())
+    for name in SHIPPED:
+        m = record["models"][name]
+        assert not m["quick"] and m["steps_run"] >= 0 and m["fit_seconds"] > 0
+        assert m["parameters"]["random_state"] == 0 and m["held_out"]
+    for items in record["sources"].values():
+        assert items and all(s["licence"] and s["package"] for s in items)
