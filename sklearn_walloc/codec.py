@@ -255,7 +255,7 @@ class WallocCodec(WallocTransformer):
         latent_bits="auto",
         decoder_width=64,
         decoder_depth=2,
-        max_iter=200,
+        max_iter=0,
         batch_size=16,
         crop_size=None,
         learning_rate=0.0003,

@@ -7,6 +7,7 @@ regenerate them to make a test pass: they prove that blobs written by an earlier
 version still decode.
 """
 
+import inspect
 import pickle
 import struct
 import zlib
@@ -19,7 +20,7 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 
-from sklearn_walloc import _signal
+from sklearn_walloc import WallocTransformer, _signal
 from sklearn_walloc._container import pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import WallocCodec, blob_info
@@ -752,3 +753,13 @@ def test_sizes_that_pad_alike_share_chunks_with_the_same_bits(
             rgb_codec.decompress([blob])[0], _expected(rgb_codec, [x])[0]
         )
     _assert_same(rgb_codec.decompress(blobs), _expected(rgb_codec, X))
+
+
+def test_codec_defaults_are_the_transformers():
+    # WallocCodec re-declares __init__ (for adaptive_gain); the shared
+    # parameters must keep the transformer's defaults (max_iter=0 included).
+    ours = inspect.signature(WallocCodec.__init__).parameters
+    theirs = inspect.signature(WallocTransformer.__init__).parameters
+    assert set(ours) - set(theirs) == {"adaptive_gain"}
+    for name, p in theirs.items():
+        assert ours[name].default == p.default, name
