@@ -26,7 +26,7 @@ import copy
 
 import torch
 
-from ._wavelets import WaveletPacket
+from ._wavelets import SeparableEncoder, WaveletPacket, separable_encoder
 
 __all__ = ["EdgeEncoder"]
 
@@ -107,6 +107,13 @@ class _AxisSolver:
         self.P = P
         self.Q = P @ A
         self.p0 = P @ c0
+        self.fused = None
+        if self.other is not None:
+            # P after the other axis' analysis is itself a 1x1 layer after a
+            # 1D packet analysis of the strip's lines (channels: line, then
+            # signal channel): one fused strided correlation, exact at the
+            # other axis' borders, instead of an analysis then a product.
+            self.fused = separable_encoder(self.other, P, -self.p0)
 
     def _analyse(self, x, axis):
         """``(N, C, *S)`` -> ``(N, Q, S_axis, U)``: other-axes analysis, with
@@ -122,30 +129,40 @@ class _AxisSolver:
     def to(self, device, dtype):
         out = copy.copy(self)
         out.P, out.Q, out.p0 = (t.to(device, dtype) for t in (self.P, self.Q, self.p0))
-        if self.other is not None:
-            out.other = copy.deepcopy(self.other).to(device)
+        if self.fused is not None:
+            out.fused = self.fused.to(device).to(dtype)
         return out
 
-    def __call__(self, x, z):
-        """New latents ``z`` (a copy) given samples ``x``."""
+    def __call__(self, x, z, first=None):
+        """Write the least-squares latents into ``z`` (in place) given the
+        samples ``x``; returns ``z``."""
         axis = self.axis
         m = z.shape[2 + axis]
         if m < self.min_positions:
             return z
         strip = x.narrow(2 + axis, x.shape[2 + axis] - self.n_samples, self.n_samples)
-        u = self._analyse(strip, axis)  # (N, Q, R, U)
-        n, q = u.shape[:2]
-        u = u.reshape(n, q, -1)
         zf = _to_front(z, axis)
         before = zf.narrow(2, m - self.depth - self.n_before, self.n_before)
-        before = (
-            before.permute(0, 3, 2, 1).reshape(n, q, -1)
-            if zf.ndim == 4
-            else (before.permute(0, 2, 1).reshape(n, 1, -1))
-        )
-        new = u @ self.P.T - before @ self.Q.T - self.p0  # (N, Q, depth * L)
+        n = len(z)
+        if self.fused is None:  # 1D: the samples themselves
+            new = strip.permute(0, 2, 1).reshape(n, 1, -1) @ self.P.T - self.p0
+            before = before.permute(0, 2, 1).reshape(n, 1, -1)
+        elif first is not None:
+            # The fused encoder's first stage already analysed every line
+            # along the other (last) axis: the strip's u is its last rows.
+            u = first.narrow(2, first.shape[2] - self.n_samples, self.n_samples)
+            u = u.permute(0, 3, 2, 1).reshape(n, u.shape[3], -1)
+            new = u @ self.P.T - self.p0
+            before = before.permute(0, 3, 2, 1).reshape(n, new.shape[1], -1)
+        else:
+            lines = _to_front(strip, axis)
+            lines = lines.permute(0, 2, 1, 3).reshape(n, -1, lines.shape[-1])
+            new = self.fused(lines).transpose(1, 2)  # (N, Q, depth * L)
+            before = before.permute(0, 3, 2, 1).reshape(n, new.shape[1], -1)
+        new = new - before @ self.Q.T
+        q = new.shape[1]
         new = new.reshape(n, q, self.depth, -1)
-        zf = zf.clone()
+        # In place: z is the encoder's fresh output (EdgeEncoder owns it).
         if zf.ndim == 4:
             zf[:, :, m - self.depth :, :] = new.permute(0, 3, 2, 1)
         else:
@@ -197,8 +214,14 @@ class EdgeEncoder:
 
     @torch.no_grad()
     def __call__(self, x):
-        z = self.encoder(x)
+        first = None
+        if x.dim() == 4 and isinstance(self.encoder, SeparableEncoder):
+            z, first = self.encoder(x, keep_first=True)
+        else:
+            z = self.encoder(x)
         for axis in range(z.ndim - 2):
             if z.shape[2 + axis] >= _PROBE:
-                z = self._solver(axis, z.device, z.dtype)(x.to(z.dtype), z)
+                solve = self._solver(axis, z.device, z.dtype)
+                # The first stage ran along the last axis: it serves axis 0.
+                z = solve(x.to(z.dtype), z, first if axis == 0 else None)
         return z
