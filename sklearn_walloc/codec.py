@@ -683,7 +683,13 @@ class WallocCodec(WallocTransformer):
 
 # ----------------------------------------------------------------------- helpers
 def _fingerprint(est):
-    fp = est.spec_.fingerprint(est.module_.state_dict())
+    # Hashing every weight costs ~1 ms a call, as much as coding a small
+    # photo's latents; cached with the runtime modules, which every fit and
+    # load reset.
+    runtime = est.__dict__.setdefault("_runtime", {})
+    if "fingerprint" not in runtime:
+        runtime["fingerprint"] = est.spec_.fingerprint(est.module_.state_dict())
+    fp = runtime["fingerprint"]
     assert len(fp) == FINGERPRINT_SIZE
     return fp
 
