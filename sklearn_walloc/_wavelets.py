@@ -904,16 +904,6 @@ class SeparableDecoder:
         out = out.reshape(n, -1, *rest, m)
         return out.movedim(-1, dim)
 
-    def _flat_weight(self, weight):
-        """A dense stage's edge weight ``(o, G, m, p)`` as ``(G * p, o * m)``."""
-        cache = self.__dict__.setdefault("_flat_cache", {})
-        key = id(weight)
-        if key not in cache:
-            o, g, m, p = weight.shape
-            flat = weight.permute(1, 3, 0, 2).reshape(g * p, o * m).contiguous()
-            cache[key] = (weight, flat)  # keeps weight alive: id() stays valid
-        return cache[key][1]
-
     def _edge_weight(self, stage, rows, dtype, device):
         cache = self.__dict__.setdefault("_edge_cache", {})
         key = (id(stage.weight), id(rows), dtype, device)
