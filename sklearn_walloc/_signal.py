@@ -328,7 +328,12 @@ def _read_list(X, ndim, convert):
         by_shape.setdefault(s.shape, []).append(i)
     arrays, groups = [], []
     for shape, idx in by_shape.items():
-        stack = np.stack([signals[i] for i in idx])
+        # One signal of its size (the common call): a view, not a copy.
+        stack = (
+            signals[idx[0]][None]
+            if len(idx) == 1
+            else np.stack([signals[i] for i in idx])
+        )
         arrays.append(_channels_first_view(stack))
         groups.append((np.asarray(idx), shape[:-1]))
     return arrays, Layout("list", groups, len(signals))

@@ -526,7 +526,8 @@ class SeparableEncoder:
     1D bands) followed by one dense strided correlation along the first axis
     that also applies the 1x1 layer. For ``bior4.4`` with ``J = 3`` that is
     ``C * (64 + latent_dim * 8 * 64 / 8**2)`` MACs per pixel instead of
-    ``latent_dim * C * 64**2 / 8**2`` (480 against 2304 for RGB at 16x); the
+    ``latent_dim * C * 64**2 / 8**2`` (480 against 2304 for RGB at 16x, and
+    427.5 once the filters' zero end taps are dropped: 57 of 64); the
     result equals the two-step path up to rounding. In 1D it is the single
     convolution.
 
@@ -545,7 +546,7 @@ class SeparableEncoder:
     >>> weight, bias = torch.randn(12, 3 * 64), torch.zeros(12)
     >>> encoder = separable_encoder(wpt, weight, bias)
     >>> encoder.macs_per_sample  # RGB at 16x; one 64x64 kernel would need 2304
-    480.0
+    427.5
     >>> x = torch.randn(2, 3, 32, 48, dtype=torch.float64)
     >>> two_step = torch.einsum("ok,nk...->no...", weight.double(), wpt.double()(x))
     >>> bool(torch.allclose(encoder(x), two_step))
@@ -590,9 +591,9 @@ class SeparableEncoder:
         rows = _edge_rows(*self.line[:2], length)
         if rows.right is None:  # short: every output is an edge output
             return self._edge(x, stage, rows.left, bias)
-        # Padding ``offset`` on both sides gives exactly the outputs wanted
-        # (``support - stride == 2 * offset`` for every PyWavelets filter
-        # length); the edge outputs, which read padding, are then overwritten
+        # Padding ``offset`` on the left gives exactly the outputs wanted
+        # (``support - stride <= 2 * offset`` for every PyWavelets filter
+        # length, equal before trimming); the edge outputs, which read padding, are then overwritten
         # with the exact edge rows, so the padded values do not matter. The
         # dense stage lets the convolution pad (no copy); the grouped one pads
         # first, as oneDNN's grouped kernel is ~4x slower with its own padding
@@ -600,7 +601,10 @@ class SeparableEncoder:
         padding, stride = [0] * ndim, [1] * ndim
         stride[stage.axis] = self.stride
         if stage.groups > 1:
-            x_in = _symmetric_pad(x, dim, self.offset, self.offset, ("ws", "ws"))
+            # The last output reads up to ``size - stride - offset`` samples
+            # past the end (fewer than ``offset`` once zero taps are trimmed).
+            right = max(0, stage.kernel.shape[dim] - self.stride - self.offset)
+            x_in = _symmetric_pad(x, dim, self.offset, right, ("ws", "ws"))
         else:
             x_in, padding[stage.axis] = x, self.offset
         conv = _CONV[ndim]
@@ -700,6 +704,13 @@ def separable_encoder(wpt, weight, bias):
     line = WaveletPacket(wpt.levels, wpt.wavelet, 1, wpt.boundary)
     composite, offset = line.composite_analysis(torch.float64)
     k1 = composite[:, 0]  # (nb, L): the 1D composite filters
+    # PyWavelets pads odd-length filters with a zero tap, so the composite
+    # filters end in zeros (7 of 64 taps for bior4.4 at J = 3): dropping them
+    # saves those multiply-adds in every stage; the outputs are unchanged.
+    used = torch.nonzero(k1.abs().sum(dim=0)).flatten()
+    lead = int(used.min())
+    k1 = k1[:, lead : int(used.max()) + 1]
+    offset -= lead
     nb, size = k1.shape
     out, total = weight.shape
     channels = total // wpt.n_bands
