@@ -432,7 +432,8 @@ def run_in_chunks(fn, x, device):
             # Channels last, like the readers' input and the writers' output, so
             # neither end needs a transposing copy.
             outputs.append(np.moveaxis(fn(t)[:n].cpu().numpy(), 1, -1))
-    return np.moveaxis(np.concatenate(outputs), -1, 1)
+    y = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+    return np.moveaxis(y, -1, 1)
 
 
 def write_latents(latents, layout):

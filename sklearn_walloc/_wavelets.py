@@ -593,8 +593,9 @@ class SeparableEncoder:
             return self._edge(x, stage, rows.left, bias)
         # Padding ``offset`` on the left gives exactly the outputs wanted
         # (``support - stride <= 2 * offset`` for every PyWavelets filter
-        # length, equal before trimming); the edge outputs, which read padding, are then overwritten
-        # with the exact edge rows, so the padded values do not matter. The
+        # length, equal before trimming); the edge outputs, which read
+        # padding, are then overwritten with the exact edge rows, so the
+        # padded values do not matter. The
         # dense stage lets the convolution pad (no copy); the grouped one pads
         # first, as oneDNN's grouped kernel is ~4x slower with its own padding
         # (measured on 8x3x512x512, channels-last).
@@ -817,6 +818,26 @@ class _SynthesisStage(NamedTuple):
     groups: int
 
 
+def _interleave(out, s, axis):
+    """Channel ``(k, r)`` at position ``m`` of ``axis`` -> channel ``k`` at
+    ``s * m + r``: one copy. Images come out channels-last, as the next stage's
+    convolution and the caller's ``(H, W, C)`` arrays take them (no further
+    transposing copy)."""
+    n, ch, *rest = out.shape
+    if out.dim() != 4:
+        out = out.reshape(n, ch // s, s, *rest).movedim(2, axis + 3)
+        rest[axis] *= s
+        return out.reshape(n, ch // s, *rest)
+    h, w = rest
+    # (n, h, w, k, r) in memory when ``out`` is channels-last (else one copy).
+    y = out.permute(0, 2, 3, 1).reshape(n, h, w, ch // s, s)
+    if axis == 0:  # -> (n, h, r, w, k)
+        y = y.permute(0, 1, 4, 2, 3).contiguous().reshape(n, h * s, w, ch // s)
+    else:  # -> (n, h, w, r, k)
+        y = y.transpose(3, 4).contiguous().reshape(n, h, w * s, ch // s)
+    return y.permute(0, 3, 1, 2)
+
+
 class SeparableDecoder:
     """The linear decoder path and the packet synthesis, fused, per axis.
 
@@ -888,12 +909,7 @@ class SeparableDecoder:
                     tail = self._edge(z.narrow(dim, positions - p, p), stage,
                                       rows.right)  # fmt: skip
                     out.narrow(dim, positions - n_right, n_right).copy_(tail)
-        # Interleave the phases into the axis: channel (k, r) at m -> s*m + r.
-        n, ch = out.shape[:2]
-        rest = list(out.shape[2:])
-        out = out.reshape(n, ch // s, s, *rest).movedim(2, dim + 1)
-        rest[stage.axis] *= s
-        return out.reshape(n, ch // s, *rest)
+        return _interleave(out, s, stage.axis)
 
     def _edge(self, z, stage, rows):
         """Edge outputs ``(n, outputs * s, ..., m, ...)`` from ``rows``
