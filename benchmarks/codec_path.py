@@ -11,7 +11,10 @@ random_state=0)`` fitted on the bundled "fit" photos, on the held-out photos
   to float32 pixels);
 - ``compress`` (photo to a blob) and ``decompress`` (blob to float32 pixels);
 - Pillow WebP (quality 20, method 4: about WaLLoC's rate) ``save`` and
-  ``open + load``.
+  ``open + load``;
+- for reference, Pillow JPEG (quality 50) ``save`` and ``open + load``, and
+  ``decompress`` with a trained (nonlinear) decoder, the pretrained
+  ``rgb-16x`` codec, which runs the unfused decoder.
 
 Each repeat times every (photo, operation) once, in a fixed interleaved order,
 so that a change in the machine's load hits every operation alike; a rate is
@@ -53,6 +56,12 @@ from sklearn_walloc.codec import WallocCodec
 from sklearn_walloc.datasets import load_photos
 
 WEBP = {"format": "WEBP", "quality": 20, "method": 4}
+JPEG = {"format": "JPEG", "quality": 50}
+LATER_ROWS = {
+    "decompress_trained": "`decompress`, trained decoder (pretrained `rgb-16x`)",
+    "jpeg_encode": "JPEG encode (Pillow, quality 50)",
+    "jpeg_decode": "JPEG decode",
+}
 TARGETS = {
     "compress / WebP encode": ("compress", "webp_encode", 1.5),
     "decompress / WebP decode": ("decompress", "webp_decode", 0.15),
@@ -72,7 +81,13 @@ def _webp_decode(b):
     return image
 
 
-def _operations(codec, x):
+def _jpeg_encode(x):
+    buffer = io.BytesIO()
+    Image.fromarray(x).save(buffer, **JPEG)
+    return buffer.getvalue()
+
+
+def _operations(codec, x, trained):
     """name -> zero-argument callable, for one photo."""
     z = codec.transform(x[None])
     q = np.moveaxis(z[0], -1, 0).astype(np.int32)
@@ -89,6 +104,8 @@ def _operations(codec, x):
         fingerprint=codec.fingerprint(),
     )
     webp = _webp_encode(x)
+    jpeg = _jpeg_encode(x)
+    (trained_blob,) = trained.compress([x])
     bits = codec.latent_bits_
     return {
         "transform": lambda: codec.transform(x[None]),
@@ -97,6 +114,9 @@ def _operations(codec, x):
         "decompress": lambda: codec.decompress([blob]),
         "webp_encode": lambda: _webp_encode(x),
         "webp_decode": lambda: _webp_decode(webp),
+        "jpeg_encode": lambda: _jpeg_encode(x),
+        "jpeg_decode": lambda: _webp_decode(jpeg),
+        "decompress_trained": lambda: trained.decompress([trained_blob]),
         "entropy_encode": lambda: encode_latents(q, bits),
         "entropy_decode": lambda: decode_latents(payload, q.shape, bits),
         "pack_blob": lambda: pack_blob(payload, **fields),
@@ -123,7 +143,9 @@ def measure(repeats=9, which="holdout"):
     photos, names = _photos(which)
     codec = WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0)
     codec.fit(fit)
-    ops, sizes = zip(*(_operations(codec, x) for x in photos))
+    # A trained decoder (nonlinear residual path: no fused synthesis).
+    trained = WallocCodec.from_pretrained("rgb-16x")
+    ops, sizes = zip(*(_operations(codec, x, trained) for x in photos))
     pixels = sum(x.shape[0] * x.shape[1] for x in photos)
     latents = sum(s["latents"] for s in sizes)
     for per_photo in ops:  # warm-up: schedules, tables, kernels
@@ -202,13 +224,17 @@ def markdown(r):
     for op in ("transform", "inverse_transform", "compress", "decompress",
                "webp_encode", "webp_decode"):  # fmt: skip
         lines.append(f"| `{op}` | {r['mp_per_s'][op]:.1f} |")
+    for op, label in LATER_ROWS.items():
+        if op in r["mp_per_s"]:
+            lines.append(f"| {label} | {r['mp_per_s'][op]:.1f} |")
     lines += ["", "| target | ratio | goal | met |", "|---|---|---|---|"]
     for label, t in r["targets"].items():
         met = "yes" if t["met"] else "**no**"
         lines.append(f"| {label} | {t['ratio']:.2f} | >= {t['target']} | {met} |")
     lines += [
         "",
-        f"Where the time goes (ms for the {len(r['photos'])} photos, each part timed alone):",
+        f"Where the time goes (ms for the {len(r['photos'])} photos, each part "
+        "timed alone):",
         "",
         "| path | total | parts | sum of parts |",
         "|---|---|---|---|",
