@@ -307,14 +307,23 @@ def _choose(x, bound, plan):
             np.add(ctx_part, tok_of_d[tmp.astype(np.intp)], out=body)
             body += offset + n_keys * m
     counts = np.bincount(keys.ravel(), minlength=n_modes * n_keys)
-    counts = counts.reshape(n_modes, n_chan * n_ctx, n_valid)
-    totals = counts.sum(axis=2)
-    side = 8 * (totals > 0).reshape(n_modes, n_chan, n_ctx).sum(axis=2)
-    raw = counts.reshape(n_modes, n_chan, n_ctx, n_valid).sum(axis=2) @ tok_bits
-    side += raw
-    entropy = _entropy_bits(counts, totals, _xlog2x(n_pos))
-    lower = entropy.reshape(n_modes, n_chan, n_ctx).sum(axis=2) + side
+    # Only the (mode, channel, context) rows that occur and the tokens up to the
+    # largest in use: a small grid touches few of the 4 * C * 32 * V counts.
+    flat = counts.reshape(-1, n_valid)
+    totals = flat.sum(axis=1)
+    used = np.flatnonzero(totals)
+    top = int(np.flatnonzero(flat[used].any(axis=0))[-1]) + 1
+    sub = flat[used, :top]
+    group = used // n_ctx  # mode * C + channel
+    n_groups = n_modes * n_chan
+    raw = np.bincount(group, sub @ tok_bits[:top], n_groups).astype(np.int64)
+    side = 8 * np.bincount(group, minlength=n_groups) + raw
+    entropy = _entropy_bits(sub, totals[used], _xlog2x(n_pos))
+    lower = np.bincount(group, entropy, n_groups) + side
     lower -= 1e-6 * np.abs(lower)  # float rounding: keep it a bound
+    raw, side, lower = (a.reshape(n_modes, n_chan) for a in (raw, side, lower))
+    counts = counts.reshape(n_modes, n_chan * n_ctx, n_valid)
+    totals = totals.reshape(n_modes, n_chan * n_ctx)
     exact = np.full((n_modes, n_chan), np.inf)
     tables = np.zeros((n_modes, n_chan * n_ctx), dtype=np.int64)
     costs = np.zeros((n_modes, n_chan * n_ctx))
