@@ -62,9 +62,10 @@ fold, same classifier) with their 95% t-interval. Encode time: wall-clock
 fold, in microseconds per image, mean over folds.
 
 Outputs ``compressed_learning.{md,csv,json,png}`` in ``--out``. Run
-``python benchmarks/compressed_learning.py`` (about 20 minutes on 2 shared CPU
-cores, one torch thread) or ``--quick`` (2 folds, one reduction factor per data
-set, 3 epochs, 30 training steps: a smoke run).
+``python benchmarks/compressed_learning.py`` (35 minutes with one torch thread on
+2 CPU cores shared under a load average of 6-7, 21 of them for ``scenes64``;
+``--datasets`` picks data sets) or ``--quick`` (2 folds, one reduction factor
+per data set, 3 epochs, 30 training steps: a smoke run, about 4 minutes there).
 """
 
 import math
