@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -153,24 +154,66 @@ def activate_refinement(model, scale=1e-3, seed=0):
 
 
 # -------------------------------------------------------------------- timing
-def best_time(fn, repeat=3):
-    """Fastest of ``repeat`` calls of ``fn``, in seconds."""
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
+def device_sync(device):
+    """A function that waits for ``device``'s queued work (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_calls(fn, repeat=3, *, warmup=1, min_time=0.0, max_repeat=None, sync=None):
+    """Seconds taken by each timed call of ``fn``, a list.
+
+    ``warmup`` untimed calls first (kernels, caches, runtime models); then at
+    least ``repeat`` timed calls, going on while fewer than ``min_time`` seconds
+    have passed, up to ``max_repeat`` calls. ``sync`` (see :func:`device_sync`)
+    is called after every call, so that an asynchronous device is timed whole.
+    This is the one timing loop of the benchmarks: scripts take the minimum
+    (:func:`best_time`), the median (:func:`median_time`) or the whole list.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        sync()
+    max_repeat = max(repeat, max_repeat or repeat)
+    times, start = [], time.perf_counter()
+    while len(times) < max_repeat and (
+        len(times) < repeat or time.perf_counter() - start < min_time
+    ):
+        with Timer(sync) as t:
+            fn()
+        times.append(t.s)
+    return times
+
+
+def best_time(fn, repeat=3, *, warmup=0, **kwargs):
+    """Fastest of ``repeat`` calls of ``fn``, in seconds (:func:`time_calls`)."""
+    return min(time_calls(fn, repeat, warmup=warmup, **kwargs))
+
+
+def median_time(fn, repeat=5, *, warmup=1, **kwargs):
+    """Median of ``repeat`` calls of ``fn`` after ``warmup``, in seconds."""
+    return statistics.median(time_calls(fn, repeat, warmup=warmup, **kwargs))
 
 
 class Timer:
-    """``with Timer() as t: ...``; then ``t.s`` holds the elapsed seconds."""
+    """``with Timer() as t: ...``; then ``t.s`` holds the elapsed seconds.
+
+    ``Timer(sync)`` calls ``sync()`` (see :func:`device_sync`) before reading
+    the clock at the end.
+    """
+
+    def __init__(self, sync=None):
+        self._sync = sync
 
     def __enter__(self):
         self._t = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
+        if self._sync is not None:
+            self._sync()
         self.s = time.perf_counter() - self._t
 
 
@@ -243,6 +286,22 @@ def load_mate_photos(short_side=512, aspect=1.5, limit=None):
 def png_bits(img):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "PNG", optimize=True)
+    return 8 * buf.tell()
+
+
+def latent_webp_bits(q, bound=127):
+    """Bits of lossless WebP of integer latents ``(C, H, W)`` in
+    ``[-bound, bound]``, the channels tiled as a uint8 grayscale mosaic
+    (``method=6``: the paper's storage format)."""
+    c, h, w = q.shape
+    rows = int(np.ceil(np.sqrt(c)))
+    cols = int(np.ceil(c / rows))
+    mosaic = np.zeros((rows * h, cols * w), np.uint8)
+    for k in range(c):  # a dozen channels: tiling, not a hot path
+        a, b = divmod(k, cols)
+        mosaic[a * h : (a + 1) * h, b * w : (b + 1) * w] = q[k] + bound
+    buf = io.BytesIO()
+    Image.fromarray(mosaic).save(buf, "WEBP", lossless=True, quality=100, method=6)
     return 8 * buf.tell()
 
 
