@@ -26,8 +26,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sklearn_walloc import metrics
-
 PEAK = 255.0
 SOURCE_BPP = 24.0  # 8-bit RGB
 MATE_PACKAGE = "mate-backgrounds"
@@ -111,11 +109,17 @@ def save_figure(fig, path, dpi=100):
 # ------------------------------------------------------------------ metrics
 def psnr(ref, rec):
     """PSNR in dB (peak 255): :func:`sklearn_walloc.metrics.psnr`."""
+    # Imported here: decode_memory.py's children load this module against an
+    # older tree of the library, which has no metrics module.
+    from sklearn_walloc import metrics
+
     return metrics.psnr(ref, rec, data_range=PEAK)
 
 
 def ms_ssim(ref, rec):
     """MS-SSIM (peak 255): :func:`sklearn_walloc.metrics.ms_ssim`."""
+    from sklearn_walloc import metrics
+
     return metrics.ms_ssim(ref, rec, data_range=PEAK)
 
 
