@@ -215,6 +215,10 @@ class Timer:
         self._t = time.perf_counter()
         return self
 
+    def elapsed(self):
+        """Seconds since the block began (for progress lines inside it)."""
+        return time.perf_counter() - self._t
+
     def __exit__(self, *exc):
         if self._sync is not None:
             self._sync()
