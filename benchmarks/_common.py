@@ -210,13 +210,14 @@ class Timer:
 
     def __init__(self, sync=None):
         self._sync = sync
+        self._t = time.perf_counter()  # so that Timer().elapsed() is a stopwatch
 
     def __enter__(self):
         self._t = time.perf_counter()
         return self
 
     def elapsed(self):
-        """Seconds since the block began (for progress lines inside it)."""
+        """Seconds since the block began, or since creation outside a block."""
         return time.perf_counter() - self._t
 
     def __exit__(self, *exc):
@@ -324,6 +325,12 @@ def fmt(value, spec):
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return format(value, spec)
+
+
+def load_text(info):
+    """The load averages (1, 5, 15 min) of a :func:`machine_info` dict, as text."""
+    load = info.get("load_average")
+    return "n/a" if load is None else ", ".join(f"{v:.1f}" for v in load)
 
 
 def markdown_table(header, rows):

@@ -89,6 +89,7 @@ from _common import (
     benchmark_parser,
     best_time,
     device_sync,
+    load_text,
     markdown_table,
     save_figure,
     time_calls,
@@ -630,11 +631,6 @@ def targets_table(targets):
     return "\n".join(lines)
 
 
-def _load(info):
-    load = info.get("load_average")
-    return "n/a" if load is None else ", ".join(f"{v:.1f}" for v in load)
-
-
 def markdown(report):
     mode = " (QUICK SMOKE RUN, not the results)" if report["quick"] else ""
     c, cost, q = report["ceilings"], report["encoder_cost"], report["quality"]
@@ -643,8 +639,8 @@ def markdown(report):
             f"# Encode/decode speed and memory{mode}",
             "",
             f"Machine: {machine_line(report['machine'])}. Load average (1, 5, 15 "
-            f"min): {_load(report['machine'])} at the start, "
-            f"{_load(report['machine_end'])} at the end. Total runtime "
+            f"min): {load_text(report['machine'])} at the start, "
+            f"{load_text(report['machine_end'])} at the end. Total runtime "
             f"{report['runtime_s']:.0f} s.",
             "",
             f"Ceilings: memory copy {c['copy_gb_per_s']:.1f} GB/s (read + write), "
@@ -773,7 +769,7 @@ def main():
         _codec_path(args)
         return
     run = BenchmarkRun("speed", args)
-    print(f"Machine: {machine_line(run.machine)}; load {_load(run.machine)}")
+    print(f"Machine: {machine_line(run.machine)}; load {load_text(run.machine)}")
     ceiling = ceilings()
     print(f"Ceilings: {ceiling}", flush=True)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
