@@ -1,13 +1,44 @@
 """Helpers shared by the benchmark scripts.
 
-The command-line options every script has and the run around it
-(:class:`BenchmarkRun`: threads, machine, runtime, report files); figure
-saving; image quality (PSNR, MS-SSIM, from :mod:`sklearn_walloc.metrics`), a
-timer, Markdown tables and the CSV/JSON writers; and the one
-extra photo collection the image benchmarks use: the "nature" photos of the
-Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of 1280x1024 to
-2560x1920), fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into
-a cache folder (nothing is installed system-wide).
+Every script in ``benchmarks/`` is built from these: the command-line options
+(:func:`benchmark_parser`: ``--quick``, ``--out``, ``--threads``,
+``--replot``); the run around it (:class:`BenchmarkRun`: torch threads, the
+machine at the start and the end, the runtime, and ``finish``, which writes
+``name.{md,json,csv}`` with :func:`write_report`); the one timing loop
+(:func:`time_calls`, with :func:`best_time` and :func:`median_time` on top,
+:class:`Timer` for one block or a stopwatch, :func:`device_sync` for CUDA);
+Markdown tables, figures and the CSV/JSON writers; image quality through
+:mod:`sklearn_walloc.metrics` (:func:`psnr`, :func:`ms_ssim` at peak 255); the
+bits of Pillow's lossless coders and of latents as a lossless WebP mosaic
+(:func:`latent_webp_bits`); and the one extra photo collection the image
+benchmarks use: the "nature" photos of the Debian package ``mate-backgrounds``
+(GPL-2+, 12 JPEG photographs of 1280x1024 to 2560x1920), fetched with
+``apt-get download`` and unpacked with ``dpkg -x`` into a cache folder (nothing
+is installed system-wide). Scripts import these helpers (and ``_machine``,
+``_peers``, ``_audio_data``), never each other.
+
+Benchmarks go through the public API (``WallocTransformer``, ``WallocCodec``,
+``metrics``, ``datasets``). Where a script measures a private component on
+purpose, the import sits in one function that says why:
+
+- ``codec.py``, ``_entropy_coder_alone``: the entropy coder's share of
+  ``compress`` / ``decompress``;
+- ``entropy_coding.py``, ``_private_coder``: the coder alone, both payload
+  orders, optionally as of an older git revision;
+- ``quality.py``, ``evaluate_pca`` (the wavelet packet transform without a
+  quantiser) and ``_module_rates`` (the fitted module without numpy/chunking);
+- ``rate_distortion.py``, ``_walloc_quantiser``: the pixel-PCA baseline
+  quantised and coded with WaLLoC's own bottleneck and coder;
+- ``borders.py``, ``_fit`` and ``_plain_encoder``: the periodic packets of
+  model format 1 and the encoder without the end-of-axis least squares;
+- ``speed.py``, ``single_conv_kernel`` / ``_single_conv_encoder``: the former
+  single-kernel encoder, the reference for the fused one;
+- ``gpu_check.py``, ``_encoder_module_seconds``: the encoder on a device tensor;
+- ``decode_memory.py``: hostile blobs made with the coder and the container;
+- ``training.py``, ``_trainer_internals``, and ``train_pretrained.py`` (its
+  coefficient-domain trainer): the training loop's internals;
+- :func:`activate_refinement` here: weights for the residual decoder path that
+  a closed-form fit leaves at zero.
 """
 
 import argparse
@@ -74,14 +105,14 @@ class BenchmarkRun:
         if getattr(args, "threads", None) is not None:
             torch.set_num_threads(args.threads)
         self.machine = machine_info()
-        self._start = time.perf_counter()
+        self._clock = Timer()
 
     def finish(self, report, markdown, rows=()):
         """Complete ``report``, then write it with ``markdown(report)`` as text."""
         from _machine import machine_info
 
         report["machine_end"] = machine_info()
-        report["runtime_s"] = time.perf_counter() - self._start
+        report["runtime_s"] = self._clock.elapsed()
         write_report(self.out, self.name, report, markdown(report), rows)
         return report
 
@@ -181,9 +212,9 @@ def time_calls(fn, repeat=3, *, warmup=1, min_time=0.0, max_repeat=None, sync=No
         fn()
         sync()
     max_repeat = max(repeat, max_repeat or repeat)
-    times, start = [], time.perf_counter()
+    times, clock = [], Timer()
     while len(times) < max_repeat and (
-        len(times) < repeat or time.perf_counter() - start < min_time
+        len(times) < repeat or clock.elapsed() < min_time
     ):
         with Timer(sync) as t:
             fn()
@@ -321,9 +352,10 @@ def webp_lossless_bits(img):
 
 
 # ------------------------------------------------------------------- writers
-def fmt(value, spec):
+def fmt(value, spec, missing="n/a"):
+    """``format(value, spec)``, or ``missing`` for None and non-finite floats."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
+        return missing
     return format(value, spec)
 
 

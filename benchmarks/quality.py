@@ -49,6 +49,8 @@ from _common import (
     activate_refinement,
     benchmark_parser,
     device_sync,
+    fmt,
+    markdown_table,
     median_time,
     save_figure,
 )
@@ -286,35 +288,21 @@ def summary_rows(results):
     return rows
 
 
-def _fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
-
-
 def quality_table(rows, names):
     head = ["ratio", "method", *names, "mean PSNR", "bpp", "CR", "fit (s)", "steps"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["ratio"],
-            r["method"],
-            *[f"{v:.2f}" for v in r["psnr"]],
-            f"**{r['mean_psnr']:.2f}**",
-            _fmt(r["mean_bpp"], ".3f"),
-            _fmt(r["compression_ratio"], ".1f"),
-            f"{r['fit_s']:.1f}",
-            _fmt(r["n_iter"], "d"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, [
+        [r["ratio"], r["method"], *[f"{v:.2f}" for v in r["psnr"]],
+         f"**{r['mean_psnr']:.2f}**", fmt(r["mean_bpp"], ".3f"),
+         fmt(r["compression_ratio"], ".1f"), f"{r['fit_s']:.1f}",
+         fmt(r["n_iter"], "d")]
+        for r in rows
+    ])  # fmt: skip
 
 
 def speed_table(rows):
-    lines = ["| model | path | device | MP/s |", "|---|---|---|---|"]
-    lines += [
-        f"| {r['model']} | {r['path']} | {r['device']} | {r['mp_per_s']:.2f} |"
-        for r in rows
-    ]
-    return "\n".join(lines)
+    return markdown_table(["model", "path", "device", "MP/s"], [
+        [r["model"], r["path"], r["device"], f"{r['mp_per_s']:.2f}"] for r in rows
+    ])  # fmt: skip
 
 
 def _load(info):

@@ -89,6 +89,7 @@ from _common import (
     benchmark_parser,
     best_time,
     device_sync,
+    fmt,
     load_text,
     markdown_table,
     save_figure,
@@ -508,18 +509,14 @@ def fit_models(model_dir):
 
 
 # ---------------------------------------------------------------- reporting
-def _fmt(value, spec):
-    return "" if value is None else format(value, spec)
-
-
 def speed_table(rows):
     head = ["method", "op", "device", "size", "batch", "MP/s", "s/call", "runs",
             "GFLOP/MP", "peak MiB", "working MiB", "bpp"]  # fmt: skip
     return markdown_table(head, [
         [r["family"], r["op"], r["device"], r["size"], r["batch"],
          f"**{r['mp_per_s']:.3g}**", f"{r['seconds']:.3g}", r["repeats"],
-         _fmt(r["gflop_per_mp"], ".3g"), f"{r['peak_mb']:.0f}",
-         f"{r['working_mb']:.0f}", _fmt(r["bpp"], ".2f")]
+         fmt(r["gflop_per_mp"], ".3g", ""), f"{r['peak_mb']:.0f}",
+         f"{r['working_mb']:.0f}", fmt(r["bpp"], ".2f", "")]
         for r in rows
     ])  # fmt: skip
 
@@ -623,12 +620,11 @@ def check_targets(rows, quality, cost, ceiling):
 
 
 def targets_table(targets):
-    lines = ["| target | value | where | met? |", "|---|---|---|---|"]
-    for t in targets:
-        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        value = "" if t["value"] is None else f"{t['value']:.3g}"
-        lines.append(f"| {t['target']} | {value} | {t['where']} | {met} |")
-    return "\n".join(lines)
+    verdict = {None: "n/a", True: "yes", False: "**no**"}
+    return markdown_table(["target", "value", "where", "met?"], [
+        [t["target"], fmt(t["value"], ".3g", ""), t["where"], verdict[t["met"]]]
+        for t in targets
+    ])  # fmt: skip
 
 
 def markdown(report):
