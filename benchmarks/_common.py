@@ -1,13 +1,44 @@
 """Helpers shared by the benchmark scripts.
 
-The command-line options every script has and the run around it
-(:class:`BenchmarkRun`: threads, machine, runtime, report files); figure
-saving; image quality (PSNR, MS-SSIM, from :mod:`sklearn_walloc.metrics`), a
-timer, Markdown tables and the CSV/JSON writers; and the one
-extra photo collection the image benchmarks use: the "nature" photos of the
-Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of 1280x1024 to
-2560x1920), fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into
-a cache folder (nothing is installed system-wide).
+Every script in ``benchmarks/`` is built from these: the command-line options
+(:func:`benchmark_parser`: ``--quick``, ``--out``, ``--threads``,
+``--replot``); the run around it (:class:`BenchmarkRun`: torch threads, the
+machine at the start and the end, the runtime, and ``finish``, which writes
+``name.{md,json,csv}`` with :func:`write_report`); the one timing loop
+(:func:`time_calls`, with :func:`best_time` and :func:`median_time` on top,
+:class:`Timer` for one block or a stopwatch, :func:`device_sync` for CUDA);
+Markdown tables, figures and the CSV/JSON writers; image quality through
+:mod:`sklearn_walloc.metrics` (:func:`psnr`, :func:`ms_ssim` at peak 255); the
+bits of Pillow's lossless coders and of latents as a lossless WebP mosaic
+(:func:`latent_webp_bits`); and the one extra photo collection the image
+benchmarks use: the "nature" photos of the Debian package ``mate-backgrounds``
+(GPL-2+, 12 JPEG photographs of 1280x1024 to 2560x1920), fetched with
+``apt-get download`` and unpacked with ``dpkg -x`` into a cache folder (nothing
+is installed system-wide). Scripts import these helpers (and ``_machine``,
+``_peers``, ``_audio_data``), never each other.
+
+Benchmarks go through the public API (``WallocTransformer``, ``WallocCodec``,
+``metrics``, ``datasets``). Where a script measures a private component on
+purpose, the import sits in one function that says why:
+
+- ``codec.py``, ``_entropy_coder_alone``: the entropy coder's share of
+  ``compress`` / ``decompress``;
+- ``entropy_coding.py``, ``_private_coder``: the coder alone, both payload
+  orders, optionally as of an older git revision;
+- ``quality.py``, ``evaluate_pca`` (the wavelet packet transform without a
+  quantiser) and ``_module_rates`` (the fitted module without numpy/chunking);
+- ``rate_distortion.py``, ``_walloc_quantiser``: the pixel-PCA baseline
+  quantised and coded with WaLLoC's own bottleneck and coder;
+- ``borders.py``, ``_fit`` and ``_plain_encoder``: the periodic packets of
+  model format 1 and the encoder without the end-of-axis least squares;
+- ``speed.py``, ``single_conv_kernel`` / ``_single_conv_encoder``: the former
+  single-kernel encoder, the reference for the fused one;
+- ``gpu_check.py``, ``_encoder_module_seconds``: the encoder on a device tensor;
+- ``decode_memory.py``: hostile blobs made with the coder and the container;
+- ``training.py``, ``_trainer_internals``, and ``train_pretrained.py`` (its
+  coefficient-domain trainer): the training loop's internals;
+- :func:`activate_refinement` here: weights for the residual decoder path that
+  a closed-form fit leaves at zero.
 """
 
 import argparse
@@ -17,6 +48,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -24,8 +56,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from sklearn_walloc import metrics
 
 PEAK = 255.0
 SOURCE_BPP = 24.0  # 8-bit RGB
@@ -75,14 +105,14 @@ class BenchmarkRun:
         if getattr(args, "threads", None) is not None:
             torch.set_num_threads(args.threads)
         self.machine = machine_info()
-        self._start = time.perf_counter()
+        self._clock = Timer()
 
     def finish(self, report, markdown, rows=()):
         """Complete ``report``, then write it with ``markdown(report)`` as text."""
         from _machine import machine_info
 
         report["machine_end"] = machine_info()
-        report["runtime_s"] = time.perf_counter() - self._start
+        report["runtime_s"] = self._clock.elapsed()
         write_report(self.out, self.name, report, markdown(report), rows)
         return report
 
@@ -110,11 +140,17 @@ def save_figure(fig, path, dpi=100):
 # ------------------------------------------------------------------ metrics
 def psnr(ref, rec):
     """PSNR in dB (peak 255): :func:`sklearn_walloc.metrics.psnr`."""
+    # Imported here: decode_memory.py's children load this module against an
+    # older tree of the library, which has no metrics module.
+    from sklearn_walloc import metrics
+
     return metrics.psnr(ref, rec, data_range=PEAK)
 
 
 def ms_ssim(ref, rec):
     """MS-SSIM (peak 255): :func:`sklearn_walloc.metrics.ms_ssim`."""
+    from sklearn_walloc import metrics
+
     return metrics.ms_ssim(ref, rec, data_range=PEAK)
 
 
@@ -153,24 +189,71 @@ def activate_refinement(model, scale=1e-3, seed=0):
 
 
 # -------------------------------------------------------------------- timing
-def best_time(fn, repeat=3):
-    """Fastest of ``repeat`` calls of ``fn``, in seconds."""
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
+def device_sync(device):
+    """A function that waits for ``device``'s queued work (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_calls(fn, repeat=3, *, warmup=1, min_time=0.0, max_repeat=None, sync=None):
+    """Seconds taken by each timed call of ``fn``, a list.
+
+    ``warmup`` untimed calls first (kernels, caches, runtime models); then at
+    least ``repeat`` timed calls, going on while fewer than ``min_time`` seconds
+    have passed, up to ``max_repeat`` calls. ``sync`` (see :func:`device_sync`)
+    is called after every call, so that an asynchronous device is timed whole.
+    This is the one timing loop of the benchmarks: scripts take the minimum
+    (:func:`best_time`), the median (:func:`median_time`) or the whole list.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        sync()
+    max_repeat = max(repeat, max_repeat or repeat)
+    times, clock = [], Timer()
+    while len(times) < max_repeat and (
+        len(times) < repeat or clock.elapsed() < min_time
+    ):
+        with Timer(sync) as t:
+            fn()
+        times.append(t.s)
+    return times
+
+
+def best_time(fn, repeat=3, *, warmup=0, **kwargs):
+    """Fastest of ``repeat`` calls of ``fn``, in seconds (:func:`time_calls`)."""
+    return min(time_calls(fn, repeat, warmup=warmup, **kwargs))
+
+
+def median_time(fn, repeat=5, *, warmup=1, **kwargs):
+    """Median of ``repeat`` calls of ``fn`` after ``warmup``, in seconds."""
+    return statistics.median(time_calls(fn, repeat, warmup=warmup, **kwargs))
 
 
 class Timer:
-    """``with Timer() as t: ...``; then ``t.s`` holds the elapsed seconds."""
+    """``with Timer() as t: ...``; then ``t.s`` holds the elapsed seconds.
+
+    ``Timer(sync)`` calls ``sync()`` (see :func:`device_sync`) before reading
+    the clock at the end.
+    """
+
+    def __init__(self, sync=None):
+        self._sync = sync
+        self._t = time.perf_counter()  # so that Timer().elapsed() is a stopwatch
 
     def __enter__(self):
         self._t = time.perf_counter()
         return self
 
+    def elapsed(self):
+        """Seconds since the block began, or since creation outside a block."""
+        return time.perf_counter() - self._t
+
     def __exit__(self, *exc):
+        if self._sync is not None:
+            self._sync()
         self.s = time.perf_counter() - self._t
 
 
@@ -246,6 +329,22 @@ def png_bits(img):
     return 8 * buf.tell()
 
 
+def latent_webp_bits(q, bound=127):
+    """Bits of lossless WebP of integer latents ``(C, H, W)`` in
+    ``[-bound, bound]``, the channels tiled as a uint8 grayscale mosaic
+    (``method=6``: the paper's storage format)."""
+    c, h, w = q.shape
+    rows = int(np.ceil(np.sqrt(c)))
+    cols = int(np.ceil(c / rows))
+    mosaic = np.zeros((rows * h, cols * w), np.uint8)
+    for k in range(c):  # a dozen channels: tiling, not a hot path
+        a, b = divmod(k, cols)
+        mosaic[a * h : (a + 1) * h, b * w : (b + 1) * w] = q[k] + bound
+    buf = io.BytesIO()
+    Image.fromarray(mosaic).save(buf, "WEBP", lossless=True, quality=100, method=6)
+    return 8 * buf.tell()
+
+
 def webp_lossless_bits(img):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "WEBP", lossless=True, quality=50, method=6)
@@ -253,10 +352,17 @@ def webp_lossless_bits(img):
 
 
 # ------------------------------------------------------------------- writers
-def fmt(value, spec):
+def fmt(value, spec, missing="n/a"):
+    """``format(value, spec)``, or ``missing`` for None and non-finite floats."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
+        return missing
     return format(value, spec)
+
+
+def load_text(info):
+    """The load averages (1, 5, 15 min) of a :func:`machine_info` dict, as text."""
+    load = info.get("load_average")
+    return "n/a" if load is None else ", ".join(f"{v:.1f}" for v in load)
 
 
 def markdown_table(header, rows):

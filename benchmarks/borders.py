@@ -34,11 +34,16 @@ import copy
 import math
 
 import numpy as np
-from _common import benchmark_parser, load_mate_photos, save_figure, write_report
+from _common import (
+    BenchmarkRun,
+    benchmark_parser,
+    load_mate_photos,
+    markdown_table,
+    save_figure,
+)
 from _machine import machine_line
 
-from sklearn_walloc import _wavelets
-from sklearn_walloc.codec import WallocCodec
+from sklearn_walloc import WallocCodec
 from sklearn_walloc.datasets import load_photos
 from sklearn_walloc.metrics import psnr
 
@@ -48,7 +53,13 @@ SYM_LS = "symmetric + end LS"
 
 
 def _fit(photos, boundary):
-    """A closed-form codec whose wavelet packets use ``boundary``."""
+    """A closed-form codec whose wavelet packets use ``boundary``.
+
+    Private on purpose: the public API fits the symmetric rule only; the
+    periodic packets of model format 1 are the "before" this script measures.
+    """
+    from sklearn_walloc import _wavelets
+
     original = _wavelets.default_boundary
     _wavelets.default_boundary = lambda wavelet: boundary
     try:
@@ -63,7 +74,11 @@ def _fit(photos, boundary):
 
 def _plain_encoder(codec):
     """The same codec encoding with the fused encoder alone (no end-of-axis
-    least squares): the symmetric rule as first released."""
+    least squares): the symmetric rule as first released.
+
+    Private on purpose: the public API always solves the last latents; the
+    release without that step is the reference, set in the runtime cache.
+    """
     plain = copy.deepcopy(codec)
     module, _, device = plain._runtime_model()
     plain._runtime[str(device)] = (module, module.fused_encoder().to(device), device)
@@ -82,6 +97,10 @@ def _line_psnr(x, y, d):
             ]
         )
     )
+
+
+def _without_profile(m):
+    return {k: v for k, v in m.items() if k != "profile"}
 
 
 def _roundtrip(codec, x):
@@ -122,6 +141,7 @@ def _measure(codec, x, flipped=False):
 
 def main():
     args = benchmark_parser(__doc__).parse_args()
+    run = BenchmarkRun("borders", args)
     fit = load_photos(split="fit")
     held, names = load_photos(split="holdout", return_names=True)
     sets = {"bundled held-out": (held, names)}
@@ -144,24 +164,14 @@ def main():
                 for b, codec in codecs.items():
                     m, y = _measure(codec, x, flipped=b == SYM_LS)
                     per[b].append(m)
-                    rows.append(
-                        {
-                            "set": set_name,
-                            "size": size,
-                            "photo": name,
-                            "boundary": b,
-                            **{k: v for k, v in m.items() if k != "profile"},
-                        }
-                    )
+                    rows.append({"set": set_name, "size": size, "photo": name,
+                                 "boundary": b, **_without_profile(m)})  # fmt: skip
                     if name == "astronaut" and size == "odd":
                         corners[b] = y[-64:, -64:]
                         corners["original"] = x[-64:, -64:]
             for b, ms in per.items():
-                mean = {
-                    k: float(np.mean([m[k] for m in ms]))
-                    for k in ms[0]
-                    if k != "profile"
-                }
+                mean = {k: float(np.mean([m[k] for m in ms]))
+                        for k in _without_profile(ms[0])}  # fmt: skip
                 mean["bytes"] = int(sum(m["bytes"] for m in ms))
                 mean["worst_edge_deficit"] = max(
                     m["interior"]
@@ -170,32 +180,11 @@ def main():
                     )
                     for m in ms
                 )
-                summary.append(
-                    {
-                        "set": set_name,
-                        "size": size,
-                        "boundary": b,
-                        "photos": len(ms),
-                        **mean,
-                    }
-                )
+                summary.append({"set": set_name, "size": size, "boundary": b,
+                                "photos": len(ms), **mean})  # fmt: skip
                 profiles[(set_name, size, b)] = np.mean(
                     [m["profile"] for m in ms], axis=0
                 )
-    header = (
-        "| photos | size | boundary | first row | last row | first col | last col "
-        "| 8-px ring | interior | worst edge deficit | bytes |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-    lines = [header]
-    for s in summary:
-        lines.append(
-            f"| {s['set']} ({s['photos']}) | {s['size']} | {s['boundary']} | "
-            f"{s['first_row']:.2f} | {s['last_row']:.2f} | {s['first_col']:.2f} | "
-            f"{s['last_col']:.2f} | {s['ring']:.2f} | {s['interior']:.2f} | "
-            f"{s['worst_edge_deficit']:.2f} | {s['bytes']} |"
-        )
-
     def find(set_name, size, boundary):
         return next(
             s
@@ -203,7 +192,7 @@ def main():
             if (s["set"], s["size"], s["boundary"]) == (set_name, size, boundary)
         )
 
-    changes, reference = [], []
+    changes = []
     for after, before in ((SYM_LS, "periodization"), (SYM_LS, "symmetric")):
         changes.append(f"Change from {before} to {after}:")
         changes.append("")
@@ -220,26 +209,33 @@ def main():
                 f"{s_after['last_col'] - s_before['last_col']:+.2f} dB"
             )
         changes.append("")
-    for s_ls in summary:
-        if s_ls["boundary"] == SYM_LS:
-            reference.append(
-                f"| {s_ls['set']} | {s_ls['size']} | {s_ls['last_row']:.2f} | "
-                f"{s_ls['last_row_at_start']:.2f} | {s_ls['last_col']:.2f} | "
-                f"{s_ls['last_col_at_start']:.2f} | {s_ls['interior']:.2f} |"
-            )
+    table = [
+        [f"{s['set']} ({s['photos']})", s["size"], s["boundary"],
+         *(f"{s[k]:.2f}" for k in ("first_row", "last_row", "first_col", "last_col",
+                                   "ring", "interior", "worst_edge_deficit")),
+         s["bytes"]]
+        for s in summary
+    ]  # fmt: skip
+    reference = [
+        [s["set"], s["size"], *(f"{s[k]:.2f}" for k in ("last_row", "last_row_at_start",
+         "last_col", "last_col_at_start", "interior"))]
+        for s in summary if s["boundary"] == SYM_LS
+    ]  # fmt: skip
     text = "\n".join(
         [
             "# Borders: periodic (model format 1), symmetric (format 2), and "
             "symmetric with least-squares latents at the end of each axis",
             "",
-            f"Machine: {machine_line()}",
+            f"Machine: {machine_line(run.machine)}",
             "",
             "Mean PSNR in dB (peak 255) of decoded uint8 photos, by line; "
             "'worst edge deficit' is the largest gap, over photos, between the "
             "interior and the worst of its four edge lines. Bytes: all blobs of "
             "the set.",
             "",
-            *lines,
+            markdown_table(["photos", "size", "boundary", "first row", "last row",
+                            "first col", "last col", "8-px ring", "interior",
+                            "worst edge deficit", "bytes"], table),
             "",
             *changes,
             "Position against content: the last row (column) of each photo, "
@@ -248,18 +244,16 @@ def main():
             "the gap left between the two columns is what the position still "
             "costs, the gap to the interior is the lines' content.",
             "",
-            "| photos | size | last row | same, at the start | last col "
-            "| same, at the start | interior |",
-            "|---|---|---|---|---|---|---|",
-            *reference,
+            markdown_table(["photos", "size", "last row", "same, at the start",
+                            "last col", "same, at the start", "interior"], reference),
         ]
     )
-    print(text)
     report = {
+        "machine": run.machine,
         "summary": summary,
         "profiles": {" / ".join(k): v.tolist() for k, v in profiles.items()},
     }
-    write_report(args.out, "borders", report, text, rows)
+    run.finish(report, lambda report: text, rows)
     _plot(profiles, args.out / "borders.png")
     if corners:
         from PIL import Image

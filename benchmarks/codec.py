@@ -26,135 +26,132 @@ A 16x model (``latent_dim=12, levels=3``, RGB) is fitted in closed form
   ``max_iter=0`` the residual decoder path is exactly zero).
 
 Run: ``python benchmarks/codec.py`` (about a minute on 2 CPU cores); writes
-``benchmarks/results/codec.md``.
+``codec.{md,json,csv}`` into ``--out`` (default ``benchmarks/results``).
 """
 
-import time
-from pathlib import Path
-
 import numpy as np
-from _common import best_time
-from _machine import machine_line
-from entropy_coding import webp_bits
-
-from sklearn_walloc._container import unpack_blob
-from sklearn_walloc._entropy import (
-    decode_latents,
-    empirical_entropy_bits,
-    encode_latents,
+from _common import (
+    BenchmarkRun,
+    Timer,
+    benchmark_parser,
+    best_time,
+    latent_webp_bits,
+    markdown_table,
 )
-from sklearn_walloc.codec import WallocCodec
+from _machine import machine_line
+
+from sklearn_walloc import WallocCodec, metrics
 from sklearn_walloc.datasets import load_photos
 
-OUT = Path(__file__).parent / "results" / "codec.md"
+
+def _entropy_coder_alone(blob):
+    """The blob's integer latents and the coder's (encode, decode) seconds.
+
+    Private on purpose: the public API codes and decodes whole blobs with the
+    transform around them; the entropy coder's own share needs its functions.
+    """
+    from sklearn_walloc._container import unpack_blob
+    from sklearn_walloc._entropy import decode_latents, encode_latents
+
+    p = unpack_blob(blob)
+    q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
+    t_enc = best_time(lambda: encode_latents(q, p.latent_bits))
+    t_dec = best_time(lambda: decode_latents(p.payload, p.latent_shape, 8))
+    return q, 8 * len(p.payload), t_enc, t_dec
 
 
-def _psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / mse)
+def measure(codec, linear, name, x):
+    h, w = x.shape[:2]
+    (blob,) = codec.compress([x])
+    y = codec.decompress([blob], restore=True)[0]
+    (blob_lin,) = linear.compress([x])  # another fingerprint, same latents
+    assert (linear.decompress([blob_lin])[0] == codec.decompress([blob])[0]).all()
+    q, payload_bits, t_ec, t_ed = _entropy_coder_alone(blob)
+    return dict(
+        name=name,
+        size=f"{w}x{h}",
+        pixels=h * w,
+        bytes=len(blob),
+        payload_bits=payload_bits,
+        bpp=metrics.bits_per_pixel([blob], [x]),
+        psnr=metrics.psnr(x, y),
+        entropy=metrics.entropy_bits(q, channel_axis=0),
+        webp=latent_webp_bits(q),
+        mp=h * w / 1e6,
+        t_c=best_time(lambda: codec.compress([x])),
+        t_d=best_time(lambda: codec.decompress([blob])),
+        t_dl=best_time(lambda: linear.decompress([blob_lin])),
+        t_ec=t_ec,
+        t_ed=t_ed,
+    )
 
 
-def main():
-    fit = load_photos(split="fit")
-    held, names = load_photos(split="holdout", return_names=True)
-    t = time.perf_counter()
-    codec = WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0).fit(fit)
-    t_fit = time.perf_counter() - t
-    linear = WallocCodec(
-        latent_dim=12, levels=3, max_iter=0, decoder_width=0, random_state=0
-    ).fit(fit)
-    codec.decompress(codec.compress([held[0][:64, :64]]))  # warm-up
-    linear.decompress(linear.compress([held[0][:64, :64]]))
+def _rate_row(name, size, nbytes, bpp, psnr, pixels, entropy, payload_bits, webp):
+    e_bpp, bits = entropy / pixels, 8 * nbytes
+    return [name, size, nbytes, f"{bpp:.3f}", f"{24 / bpp:.1f}", psnr,
+            f"{e_bpp:.3f}", f"{24 / e_bpp:.1f}", f"{payload_bits / entropy:.3f}",
+            f"{bits / entropy:.3f}", webp, f"{bits / webp:.3f}"]  # fmt: skip
 
-    rows = []
-    for name, x in zip(names, held):
-        h, w = x.shape[:2]
-        (blob,) = codec.compress([x])
-        y = codec.decompress([blob], restore=True)[0]
-        (blob_lin,) = linear.compress([x])  # another fingerprint, same latents
-        same = linear.decompress([blob_lin])[0] == codec.decompress([blob])[0]
-        assert same.all()
-        parsed = unpack_blob(blob)
-        q = decode_latents(parsed.payload, parsed.latent_shape, parsed.latent_bits)
-        entropy = empirical_entropy_bits(q)
-        webp = webp_bits(q)
-        mp = h * w / 1e6
-        t_c = best_time(lambda x=x: codec.compress([x]))
-        t_d = best_time(lambda b=blob: codec.decompress([b]))
-        t_dl = best_time(lambda b=blob_lin: linear.decompress([b]))
-        t_ec = best_time(lambda q=q: encode_latents(q, 8))
-        t_ed = best_time(lambda p=parsed: decode_latents(p.payload, p.latent_shape, 8))
-        rows.append(
-            dict(
-                name=name,
-                size=f"{w}x{h}",
-                pixels=h * w,
-                bytes=len(blob),
-                payload_bits=8 * len(parsed.payload),
-                bpp=8 * len(blob) / (h * w),
-                psnr=_psnr(x, y),
-                entropy=entropy,
-                webp=webp,
-                mp=mp,
-                t_c=t_c,
-                t_d=t_d,
-                t_dl=t_dl,
-                t_ec=t_ec,
-                t_ed=t_ed,
-            )
-        )
 
-    lines = [
+def markdown(report):
+    rows = report["rows"]
+    rate = [
+        _rate_row(r["name"], r["size"], r["bytes"], r["bpp"], f"{r['psnr']:.2f}",
+                  r["pixels"], r["entropy"], r["payload_bits"], r["webp"])
+        for r in rows
+    ]  # fmt: skip
+    total = {k: sum(r[k] for r in rows) for k in
+             ("pixels", "bytes", "entropy", "payload_bits", "webp")}  # fmt: skip
+    rate.append(_rate_row(
+        "**all**", "", total["bytes"], 8 * total["bytes"] / total["pixels"],
+        f"{np.mean([r['psnr'] for r in rows]):.2f} (mean)", total["pixels"],
+        total["entropy"], total["payload_bits"], total["webp"],
+    ))  # fmt: skip
+    speed = [
+        [r["name"]] + [f"{r['mp'] / r[k]:.2f}" for k in
+                       ("t_c", "t_ec", "t_d", "t_ed", "t_dl")]
+        for r in rows
+    ]  # fmt: skip
+    return "\n".join([
         "# WallocCodec on held-out photos (16x, closed form)",
         "",
-        f"Model: `WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0)` "
-        f"fitted on the {len(fit)} bundled fit photos in {t_fit:.1f} s; "
-        f"held-out photos: {', '.join(names)}. Machine: {machine_line()}.",
+        "Model: `WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0)` "
+        f"fitted on the {report['n_fit']} bundled fit photos in "
+        f"{report['fit_s']:.1f} s; held-out photos: "
+        f"{', '.join(r['name'] for r in rows)}. "
+        f"Machine: {machine_line(report['machine'])}.",
         "",
         "## Rate and quality",
         "",
-        "| photo | size | blob bytes | bpp | ratio (24-bit) | PSNR dB | "
-        "ideal entropy bpp | ideal ratio | coded/entropy (payload) | "
-        "coded/entropy (blob) | WebP bits | coded/WebP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        e_bpp = r["entropy"] / r["pixels"]
-        lines.append(
-            f"| {r['name']} | {r['size']} | {r['bytes']} | {r['bpp']:.3f} | "
-            f"{24 / r['bpp']:.1f} | {r['psnr']:.2f} | {e_bpp:.3f} | "
-            f"{24 / e_bpp:.1f} | {r['payload_bits'] / r['entropy']:.3f} | "
-            f"{8 * r['bytes'] / r['entropy']:.3f} | {r['webp']} | "
-            f"{8 * r['bytes'] / r['webp']:.3f} |"
-        )
-    pix = sum(r["pixels"] for r in rows)
-    total_bits = 8 * sum(r["bytes"] for r in rows)
-    ent = sum(r["entropy"] for r in rows)
-    webp = sum(r["webp"] for r in rows)
-    lines.append(
-        f"| **all** | | {total_bits // 8} | {total_bits / pix:.3f} | "
-        f"{24 * pix / total_bits:.1f} | {np.mean([r['psnr'] for r in rows]):.2f} "
-        f"(mean) | {ent / pix:.3f} | {24 * pix / ent:.1f} | "
-        f"{sum(r['payload_bits'] for r in rows) / ent:.3f} | "
-        f"{total_bits / ent:.3f} | {webp} | {total_bits / webp:.3f} |"
-    )
-    lines += [
+        markdown_table(
+            ["photo", "size", "blob bytes", "bpp", "ratio (24-bit)", "PSNR dB",
+             "ideal entropy bpp", "ideal ratio", "coded/entropy (payload)",
+             "coded/entropy (blob)", "WebP bits", "coded/WebP"], rate),
         "",
         "## Speed (one photo per call, best of 3, MP/s)",
         "",
-        "| photo | compress | entropy encoder alone | decompress | "
-        "entropy decoder alone | decompress, `decoder_width=0` |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['mp'] / r['t_c']:.2f} | "
-            f"{r['mp'] / r['t_ec']:.2f} | {r['mp'] / r['t_d']:.2f} | "
-            f"{r['mp'] / r['t_ed']:.2f} | {r['mp'] / r['t_dl']:.2f} |"
-        )
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        markdown_table(
+            ["photo", "compress", "entropy encoder alone", "decompress",
+             "entropy decoder alone", "decompress, `decoder_width=0`"], speed),
+        "",
+    ])  # fmt: skip
+
+
+def main():
+    args = benchmark_parser(__doc__).parse_args()
+    run = BenchmarkRun("codec", args)
+    fit = load_photos(split="fit")
+    held, names = load_photos(split="holdout", return_names=True)
+    params = dict(latent_dim=12, levels=3, max_iter=0, random_state=0)
+    with Timer() as t_fit:
+        codec = WallocCodec(**params).fit(fit)
+    linear = WallocCodec(decoder_width=0, **params).fit(fit)
+    for c in (codec, linear):  # warm-up
+        c.decompress(c.compress([held[0][:64, :64]]))
+    rows = [measure(codec, linear, n, x) for n, x in zip(names, held)]
+    report = {"machine": run.machine, "n_fit": len(fit), "fit_s": t_fit.s,
+              "rows": rows}  # fmt: skip
+    run.finish(report, markdown, rows)
 
 
 if __name__ == "__main__":

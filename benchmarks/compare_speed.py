@@ -7,25 +7,22 @@ whether each issue target has the same verdict in both runs. A ratio's spread
 is the run-to-run noise of this machine; the load averages of both runs are
 printed with it, since timings on a shared 2-core machine move with the load.
 
-Writes ``speed_rerun.md`` next to the first file unless ``--no-write``.
+Writes ``speed_rerun.md`` into ``--out`` (default: next to the first file)
+unless ``--no-write``.
 
 Run: ``python benchmarks/compare_speed.py benchmarks/results/speed.json
 other/speed.json``.
 """
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
+from _common import benchmark_parser, load_text, markdown_table
+
 
 def _key(row):
     return (row["family"], row["op"], row["device"], row["size"], row["batch"])
-
-
-def _load(info):
-    load = info.get("load_average")
-    return "n/a" if load is None else ", ".join(f"{v:.1f}" for v in load)
 
 
 def _spread(ratios):
@@ -46,26 +43,25 @@ def compare(first, second, names=("run 1", "run 2")):
         "",
         f"Run 1: `{names[0]}`; run 2: `{names[1]}`; the same code and machine.",
         "",
-        f"Run 1: load {_load(first['machine'])} at the start, "
-        f"{_load(first['machine_end'])} at the end, {first['runtime_s']:.0f} s. "
-        f"Run 2: load {_load(second['machine'])} at the start, "
-        f"{_load(second['machine_end'])} at the end, {second['runtime_s']:.0f} s.",
-        "",
-        "| method | op | size | batch | run 1 MP/s | run 2 MP/s | run 2 / run 1 |",
-        "|---|---|---|---|---|---|---|",
+        f"Run 1: load {load_text(first['machine'])} at the start, "
+        f"{load_text(first['machine_end'])} at the end, {first['runtime_s']:.0f} s. "
+        f"Run 2: load {load_text(second['machine'])} at the start, "
+        f"{load_text(second['machine_end'])} at the end, {second['runtime_s']:.0f} s.",
     ]
-    walloc, peers = [], []
+    walloc, peers, table = [], [], []
     for r in first["rows"]:
         other = rows2.get(_key(r))
         if other is None:
             continue
         ratio = other["mp_per_s"] / r["mp_per_s"]
         (walloc if r["family"].startswith("WaLLoC") else peers).append(ratio)
-        lines.append(
-            f"| {r['family']} | {r['op']} | {r['size']} | {r['batch']} | "
-            f"{r['mp_per_s']:.3g} | {other['mp_per_s']:.3g} | {ratio:.2f} |"
-        )
+        table.append([r["family"], r["op"], r["size"], r["batch"],
+                      f"{r['mp_per_s']:.3g}", f"{other['mp_per_s']:.3g}",
+                      f"{ratio:.2f}"])  # fmt: skip
     lines += [
+        "",
+        markdown_table(["method", "op", "size", "batch", "run 1 MP/s", "run 2 MP/s",
+                        "run 2 / run 1"], table),
         "",
         f"WaLLoC rows: {_spread(walloc)}.",
         f"Peer rows: {_spread(peers)}.",
@@ -93,7 +89,8 @@ def compare(first, second, names=("run 1", "run 2")):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
+    parser.set_defaults(out=None)
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     parser.add_argument("--no-write", action="store_true")
@@ -103,7 +100,7 @@ def main(argv=None):
     text = "\n".join(compare(first, second, names)) + "\n"
     print(text)
     if not args.no_write:
-        (args.first.parent / "speed_rerun.md").write_text(text)
+        (args.out or args.first.parent).joinpath("speed_rerun.md").write_text(text)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ Cases (every blob is well under 1 kB):
   one weight member is replaced by a DEFLATE-compressed ``.npy`` declaring a
   4 GiB float32 array of zeros.
 
+Private on purpose: making a hostile blob needs the coder and the container
+(``sklearn_walloc._entropy``, ``sklearn_walloc._container``), since the public
+API writes only blobs of signals it has encoded.
+
 Run: ``python decode_memory.py`` from ``benchmarks/`` (5 to 15 minutes on 2 CPU
 cores, most of it making and decoding the latents); ``--quick`` runs only
 ``rgb-1row`` and ``model-levels11`` on the current tree. Writes
@@ -56,7 +60,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 import zipfile
 from pathlib import Path
@@ -339,17 +342,19 @@ def _run_case(case, workdir):
         def action():
             return codec.decompress([blob], restore=False, **kwargs)
 
+    from _common import Timer
+
     result["baseline_mb"] = _maxrss_mb()
-    t = time.perf_counter()
-    try:
-        out = action()
-        result["outcome"] = "ok"
-    except BaseException as e:  # MemoryError included
-        out = None
-        result["outcome"] = type(e).__name__
-        result["message"] = str(e)
-        result["traceback_tail"] = traceback.format_exc()[-1500:]
-    result["seconds"] = time.perf_counter() - t
+    with Timer() as t:
+        try:
+            out = action()
+            result["outcome"] = "ok"
+        except BaseException as e:  # MemoryError included
+            out = None
+            result["outcome"] = type(e).__name__
+            result["message"] = str(e)
+            result["traceback_tail"] = traceback.format_exc()[-1500:]
+    result["seconds"] = t.s
     result["peak_mb"] = _maxrss_mb()
     if out is not None:
         result["output_shape"] = list(np.shape(out))
@@ -371,11 +376,13 @@ def _child(tree, case):
             "--workdir",
             workdir,
         ]
-        t = time.perf_counter()
+        from _common import Timer
+
         try:
-            p = subprocess.run(
-                cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT + 120
-            )
+            with Timer() as t:
+                p = subprocess.run(
+                    cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT + 120
+                )
         except subprocess.TimeoutExpired:
             return {"case": case, "outcome": "timeout", "seconds": TIMEOUT + 120,
                     "message": f"killed after {TIMEOUT + 120} s"}  # fmt: skip
@@ -385,7 +392,7 @@ def _child(tree, case):
                 "case": case,
                 "outcome": f"child exit {p.returncode}",
                 "message": (p.stderr or p.stdout)[-500:],
-                "seconds": time.perf_counter() - t,
+                "seconds": t.s,
             }
         return json.loads(lines[-1])
 
@@ -480,7 +487,7 @@ def _plot(rows, cases, path):
 
 
 def main():
-    from _common import benchmark_parser
+    from _common import BenchmarkRun, benchmark_parser
 
     parser = benchmark_parser(__doc__, replot="decode_memory.json")
     parser.set_defaults(out=HERE / "results")
@@ -504,8 +511,9 @@ def main():
         report = json.loads((Path(args.out) / "decode_memory.json").read_text())
         _render(args.out, report, report["machine_line"])
         return
-    from _machine import machine_info, machine_line
+    from _machine import machine_line
 
+    run = BenchmarkRun("decode_memory", args)
     if not BASE_TREE.exists():
         subprocess.run(["git", "-C", str(NEW_TREE), "worktree", "add",
                         str(BASE_TREE), BASE_COMMIT], check=True)  # fmt: skip
@@ -525,7 +533,7 @@ def main():
             print(f"    {row['outcome']}, peak {_fmt(row['peak_mb'], '.0f')} MB, "
                   f"{_fmt(row['seconds'], '.1f')} s", flush=True)  # fmt: skip
 
-    report = {"machine": machine_info(), "machine_line": machine_line(),
+    report = {"machine": run.machine, "machine_line": machine_line(run.machine),
               "trees": info, "cases": cases, "as_limit_bytes": AS_LIMIT,
               "timeout_s": TIMEOUT, "results": results}  # fmt: skip
     _render(args.out, report, machine_line())

@@ -16,41 +16,33 @@ photo's whole grid, interleaved in one process (median of 5 after a warm-up).
 
 With ``--against REV`` (a git revision of this repository, e.g. ``4254ecd``),
 the format-3 coder as of ``REV`` (its ``_entropy_batched`` module, read with
-``git show``) is timed too, interleaved with today's through the same public
+``git show``) is timed too, interleaved with today's through the same
 ``encode_latents`` / ``decode_latents`` calls, and its payloads are checked to be
 byte for byte today's.
 
 Run: ``python benchmarks/entropy_coding.py [--against REV] [--repeats N]`` (under
-a minute; writes ``results/entropy_coding.md``).
+a minute; writes ``entropy_coding.{md,json,csv}`` into ``--out``).
 """
 
-import argparse
 import contextlib
 import importlib.util
-import io
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine_line
-from PIL import Image
-
-import sklearn_walloc
-from sklearn_walloc import WallocTransformer
-from sklearn_walloc._entropy import (
-    decode_latents,
-    empirical_entropy_bits,
-    encode_latents,
-    ideal_code_length_bits,
+from _common import (
+    BenchmarkRun,
+    Timer,
+    benchmark_parser,
+    latent_webp_bits,
+    markdown_table,
 )
-from sklearn_walloc.datasets import load_photos
+from _machine import machine_line
 
-BOUND = 127
-REPEATS = 5
+from sklearn_walloc import WallocTransformer, metrics
+from sklearn_walloc.datasets import load_photos
 
 
 def photo_latents():
@@ -64,171 +56,165 @@ def photo_latents():
     }
 
 
-def webp_bits(q):
-    """Bits of lossless WebP of the channels tiled as a grayscale mosaic."""
-    c, h, w = q.shape
-    rows = int(np.ceil(np.sqrt(c)))
-    cols = int(np.ceil(c / rows))
-    mosaic = np.zeros((rows * h, cols * w), np.uint8)
-    for k in range(c):
-        a, b = divmod(k, cols)
-        mosaic[a * h : (a + 1) * h, b * w : (b + 1) * w] = q[k] + BOUND
-    buf = io.BytesIO()
-    Image.fromarray(mosaic).save(buf, "WEBP", lossless=True, quality=100, method=6)
-    return 8 * len(buf.getvalue())
+def _private_coder(against=None):
+    """``(encode, decode, ideal_bits, coders)``: the entropy coder alone.
+
+    Private on purpose: the public API only codes latents inside a blob, with
+    the transform around them; this benchmark times and sizes the coder by
+    itself, in both orders, and optionally as of git revision ``against``.
+    ``coders`` maps a label to a context that routes format 3 through a coder.
+    """
+    import sklearn_walloc
+    from sklearn_walloc import _entropy
+
+    coders = {2: contextlib.nullcontext, 3: contextlib.nullcontext}
+    if against:
+        root = Path(__file__).resolve().parent.parent
+        src = subprocess.run(
+            ["git", "-C", str(root), "show",
+             f"{against}:sklearn_walloc/_entropy_batched.py"],
+            capture_output=True, text=True, check=True,
+        ).stdout.replace(
+            "from . import _entropy as _e", "from sklearn_walloc import _entropy as _e"
+        )  # fmt: skip
+        path = Path(tempfile.mkdtemp()) / f"_entropy_batched_{against}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(reference)
+
+        @contextlib.contextmanager
+        def routed():
+            name = "sklearn_walloc._entropy_batched"
+            saved = sys.modules[name]
+            sys.modules[name] = sklearn_walloc._entropy_batched = reference
+            try:
+                yield
+            finally:
+                sys.modules[name] = sklearn_walloc._entropy_batched = saved
+
+        coders["ref"] = routed
+    return (_entropy.encode_latents, _entropy.decode_latents,
+            _entropy.ideal_code_length_bits, coders)  # fmt: skip
 
 
-def _reference_coder(rev):
-    """The ``_entropy_batched`` module as of git revision ``rev``, imported apart."""
-    root = Path(__file__).resolve().parent.parent
-    src = subprocess.run(
-        ["git", "-C", str(root), "show", f"{rev}:sklearn_walloc/_entropy_batched.py"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    src = src.replace(
-        "from . import _entropy as _e", "from sklearn_walloc import _entropy as _e"
-    )
-    path = Path(tempfile.mkdtemp()) / f"_entropy_batched_{rev}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def _coder(module):
-    """Route ``encode_latents``/``decode_latents`` format 3 through ``module``."""
-    name = "sklearn_walloc._entropy_batched"
-    saved = sys.modules[name]
-    sys.modules[name] = module
-    sklearn_walloc._entropy_batched = module
-    try:
-        yield
-    finally:
-        sys.modules[name] = saved
-        sklearn_walloc._entropy_batched = saved
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--against", help="git revision whose format-3 coder to time")
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    args = parser.parse_args(argv)
-    repeats = args.repeats
-    latents = photo_latents()
+def sizes(latents, encode, decode, ideal_bits):
     rows = []
     for name, q in latents.items():
-        payload = encode_latents(q, 8)
-        old = encode_latents(q, 8, version=2)
-        assert np.array_equal(decode_latents(payload, q.shape, 8), q)
-        assert np.array_equal(decode_latents(old, q.shape, 8, version=2), q)
+        payload, old = encode(q, 8), encode(q, 8, version=2)
+        assert np.array_equal(decode(payload, q.shape, 8), q)
+        assert np.array_equal(decode(old, q.shape, 8, version=2), q)
         rows.append({
             "photo": name,
             "shape": "x".join(map(str, q.shape)),
             "n": q.size,
-            "entropy": empirical_entropy_bits(q),
-            "ideal": ideal_code_length_bits(q, 8),
+            "entropy": metrics.entropy_bits(q, channel_axis=0),
+            "ideal": ideal_bits(q, 8),
             "coded": 8 * len(payload),
             "coded_v2": 8 * len(old),
-            "webp": webp_bits(q),
+            "webp": latent_webp_bits(q),
         })  # fmt: skip
-    # Speed, interleaved: each repeat times every photo in every order (and
-    # with the reference coder, "ref", when asked).
-    coders = {2: contextlib.nullcontext, 3: contextlib.nullcontext}
-    if args.against:
-        reference = _reference_coder(args.against)
-        coders["ref"] = lambda: _coder(reference)
-        for q in latents.values():
-            with _coder(reference):
-                old = encode_latents(q, 8)
-            assert old == encode_latents(q, 8), "bytes differ from the reference"
-    times = {(v, op): [] for v in coders for op in ("enc", "dec")}
-    for q in latents.values():  # warm-up (schedules, tables)
-        for v, ctx in coders.items():
-            with ctx():
-                version = 2 if v == 2 else 3
-                payload = encode_latents(q, 8, version=version)
-                decode_latents(payload, q.shape, 8, version=version)
-    for _ in range(repeats):
+    return rows
+
+
+def speeds(latents, encode, decode, coders, repeats):
+    """M latents/s by (coder, op), median over repeats of each repeat's total;
+    every repeat times every photo with every coder, interleaved."""
+    times = {(v, op): np.zeros(repeats) for v in coders for op in ("enc", "dec")}
+    for r in range(-1, repeats):  # r = -1: warm-up (schedules, tables)
         for q in latents.values():
             for v, ctx in coders.items():
                 version = 2 if v == 2 else 3
-                with ctx():
-                    t = time.perf_counter()
-                    p = encode_latents(q, 8, version=version)
-                    times[v, "enc"].append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    decode_latents(p, q.shape, 8, version=version)
-                    times[v, "dec"].append(time.perf_counter() - t)
-    n_total = sum(q.size for q in latents.values())
-    n_photos = len(latents)
+                with ctx(), Timer() as te:
+                    p = encode(q, 8, version=version)
+                with ctx(), Timer() as td:
+                    decode(p, q.shape, 8, version=version)
+                if r >= 0:
+                    times[v, "enc"][r] += te.s
+                    times[v, "dec"][r] += td.s
+    n = sum(q.size for q in latents.values())
+    rates = {f"{v}_{op}": n / float(np.median(t)) / 1e6 for (v, op), t in times.items()}
+    if "ref" in coders:  # median over repeats of the reference's time / today's
+        for op in ("enc", "dec"):
+            rates[f"speedup_{op}"] = float(np.median(times["ref", op] / times[3, op]))
+    return rates
 
-    def rate(v, op):  # median of the repeats' totals
-        per_rep = np.asarray(times[v, op]).reshape(repeats, n_photos).sum(axis=1)
-        return n_total / float(np.median(per_rep)) / 1e6
 
-    def speedup(op):  # median over repeats of the reference's time / today's
-        new = np.asarray(times[3, op]).reshape(repeats, n_photos).sum(axis=1)
-        old = np.asarray(times["ref", op]).reshape(repeats, n_photos).sum(axis=1)
-        return float(np.median(old / new))
+def _ratios(r, n):
+    c = r["coded"]
+    return [f"{c / r['coded_v2']:.4f}", f"{c / r['ideal']:.4f}",
+            f"{c / r['entropy']:.3f}", f"{c / r['webp']:.3f}",
+            f"{c / n:.3f}"]  # fmt: skip
 
+
+def markdown(report):
+    rows, s, against = report["rows"], report["speed"], report["against"]
+    keys = ("entropy", "ideal", "coded", "coded_v2", "webp")
+    tot = {k: sum(r[k] for r in rows) for k in keys}
+    n_total = sum(r["n"] for r in rows)
+    table = [
+        [r["photo"], r["shape"], f"{r['entropy']:.0f}", f"{r['ideal']:.0f}",
+         r["coded"], r["coded_v2"], r["webp"], *_ratios(r, r["n"])]
+        for r in rows
+    ]  # fmt: skip
+    table.append(["**total**", "", *(f"{tot[k]:.0f}" for k in keys),
+                  *_ratios(tot, n_total)])  # fmt: skip
+    orders = {3: "format 3 (batched)", 2: "formats 1-2 (interlaced)"}
+    if against:
+        orders["ref"] = f"format 3, coder of `{against}`"
+    speed = [[o, f"{s[f'{v}_enc']:.2f}", f"{s[f'{v}_dec']:.2f}"]
+             for v, o in orders.items()]  # fmt: skip
+    load = ", ".join(f"{a:.1f}" for a in report["machine_end"]["load_average"])
     lines = [
         "# Entropy coding of the shipped model's photo latents (12 channels, 8 bits)",
         "",
         "Latents: `WallocTransformer(latent_dim=12, levels=3, max_iter=0, "
         "random_state=0)` fitted on the bundled fit photos, `transform` of the "
-        f"held-out photos. Machine: {machine_line()}.",
+        f"held-out photos. Machine: {machine_line(report['machine'])}.",
         "",
-        "| photo | grid | entropy (a) | ideal (b) | coded, format 3 (c) "
-        "| coded, format 2 (c2) | WebP (d) | c/c2 | c/b | c/a | c/d "
-        "| coded bits/latent |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    tot = dict.fromkeys(("entropy", "ideal", "coded", "coded_v2", "webp"), 0.0)
-    for r in rows:
-        for k in tot:
-            tot[k] += r[k]
-        lines.append(
-            f"| {r['photo']} | {r['shape']} | {r['entropy']:.0f} | {r['ideal']:.0f} "
-            f"| {r['coded']} | {r['coded_v2']} | {r['webp']} "
-            f"| {r['coded'] / r['coded_v2']:.4f} | {r['coded'] / r['ideal']:.4f} "
-            f"| {r['coded'] / r['entropy']:.3f} | {r['coded'] / r['webp']:.3f} "
-            f"| {r['coded'] / r['n']:.3f} |"
-        )
-    lines.append(
-        f"| **total** | | {tot['entropy']:.0f} | {tot['ideal']:.0f} "
-        f"| {tot['coded']:.0f} | {tot['coded_v2']:.0f} | {tot['webp']:.0f} "
-        f"| {tot['coded'] / tot['coded_v2']:.4f} "
-        f"| {tot['coded'] / tot['ideal']:.4f} | {tot['coded'] / tot['entropy']:.3f} "
-        f"| {tot['coded'] / tot['webp']:.3f} | {tot['coded'] / n_total:.3f} |"
-    )
-    lines += [
+        markdown_table(
+            ["photo", "grid", "entropy (a)", "ideal (b)", "coded, format 3 (c)",
+             "coded, format 2 (c2)", "WebP (d)", "c/c2", "c/b", "c/a", "c/d",
+             "coded bits/latent"], table),
         "",
-        f"Speed, M latents/s over the {n_photos} whole grids ({n_total} latents), "
-        f"median of {repeats} interleaved repeats (load average at the end: "
-        f"{', '.join(f'{a:.1f}' for a in os.getloadavg())}; the machine was shared):",
+        f"Speed, M latents/s over the {len(rows)} whole grids ({n_total} latents), "
+        f"median of {report['repeats']} interleaved repeats (load average at the "
+        f"end: {load}; the machine was shared):",
         "",
-        "| order | encode | decode |",
-        "|---|---|---|",
-        f"| format 3 (batched) | {rate(3, 'enc'):.2f} | {rate(3, 'dec'):.2f} |",
-        f"| formats 1-2 (interlaced) | {rate(2, 'enc'):.2f} | {rate(2, 'dec'):.2f} |",
-    ]
-    if args.against:
+        markdown_table(["order", "encode", "decode"], speed),
+    ]  # fmt: skip
+    if against:
         lines += [
-            f"| format 3, coder of `{args.against}` | {rate('ref', 'enc'):.2f} "
-            f"| {rate('ref', 'dec'):.2f} |",
             "",
-            f"Today's format-3 coder against `{args.against}`'s (same bytes, checked): "
-            f"encode {speedup('enc'):.2f}x, decode {speedup('dec'):.2f}x faster "
+            f"Today's format-3 coder against `{against}`'s (same bytes, checked): "
+            f"encode {s['speedup_enc']:.2f}x, decode {s['speedup_dec']:.2f}x faster "
             "(median over the repeats of the per-repeat time ratio).",
         ]
-    lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(__file__).parent / "results" / "entropy_coding.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    return "\n".join([*lines, ""])
+
+
+def main(argv=None):
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--against", help="git revision whose format-3 coder to time")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    run = BenchmarkRun("entropy_coding", args)
+    latents = photo_latents()
+    encode, decode, ideal_bits, coders = _private_coder(args.against)
+    rows = sizes(latents, encode, decode, ideal_bits)
+    if args.against:
+        for q in latents.values():
+            with coders["ref"]():
+                old = encode(q, 8)
+            assert old == encode(q, 8), "bytes differ from the reference"
+    report = {
+        "machine": run.machine,
+        "against": args.against,
+        "repeats": args.repeats,
+        "rows": rows,
+        "speed": speeds(latents, encode, decode, coders, args.repeats),
+    }
+    run.finish(report, markdown, rows)
 
 
 if __name__ == "__main__":

@@ -31,36 +31,25 @@ hand.
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import benchmark_parser, write_report
+from _common import (
+    BenchmarkRun,
+    Timer,
+    activate_refinement,
+    benchmark_parser,
+    best_time,
+    device_sync,
+    markdown_table,
+)
 from _machine import machine_line
 
-from sklearn_walloc import WallocTransformer
-from sklearn_walloc.codec import WallocCodec
+from sklearn_walloc import WallocCodec, WallocTransformer
 from sklearn_walloc.datasets import load_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _best(fn, device, repeat):
-    fn()  # warm-up: kernels, runtime model, caches
-    best = np.inf
-    for _ in range(repeat):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _cuda_tests():
@@ -80,98 +69,55 @@ def _cuda_tests():
     return {"exit_code": proc.returncode, "summary": closing[-1] if closing else ""}
 
 
-def _randomise_refinement(model):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.module_.decoder.refine.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    model._runtime = {}
-
-
 def _models(device, photos):
-    linear = WallocCodec(
-        latent_dim=12,
-        levels=3,
-        max_iter=0,
-        decoder_width=0,
-        random_state=0,
-        device=device,
-    ).fit(photos)
-    wide = WallocCodec(
-        latent_dim=12, levels=3, max_iter=0, random_state=0, device=device
-    ).fit(photos)
-    _randomise_refinement(wide)
+    params = dict(latent_dim=12, levels=3, max_iter=0, random_state=0, device=device)
+    linear = WallocCodec(decoder_width=0, **params).fit(photos)
+    wide = activate_refinement(WallocCodec(**params).fit(photos), scale=0.05)
     return {"linear decoder": linear, "width-64 decoder": wide}
+
+
+def _encoder_module_seconds(model, X, time):
+    """Seconds of the fused encoder module alone on a tensor already on the device.
+
+    Private on purpose: ``transform`` includes the host-device transfers and
+    numpy conversion; the device's own encoder speed needs the runtime module.
+    """
+    module, fused, dev = model._runtime_model()
+    t = torch.from_numpy(np.moveaxis(X, -1, 1).astype(np.float32)).to(dev)
+    t = t.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return time(lambda: module.encode_fused(t, fused))
 
 
 def _time_device(device, args, batches, photos, held):
     rows, latents, recons = [], {}, {}
+    sync = device_sync(device)
+
+    def time(fn):
+        return best_time(fn, args.repeat, warmup=1, sync=sync)
+
+    def row(name, shape, what, mp, seconds):
+        rows.append({"device": device, "model": name, "input": shape,
+                     "what": what, "MP/s": mp / seconds})  # fmt: skip
+
     for name, model in _models(device, photos).items():
         for shape, X in batches.items():
             mp = X.shape[0] * X.shape[1] * X.shape[2] / 1e6
-            Z = model.transform(X)
-            latents[(name, shape)] = Z
-            recons[(name, shape)] = model.inverse_transform(Z)
-            t_enc = _best(lambda X=X, m=model: m.transform(X), device, args.repeat)
-            t_dec = _best(
-                lambda Z=Z, m=model: m.inverse_transform(Z), device, args.repeat
-            )
-            rows.append(
-                {
-                    "device": device,
-                    "model": name,
-                    "input": shape,
-                    "what": "transform",
-                    "MP/s": mp / t_enc,
-                }
-            )
-            rows.append(
-                {
-                    "device": device,
-                    "model": name,
-                    "input": shape,
-                    "what": "inverse_transform",
-                    "MP/s": mp / t_dec,
-                }
-            )
-        module, fused, dev = model._runtime_model()
-        X = next(iter(batches.values()))
-        t = torch.from_numpy(np.moveaxis(X, -1, 1).astype(np.float32)).to(dev)
-        t = t.contiguous(memory_format=torch.channels_last)
+            Z = latents[name, shape] = model.transform(X)
+            recons[name, shape] = model.inverse_transform(Z)
+            row(name, shape, "transform", mp, time(lambda: model.transform(X)))
+            row(name, shape, "inverse_transform", mp,
+                time(lambda: model.inverse_transform(Z)))  # fmt: skip
+        shape, X = next(iter(batches.items()))
         mp = X.shape[0] * X.shape[1] * X.shape[2] / 1e6
-        with torch.no_grad():
-            t_mod = _best(lambda: module.encode_fused(t, fused), device, args.repeat)
-        rows.append(
-            {
-                "device": device,
-                "model": name,
-                "input": next(iter(batches)),
-                "what": "encoder module (on device)",
-                "MP/s": mp / t_mod,
-            }
-        )
+        row(name, shape, "encoder module (on device)", mp,
+            _encoder_module_seconds(model, X, time))  # fmt: skip
         mp_held = sum(x.shape[0] * x.shape[1] for x in held) / 1e6
         blobs = model.compress(held)
-        t_c = _best(lambda m=model: m.compress(held), device, args.repeat)
-        t_d = _best(lambda m=model: m.decompress(blobs), device, args.repeat)
-        rows.append(
-            {
-                "device": device,
-                "model": name,
-                "input": "held-out photos",
-                "what": "compress",
-                "MP/s": mp_held / t_c,
-            }
-        )
-        rows.append(
-            {
-                "device": device,
-                "model": name,
-                "input": "held-out photos",
-                "what": "decompress",
-                "MP/s": mp_held / t_d,
-            }
-        )
+        row(name, "held-out photos", "compress", mp_held,
+            time(lambda: model.compress(held)))  # fmt: skip
+        row(name, "held-out photos", "decompress", mp_held,
+            time(lambda: model.decompress(blobs)))  # fmt: skip
     return rows, latents, recons
 
 
@@ -189,12 +135,39 @@ def _training_steps(device, photos, steps):
             random_state=0,
             device=device,
         )
-        _sync(device)
-        t = time.perf_counter()
-        model.fit(crops)
-        _sync(device)
-        times[n] = time.perf_counter() - t
+        with Timer(device_sync(device)) as t:
+            model.fit(crops)
+        times[n] = t.s
     return steps / max(times[steps] - times[0], 1e-9)
+
+
+def markdown(report):
+    tests, steps = report["cuda_tests"], report["training_steps"]
+    gpu = f" ({report['gpu']})" if "gpu" in report else ""
+    lines = [
+        "# Device check (`benchmarks/gpu_check.py`)",
+        "",
+        f"Machine: {machine_line(report['machine'])}; device: {report['device']}{gpu}",
+        "",
+        "CUDA tests: "
+        + ("not run" if tests is None
+           else f"`{tests['summary']}` (exit {tests['exit_code']})"),
+        "",
+        markdown_table(
+            ["device", "model", "input", "what", "MP/s"],
+            [[*list(r.values())[:4], f"{r['MP/s']:.1f}"] for r in report["rows"]],
+        ),
+        "",
+        f"Training steps per second (batch 16, 128x128 crops, {steps} steps): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in report["training_steps_per_s"].items()),
+    ]  # fmt: skip
+    if "agreement" in report:
+        lines += ["", "Device against CPU:", ""] + [
+            f"- {k}: {v['equal_latents']:.4%} equal latents, largest reconstruction "
+            f"difference {v['max_reconstruction_diff']:.3g}"
+            for k, v in report["agreement"].items()
+        ]
+    return "\n".join(lines)
 
 
 def main():
@@ -205,6 +178,7 @@ def main():
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --device cpu to check the script")
+    run = BenchmarkRun("gpu_check", args)
     rng = np.random.default_rng(0)
     sizes = [(1, 128, 128)] if args.quick else [(8, 512, 512), (1, 2048, 2048)]
     batches = {
@@ -216,7 +190,7 @@ def main():
     if args.quick:
         photos, held = [p[:96, :128] for p in photos], [h[:64, :64] for h in held]
     steps = 3 if args.quick else 50
-    report = {"machine": machine_line(), "device": args.device}
+    report = {"machine": run.machine, "device": args.device, "training_steps": steps}
     if torch.cuda.is_available():
         report["gpu"] = torch.cuda.get_device_name()
     report["cuda_tests"] = None if args.no_tests else _cuda_tests()
@@ -237,38 +211,7 @@ def main():
         steps_cpu = steps_dev
     report["training_steps_per_s"] = {args.device: steps_dev, "cpu": steps_cpu}
     report["rows"] = rows
-    lines = [
-        "# Device check (`benchmarks/gpu_check.py`)",
-        "",
-        f"Machine: {report['machine']}; device: {args.device}"
-        + (f" ({report['gpu']})" if "gpu" in report else ""),
-        "",
-        "CUDA tests: "
-        + (
-            "not run"
-            if report["cuda_tests"] is None
-            else f"`{report['cuda_tests']['summary']}` "
-            f"(exit {report['cuda_tests']['exit_code']})"
-        ),
-        "",
-        "| device | model | input | what | MP/s |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['device']} | {r['model']} | {r['input']} | {r['what']} | "
-            f"{r['MP/s']:.1f} |"
-            for r in rows
-        ],
-        "",
-        f"Training steps per second (batch 16, 128x128 crops, {steps} steps): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in report["training_steps_per_s"].items()),
-    ]
-    if "agreement" in report:
-        lines += ["", "Device against CPU:", ""] + [
-            f"- {k}: {v['equal_latents']:.4%} equal latents, largest reconstruction "
-            f"difference {v['max_reconstruction_diff']:.3g}"
-            for k, v in report["agreement"].items()
-        ]
-    write_report(args.out, "gpu_check", report, "\n".join(lines), rows)
+    run.finish(report, markdown, rows)
 
 
 if __name__ == "__main__":

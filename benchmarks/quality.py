@@ -38,19 +38,26 @@ small speed batches; its numbers are not the results).
 """
 
 import copy
-import statistics
 import sys
-import time
 
 import matplotlib
 import numpy as np
 import torch
-from _common import BenchmarkRun, activate_refinement, benchmark_parser, save_figure
+from _common import (
+    BenchmarkRun,
+    Timer,
+    activate_refinement,
+    benchmark_parser,
+    device_sync,
+    fmt,
+    markdown_table,
+    median_time,
+    save_figure,
+)
 from _machine import machine_line
 from sklearn.decomposition import PCA
 
 from sklearn_walloc import WallocTransformer, metrics
-from sklearn_walloc._wavelets import WaveletPacket
 from sklearn_walloc.datasets import load_photos
 
 matplotlib.use("Agg")
@@ -77,64 +84,64 @@ DESIGN_NOTES = (
 )
 
 
-# --------------------------------------------------------------------- metrics
-def psnr(original, reconstruction):
-    """PSNR in dB (peak 255) on the original-size crop, output clipped."""
-    h, w = original.shape[:2]
-    rec = np.clip(reconstruction[:h, :w].astype(np.float64), 0.0, PEAK)
-    return metrics.psnr(original, rec, data_range=PEAK)
-
-
-def bits_per_pixel(latents, image):
-    """Ideal static per-channel code length of the latents per pixel."""
-    return metrics.bits_per_pixel(metrics.entropy_bits(latents), image)
-
-
 # ------------------------------------------------------------------ PCA in WPT
-def _wpt_coefficients(wpt, image):
-    """``(h*w, 192)`` float64 coefficient vectors of a padded image."""
-    pad = [(0, -s % STRIDE) for s in image.shape[:2]] + [(0, 0)]
-    x = np.pad(image.astype(np.float64), pad, mode="symmetric")
-    with torch.no_grad():
-        y = wpt(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0]
-    return y.flatten(1).T.numpy(), y.shape
-
-
-def _wpt_reconstruct(wpt, vectors, shape):
-    y = torch.from_numpy(np.ascontiguousarray(vectors.T)).reshape(1, *shape)
-    with torch.no_grad():
-        return wpt.inverse(y)[0].numpy().transpose(1, 2, 0)
+def _crop_clip(reconstruction, original):
+    """The reconstruction at the original's size, clipped to [0, 255]."""
+    h, w = original.shape[:2]
+    return np.clip(reconstruction[:h, :w].astype(np.float64), 0.0, PEAK)
 
 
 def evaluate_pca(fit_photos, test_photos, latent_dim):
-    """PCA of wavelet packet coefficients, reconstructed without quantisation."""
+    """PCA of wavelet packet coefficients, reconstructed without quantisation.
+
+    Private on purpose: the public estimators always quantise their latents;
+    this reference needs the library's wavelet packet transform by itself.
+    """
+    from sklearn_walloc._wavelets import WaveletPacket
+
     wpt = WaveletPacket(LEVELS, WAVELET, 2)
-    start = time.perf_counter()
-    vectors = np.concatenate([_wpt_coefficients(wpt, p)[0] for p in fit_photos])
-    pca = PCA(latent_dim, svd_solver="full", random_state=SEED).fit(vectors)
-    fit_s = time.perf_counter() - start
+
+    def coefficients(image):  # (h*w, 192) float64 vectors of a padded image
+        pad = [(0, -s % STRIDE) for s in image.shape[:2]] + [(0, 0)]
+        x = np.pad(image.astype(np.float64), pad, mode="symmetric")
+        with torch.no_grad():
+            y = wpt(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0]
+        return y.flatten(1).T.numpy(), y.shape
+
+    def reconstruct(vectors, shape):
+        y = torch.from_numpy(np.ascontiguousarray(vectors.T)).reshape(1, *shape)
+        with torch.no_grad():
+            return wpt.inverse(y)[0].numpy().transpose(1, 2, 0)
+
+    with Timer() as t:
+        vectors = np.concatenate([coefficients(p)[0] for p in fit_photos])
+        pca = PCA(latent_dim, svd_solver="full", random_state=SEED).fit(vectors)
     scores = []
     for image in test_photos:
-        coefs, shape = _wpt_coefficients(wpt, image)
-        approx = pca.inverse_transform(pca.transform(coefs))
-        scores.append(psnr(image, _wpt_reconstruct(wpt, approx, shape)))
-    return {"psnr": scores, "bpp": None, "fit_s": fit_s, "n_iter": None}
+        coefs, shape = coefficients(image)
+        rec = reconstruct(pca.inverse_transform(pca.transform(coefs)), shape)
+        scores.append(metrics.psnr(image, _crop_clip(rec, image)))
+    return {"psnr": scores, "bpp": None, "fit_s": t.s, "n_iter": None}
 
 
 # ---------------------------------------------------------------------- WaLLoC
 def fit_walloc(fit_photos, **params):
     model = WallocTransformer(levels=LEVELS, random_state=SEED, **params)
-    start = time.perf_counter()
-    model.fit(fit_photos)
-    return model, time.perf_counter() - start
+    with Timer() as t:
+        model.fit(fit_photos)
+    return model, t.s
 
 
 def evaluate_walloc(model, fit_s, test_photos):
     latents = model.transform(test_photos)
     recs = model.inverse_transform(latents)
     return {
-        "psnr": [psnr(p, r) for p, r in zip(test_photos, recs)],
-        "bpp": [bits_per_pixel(z, p) for z, p in zip(latents, test_photos)],
+        "psnr": [metrics.psnr(p, _crop_clip(r, p)) for p, r in zip(test_photos, recs)],
+        # ideal static per-channel code length of the latents, per pixel
+        "bpp": [
+            metrics.bits_per_pixel(metrics.entropy_bits(z), p)
+            for z, p in zip(latents, test_photos)
+        ],
         "fit_s": fit_s,
         "n_iter": model.n_iter_,
         "best_validation_score": model.best_validation_score_,
@@ -167,22 +174,9 @@ def quality(fit_photos, test_photos, max_iter):
 
 
 # ----------------------------------------------------------------- throughput
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def megapixels_per_s(fn, megapixels, repeats, device):
     """Median rate of ``fn`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return megapixels / statistics.median(times)
+    return megapixels / median_time(fn, repeats, sync=device_sync(device))
 
 
 _ENCODE, _DECODE = "encode (transform)", "decode (inverse_transform)"
@@ -210,6 +204,8 @@ def _module_rates(model, batch, device, repeats, encoders=True):
     axis) and as the two-step path
     (wavelet packet transform, then the 1x1 layer), rounding included; the
     decoder (inverse companding, decoder network, inverse transform).
+    Private on purpose: the fitted ``module_``'s own methods, since the public
+    ``transform`` / ``inverse_transform`` include numpy conversion and chunking.
     """
     module = copy.deepcopy(model.module_).to(device)
     fused = module.fused_encoder().to(device)
@@ -292,35 +288,21 @@ def summary_rows(results):
     return rows
 
 
-def _fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
-
-
 def quality_table(rows, names):
     head = ["ratio", "method", *names, "mean PSNR", "bpp", "CR", "fit (s)", "steps"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["ratio"],
-            r["method"],
-            *[f"{v:.2f}" for v in r["psnr"]],
-            f"**{r['mean_psnr']:.2f}**",
-            _fmt(r["mean_bpp"], ".3f"),
-            _fmt(r["compression_ratio"], ".1f"),
-            f"{r['fit_s']:.1f}",
-            _fmt(r["n_iter"], "d"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, [
+        [r["ratio"], r["method"], *[f"{v:.2f}" for v in r["psnr"]],
+         f"**{r['mean_psnr']:.2f}**", fmt(r["mean_bpp"], ".3f"),
+         fmt(r["compression_ratio"], ".1f"), f"{r['fit_s']:.1f}",
+         fmt(r["n_iter"], "d")]
+        for r in rows
+    ])  # fmt: skip
 
 
 def speed_table(rows):
-    lines = ["| model | path | device | MP/s |", "|---|---|---|---|"]
-    lines += [
-        f"| {r['model']} | {r['path']} | {r['device']} | {r['mp_per_s']:.2f} |"
-        for r in rows
-    ]
-    return "\n".join(lines)
+    return markdown_table(["model", "path", "device", "MP/s"], [
+        [r["model"], r["path"], r["device"], f"{r['mp_per_s']:.2f}"] for r in rows
+    ])  # fmt: skip
 
 
 def _load(info):
@@ -400,9 +382,9 @@ def plot(results, models, test_photos, names, path):
     panels = {"orig": ("original", image)}
     for key, label in (("closed", "closed form"), ("trained", "trained")):
         model = models["16x"][key]
-        rec = model.inverse_transform(model.transform([image]))[0]
-        rec = np.clip(rec[: image.shape[0], : image.shape[1]], 0, PEAK)
-        panels[key] = (f"16x {label}: {psnr(image, rec):.2f} dB (whole photo)", rec)
+        rec = _crop_clip(model.inverse_transform(model.transform([image]))[0], image)
+        dB = metrics.psnr(image, rec)
+        panels[key] = (f"16x {label}: {dB:.2f} dB (whole photo)", rec)
     for key, (title, img) in panels.items():
         ax[key].imshow(img[rows, cols].astype(np.uint8))
         ax[key].set_title(title, fontsize=9)

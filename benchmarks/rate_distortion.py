@@ -50,7 +50,6 @@ steps; its numbers are not the results).
 import io
 import math
 import sys
-import time
 
 import numpy as np
 import torch
@@ -74,8 +73,6 @@ from _machine import machine_line
 from PIL import Image, features
 
 from sklearn_walloc import WallocCodec
-from sklearn_walloc._bottleneck import Bottleneck
-from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.datasets import load_photos
 
 SEED = 0
@@ -160,6 +157,19 @@ def _unblock(v, grid, shape, b=8):
     return x.reshape(hb * b, wb * b, c)[: shape[0], : shape[1]]
 
 
+def _walloc_quantiser():
+    """``(bottleneck, encode_latents, decode_latents)`` of the library.
+
+    Private on purpose: the pixel-PCA baseline is quantised and entropy coded
+    with exactly WaLLoC's bottleneck and coder, so that only the transform
+    differs; the public API applies them to WaLLoC latents only.
+    """
+    from sklearn_walloc._bottleneck import Bottleneck
+    from sklearn_walloc._entropy import decode_latents, encode_latents
+
+    return Bottleneck(LATENT_BITS), encode_latents, decode_latents
+
+
 class PixelPCACodec:
     """PCA of 8x8 RGB blocks, quantised and coded exactly like WaLLoC's closed form."""
 
@@ -167,7 +177,7 @@ class PixelPCACodec:
         self.n_components = n_components
         self.random_state = random_state
         self.max_vectors = max_vectors
-        self.bottleneck = Bottleneck(LATENT_BITS)
+        self.bottleneck, self._encode, self._decode = _walloc_quantiser()
 
     def _quant_mse(self, proj, alpha):
         bn = self.bottleneck
@@ -205,11 +215,11 @@ class PixelPCACodec:
         proj = torch.from_numpy((v - self.center_) @ self.components_.T * self.alpha_)
         q = self.bottleneck.quantize(proj, "symbols").numpy().astype(np.int32)
         q = q.T.reshape(self.n_components, *grid)
-        return encode_latents(q, LATENT_BITS), grid
+        return self._encode(q, LATENT_BITS), grid
 
     @torch.no_grad()
     def decompress(self, payload, grid, shape):
-        q = decode_latents(payload, (self.n_components, *grid), LATENT_BITS)
+        q = self._decode(payload, (self.n_components, *grid), LATENT_BITS)
         q = torch.from_numpy(np.asarray(q, dtype=np.float64).reshape(len(q), -1).T)
         z = self.bottleneck.expand(q).numpy() / self.alpha_
         v = (z @ self.components_ + self.center_) * self.std_ + self.mean_
@@ -289,77 +299,33 @@ def evaluate(datasets, walloc, pca, sweeps, down_factors):
     rows = []
     for dataset, (photos, names) in datasets.items():
         for name, img in zip(names, photos):
-            t0 = time.perf_counter()
+            clock = Timer()
             for label, (codec, info) in walloc.items():
                 with Timer() as te:
                     (blob,) = codec.compress([img])
                 with Timer() as td:
                     rec = codec.decompress([blob], restore=True)[0]
-                _record(
-                    rows,
-                    dataset,
-                    name,
-                    img,
-                    "WaLLoC",
-                    label,
-                    info["reduction"],
-                    8 * len(blob),
-                    rec,
-                    te.s,
-                    td.s,
-                )
+                _record(rows, dataset, name, img, "WaLLoC", label,
+                        info["reduction"], 8 * len(blob), rec, te.s, td.s)  # fmt: skip
             for factor, model in pca.items():
                 with Timer() as te:
                     payload, grid = model.compress(img)
                 with Timer() as td:
                     rec = model.decompress(payload, grid, img.shape)
-                _record(
-                    rows,
-                    dataset,
-                    name,
-                    img,
-                    "PCA (pixels)",
-                    f"{factor}x",
-                    factor,
-                    8 * len(payload),
-                    rec,
-                    te.s,
-                    td.s,
-                )
+                _record(rows, dataset, name, img, "PCA (pixels)", f"{factor}x",
+                        factor, 8 * len(payload), rec, te.s, td.s)  # fmt: skip
             for factor in down_factors:
                 bits, rec, te, td, pbits, values = run_downsample(factor, img)
-                r = _record(
-                    rows,
-                    dataset,
-                    name,
-                    img,
-                    "bicubic downsampling",
-                    f"{factor}x",
-                    1 / values,
-                    bits,
-                    rec,
-                    te,
-                    td,
-                )
+                r = _record(rows, dataset, name, img, "bicubic downsampling",
+                            f"{factor}x", 1 / values, bits, rec, te, td)  # fmt: skip
                 r["png_bpp"] = pbits / r["pixels"]
             for codec, qualities in sweeps.items():
                 for q in qualities:
                     bits, rec, te, td = run_image_codec(codec, q, img)
                     setting = f"rate {q}" if codec == "JPEG 2000" else f"q {q}"
-                    _record(
-                        rows,
-                        dataset,
-                        name,
-                        img,
-                        codec,
-                        setting,
-                        None,
-                        bits,
-                        rec,
-                        te,
-                        td,
-                    )
-            print(f"  {dataset}/{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+                    _record(rows, dataset, name, img, codec, setting, None, bits,
+                            rec, te, td)  # fmt: skip
+            print(f"  {dataset}/{name}: {clock.elapsed():.1f} s", flush=True)
     for r in rows:
         r.setdefault("png_bpp", None)
     return rows

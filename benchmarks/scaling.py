@@ -34,11 +34,9 @@ Run: ``python benchmarks/scaling.py`` (``--quick`` for a smoke run).
 
 import os
 import statistics
-import time
 
 import numpy as np
-from _common import benchmark_parser, markdown_table, write_report
-from _machine import machine_info
+from _common import BenchmarkRun, Timer, benchmark_parser, markdown_table
 
 LINKS_GBIT = (1, 10)
 NODES = (1, 2, 4, 8, 16, 64)
@@ -57,15 +55,6 @@ def _tiles(n, side=256):
     return np.stack((tiles * reps)[:n])
 
 
-def _median_time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
-
-
 def main():
     parser = benchmark_parser(__doc__)
     parser.add_argument("--tiles", type=int, default=64)
@@ -74,6 +63,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.tiles, args.repeat = 16, 2
+    run = BenchmarkRun("scaling", args)
 
     import dask.array as da
     import distributed
@@ -82,7 +72,6 @@ def main():
     from sklearn_walloc import WallocCodec
     from sklearn_walloc.datasets import load_photos
 
-    load_before = list(os.getloadavg())
     codec = WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0)
     codec.fit(load_photos(split="fit"))
     X = _tiles(args.tiles)
@@ -102,7 +91,7 @@ def main():
     }
     distributed.wait(list(placed.values()))
 
-    def run(method, n_workers):
+    def on_cluster(method, n_workers):
         lazy = getattr(codec, method)(placed[n_workers])
         kw = {"workers": workers[:1]} if n_workers == 1 else {}
         return client.compute(lazy, **kw).result()
@@ -119,7 +108,7 @@ def main():
     for method in ("transform", "compress"):
         ref = in_process(method)
         for n in (1, 2):
-            out = run(method, n)
+            out = on_cluster(method, n)
             same = out == ref if method == "compress" else np.array_equal(out, ref)
             exact[f"{method}/{n}"] = bool(same)
     out_bytes = {
@@ -133,12 +122,12 @@ def main():
         for _ in range(args.repeat):  # interleaved rounds
             for label, fn in (
                 ("in-process", lambda: in_process(method)),
-                ("1 worker", lambda: run(method, 1)),
-                ("2 workers", lambda: run(method, 2)),
+                ("1 worker", lambda: on_cluster(method, 1)),
+                ("2 workers", lambda: on_cluster(method, 2)),
             ):
-                t = time.perf_counter()
-                fn()
-                times[label].append(time.perf_counter() - t)
+                with Timer() as t:
+                    fn()
+                times[label].append(t.s)
         med = {k: statistics.median(v) for k, v in times.items()}
         rate = {k: mp / v for k, v in med.items()}
         results[method] = {
@@ -182,8 +171,8 @@ def main():
             projection.append(row)
 
     report = {
-        "machine": machine_info(),
-        "load_average_before": load_before,
+        "machine": run.machine,
+        "load_average_before": run.machine["load_average"],
         "load_average_after": load_after,
         "tiles": int(X.shape[0]),
         "tile_shape": list(X.shape[1:]),
@@ -197,14 +186,15 @@ def main():
             "links_gbit": list(LINKS_GBIT),
             "rows": projection,
         },
+        "rows": rows,
     }
-    text = _markdown(report, rows, projection, args)
-    write_report(args.out, "scaling", report, text)
+    run.finish(report, markdown)
 
 
-def _markdown(report, rows, projection, args):
-    m = report["machine"]
-    res = report["results"]
+def markdown(report):
+    m, res, rows = report["machine"], report["results"], report["rows"]
+    projection = report["projection"]["rows"]
+    cores = report["projection"]["cores_per_machine"]
     lines = [
         "# Scaling out: transform and compress on a dask.distributed LocalCluster",
         "",
@@ -246,8 +236,8 @@ def _markdown(report, rows, projection, args):
             ],
         ),
         "",
-        f"Projection for N machines of {args.cores} workers each: linear is N x "
-        f"{args.cores} x the 1-worker rate; then times the measured 2-worker "
+        f"Projection for N machines of {cores} workers each: linear is N x "
+        f"{cores} x the 1-worker rate; then times the measured 2-worker "
         "efficiency (speed-up / 2, at most 1; on this shared 2-core machine the "
         "client, the scheduler and other jobs compete with the workers, so it is "
         "a pessimistic bound); then capped by gathering the outputs over one "

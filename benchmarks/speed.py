@@ -77,21 +77,25 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch
 from _common import (
+    BenchmarkRun,
+    Timer,
     activate_refinement,
     benchmark_parser,
+    best_time,
+    device_sync,
+    fmt,
+    load_text,
+    markdown_table,
     save_figure,
-    write_report,
+    time_calls,
 )
-from _machine import machine_info, machine_line
-
-from sklearn_walloc._wavelets import apply_fused, fused_encoder
+from _machine import machine_line
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -206,24 +210,10 @@ class PeakMemory:
 
 
 # ------------------------------------------------------------------ timing
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_op(fn, device, min_repeats, max_repeats, min_time):
     """Median time of timed runs after a warm-up run, and their count."""
-    fn()
-    _sync(device)
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (
-        len(times) < min_repeats or time.perf_counter() - start < min_time
-    ):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    times = time_calls(fn, min_repeats, min_time=min_time, max_repeat=max_repeats,
+                       sync=device_sync(device))  # fmt: skip
     return statistics.median(times), len(times)
 
 
@@ -273,8 +263,7 @@ def _walloc_ops(family, images, device, model_dir):
     model.set_params(device=str(device))
     module = model.module_.to(device)
     fused = module.fused_encoder().to(device)
-    kernel, offset = single_conv_kernel(module)
-    kernel = kernel.to(device)
+    single_conv = _single_conv_encoder(module, device)
     x = _to_tensor(images, device)
     with torch.inference_mode():
         q = module.encode_fused(x, fused)
@@ -283,9 +272,7 @@ def _walloc_ops(family, images, device, model_dir):
         "transform": lambda: model.transform(images),
         "inverse_transform": lambda: model.inverse_transform(z),
         "encode_fused": lambda: module.encode_fused(x, fused),
-        "encode_single_conv": lambda: module.bottleneck.quantize(
-            apply_fused(x, kernel, fused.bias, offset, module.stride), "symbols"
-        ),
+        "encode_single_conv": lambda: single_conv(x),
         "decode": lambda: module.decode(q),
     }
     sizes = {}
@@ -404,9 +391,9 @@ def _no_grad(fn):
 
 def run_worker(spec):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
+    with Timer() as t:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = t.s
     for line in proc.stdout.splitlines():
         if line.startswith("ROWS "):
             return json.loads(line[5:]), wall, None
@@ -414,52 +401,56 @@ def run_worker(spec):
 
 
 # ---------------------------------------------------------------- ceilings
+def _copy_bandwidth():
+    """GB/s of a 512 MiB float32 copy (read + write), best of 5."""
+    src = np.ones(2**27, dtype=np.float32)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), 5) / 1e9
+
+
 def ceilings():
     """Memory bandwidth (GB/s, copy) and float32 matmul GFLOP/s."""
-    src = np.ones(2**27, dtype=np.float32)  # 512 MiB
-    dst = np.empty_like(src)
-    copies = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        copies.append(time.perf_counter() - t0)
-    bandwidth = 2 * src.nbytes / min(copies) / 1e9
-    del src, dst
     n = 4096
     a = torch.randn(n, n)
     b = torch.randn(n, n)
-    torch.mm(a, b)
-    mms = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        mms.append(time.perf_counter() - t0)
     result = {
-        "copy_gb_per_s": bandwidth,
-        "matmul_gflop_per_s": 2 * n**3 / min(mms) / 1e9,
+        "copy_gb_per_s": _copy_bandwidth(),
+        "matmul_gflop_per_s": 2 * n**3 / best_time(lambda: torch.mm(a, b), warmup=1)
+        / 1e9,
         "torch_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         a, b = a.cuda(), b.cuda()
-        torch.mm(a, b)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(10):
-            torch.mm(a, b)
-        torch.cuda.synchronize()
-        result["cuda_matmul_gflop_per_s"] = 20 * n**3 / (time.perf_counter() - t0) / 1e9
+        seconds = time_calls(lambda: [torch.mm(a, b) for _ in range(10)], 1,
+                             sync=device_sync("cuda"))[0]  # fmt: skip
+        result["cuda_matmul_gflop_per_s"] = 20 * n**3 / seconds / 1e9
     return result
 
 
 def single_conv_kernel(module):
     """The composite filter as one dense kernel (float32) and its left padding.
 
-    Normalisation is not folded in: the timing does not depend on it.
+    Normalisation is not folded in: the timing does not depend on it. Private
+    on purpose (with :func:`_single_conv_encoder`): the previous inference path,
+    which the library no longer ships, is the reference for the fused one.
     """
+    from sklearn_walloc._wavelets import fused_encoder
+
     kernel, offset = fused_encoder(
         module.wpt, module.encoder.weight.detach().flatten(1), module.encoder.bias
     )
     return kernel.float(), offset
+
+
+def _single_conv_encoder(module, device):
+    """``x -> symbols`` through the single dense kernel (see above)."""
+    from sklearn_walloc._wavelets import apply_fused
+
+    kernel, offset = single_conv_kernel(module)
+    kernel, bias = kernel.to(device), module.fused_encoder().to(device).bias
+    return lambda x: module.bottleneck.quantize(
+        apply_fused(x, kernel, bias, offset, module.stride), "symbols"
+    )
 
 
 def encoder_cost(model):
@@ -497,9 +488,9 @@ def fit_models(model_dir):
 
     fit = load_photos(split="fit")
     holdout = load_photos(split="holdout")
-    t0 = time.perf_counter()
-    default = WallocTransformer(**WALLOC).fit(fit)
-    fit_s = time.perf_counter() - t0
+    with Timer() as t:
+        default = WallocTransformer(**WALLOC).fit(fit)
+    fit_s = t.s
     # A closed form leaves the 768-wide residual path zero, and inference would
     # skip it: give it weights, as training would, so its cost is timed.
     paper = activate_refinement(WallocTransformer(**WALLOC, **PAPER_DECODER).fit(fit))
@@ -518,43 +509,16 @@ def fit_models(model_dir):
 
 
 # ---------------------------------------------------------------- reporting
-def _fmt(value, spec):
-    return "" if value is None else format(value, spec)
-
-
 def speed_table(rows):
-    head = [
-        "method",
-        "op",
-        "device",
-        "size",
-        "batch",
-        "MP/s",
-        "s/call",
-        "runs",
-        "GFLOP/MP",
-        "peak MiB",
-        "working MiB",
-        "bpp",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["family"],
-            r["op"],
-            r["device"],
-            str(r["size"]),
-            str(r["batch"]),
-            f"**{r['mp_per_s']:.3g}**",
-            f"{r['seconds']:.3g}",
-            str(r["repeats"]),
-            _fmt(r["gflop_per_mp"], ".3g"),
-            f"{r['peak_mb']:.0f}",
-            f"{r['working_mb']:.0f}",
-            _fmt(r["bpp"], ".2f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    head = ["method", "op", "device", "size", "batch", "MP/s", "s/call", "runs",
+            "GFLOP/MP", "peak MiB", "working MiB", "bpp"]  # fmt: skip
+    return markdown_table(head, [
+        [r["family"], r["op"], r["device"], r["size"], r["batch"],
+         f"**{r['mp_per_s']:.3g}**", f"{r['seconds']:.3g}", r["repeats"],
+         fmt(r["gflop_per_mp"], ".3g", ""), f"{r['peak_mb']:.0f}",
+         f"{r['working_mb']:.0f}", fmt(r["bpp"], ".2f", "")]
+        for r in rows
+    ])  # fmt: skip
 
 
 def _rate(rows, family, op, size, batch, device="cpu"):
@@ -656,17 +620,11 @@ def check_targets(rows, quality, cost, ceiling):
 
 
 def targets_table(targets):
-    lines = ["| target | value | where | met? |", "|---|---|---|---|"]
-    for t in targets:
-        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        value = "" if t["value"] is None else f"{t['value']:.3g}"
-        lines.append(f"| {t['target']} | {value} | {t['where']} | {met} |")
-    return "\n".join(lines)
-
-
-def _load(info):
-    load = info.get("load_average")
-    return "n/a" if load is None else ", ".join(f"{v:.1f}" for v in load)
+    verdict = {None: "n/a", True: "yes", False: "**no**"}
+    return markdown_table(["target", "value", "where", "met?"], [
+        [t["target"], fmt(t["value"], ".3g", ""), t["where"], verdict[t["met"]]]
+        for t in targets
+    ])  # fmt: skip
 
 
 def markdown(report):
@@ -677,8 +635,8 @@ def markdown(report):
             f"# Encode/decode speed and memory{mode}",
             "",
             f"Machine: {machine_line(report['machine'])}. Load average (1, 5, 15 "
-            f"min): {_load(report['machine'])} at the start, "
-            f"{_load(report['machine_end'])} at the end. Total runtime "
+            f"min): {load_text(report['machine'])} at the start, "
+            f"{load_text(report['machine_end'])} at the end. Total runtime "
             f"{report['runtime_s']:.0f} s.",
             "",
             f"Ceilings: memory copy {c['copy_gb_per_s']:.1f} GB/s (read + write), "
@@ -806,9 +764,8 @@ def main():
     if args.codec_path:
         _codec_path(args)
         return
-    start = time.perf_counter()
-    info = machine_info()
-    print(f"Machine: {machine_line(info)}; load {_load(info)}", flush=True)
+    run = BenchmarkRun("speed", args)
+    print(f"Machine: {machine_line(run.machine)}; load {load_text(run.machine)}")
     ceiling = ceilings()
     print(f"Ceilings: {ceiling}", flush=True)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -853,8 +810,7 @@ def main():
                     print(f"[{label}] {wall:.0f} s: {rates} MP/s", flush=True)
     report = {
         "quick": args.quick,
-        "machine": info,
-        "machine_end": machine_info(),
+        "machine": run.machine,
         "ceilings": ceiling,
         "encoder_cost": cost,
         "quality": quality,
@@ -863,19 +819,19 @@ def main():
         "errors": errors,
     }
     report["targets"] = check_targets(rows, quality, cost, ceiling)
-    report["runtime_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     plot(report, args.out / "speed.png")
-    write_report(args.out, "speed", report, markdown(report), rows)
+    run.finish(report, markdown, rows)
     _codec_path(args)
 
 
 def _codec_path(args):
     """The issue-11 ratios (compress, decompress against WebP; inverse_transform
-    against transform), measured interleaved in this process."""
-    import codec_path
-
-    codec_path.main(["--out", str(args.out)] + (["--quick"] if args.quick else []))
+    against transform), measured interleaved by ``codec_path.py`` in a process
+    of its own (scripts do not import each other)."""
+    script = Path(__file__).with_name("codec_path.py")
+    cmd = [sys.executable, str(script), "--out", str(args.out)]
+    subprocess.run(cmd + (["--quick"] if args.quick else []), check=True)
 
 
 if __name__ == "__main__":

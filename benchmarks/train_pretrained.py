@@ -37,7 +37,7 @@ shared cores) or ``--only rgb-16x`` for one model; ``--quick`` trains a few
 steps into ``--out`` (a smoke test, never shipped).
 """
 
-import argparse
+import copy
 import glob
 import json
 import os
@@ -45,15 +45,17 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _audio_data import load_samples
+from _common import BenchmarkRun, Timer, benchmark_parser, load_mate_photos
+from _machine import machine_line
 from PIL import Image
 from scipy.signal import resample_poly
 
-from sklearn_walloc import WallocCodec, WallocTransformer
+from sklearn_walloc import WallocCodec, WallocTransformer, metrics
 from sklearn_walloc.datasets import load_photos
 
 SEED = 0
@@ -199,24 +201,13 @@ def load_training_music():
 
 
 # -------------------------------------------------------------- evaluation
-def _psnr(x, y, peak=255.0):
-    mse = np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2)
-    return float(10 * np.log10(peak**2 / mse))
-
-
-def _snr(x, y):
-    x = x.astype(np.float64)
-    err = np.sum((x - y.reshape(x.shape).astype(np.float64)) ** 2)
-    return float(10 * np.log10(np.sum(x**2) / err))
-
-
 def evaluate_images(codec, sets):
     out = {}
     for name, photos in sets.items():
         blobs = codec.compress(photos)
         recs = codec.decompress(blobs, restore=True)
         out[name] = {
-            "psnr_db": [_psnr(p, r) for p, r in zip(photos, recs)],
+            "psnr_db": [metrics.psnr(p, r) for p, r in zip(photos, recs)],
             "bytes": int(sum(len(b) for b in blobs)),
         }
         out[name]["mean_psnr_db"] = float(np.mean(out[name]["psnr_db"]))
@@ -226,17 +217,13 @@ def evaluate_images(codec, sets):
 def evaluate_audio(codec, clips):
     blobs = codec.compress(clips)
     recs = codec.decompress(blobs, restore=True)
-    snrs = [_snr(x, y) for x, y in zip(clips, recs)]
-    err = sum(
-        np.sum((x.astype(np.float64) - y.reshape(x.shape)) ** 2)
-        for x, y in zip(clips, recs)
-    )
-    energy = sum(np.sum(x.astype(np.float64) ** 2) for x in clips)
+    recs = [y.reshape(x.shape) for x, y in zip(clips, recs)]
+    snrs = [metrics.snr(x, y) for x, y in zip(clips, recs)]
     values = sum(x.size for x in clips)
     n_bytes = sum(len(b) for b in blobs)
     return {
         "holdout": {
-            "pooled_snr_db": float(10 * np.log10(energy / err)),
+            "pooled_snr_db": metrics.snr(np.concatenate(clips), np.concatenate(recs)),
             "mean_clip_snr_db": float(np.mean(snrs)),
             "bytes": int(n_bytes),
             "compression_ratio": 16 * values / (8 * n_bytes),
@@ -245,11 +232,6 @@ def evaluate_audio(codec, clips):
 
 
 def image_sets(quick):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _common import load_mate_photos
-
     sets = {"bundled holdout": load_photos(split="holdout")}
     sets["mate-backgrounds nature"] = load_mate_photos()[0]
     if quick:
@@ -258,11 +240,6 @@ def image_sets(quick):
 
 
 def audio_holdout(channels, quick):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _audio_data import load_samples
-
     fit = [x for _, x, _ in load_samples("fit", channels, 2.0 if quick else None)]
     hold = [x for _, x, _ in load_samples("holdout", channels, 2.0 if quick else None)]
     return fit, hold
@@ -285,21 +262,24 @@ def train(name, data, args):
         device="cpu",
         n_iter_no_change=10,
     )
-    t0 = time.perf_counter()
-    model.fit(data[kind])
-    history = None
-    if coefficients and steps:
-        side = 16 if params.get("signal_ndim", 2) == 2 else 256
-        history = train_in_coefficients(
-            model, data[kind], steps, SEED, lr=args.lr, side=side
-        )
-    seconds = time.perf_counter() - t0
+    with Timer() as t:
+        model.fit(data[kind])
+        history = None
+        if coefficients and steps:
+            side = 16 if params.get("signal_ndim", 2) == 2 else 256
+            history = train_in_coefficients(
+                model, data[kind], steps, SEED, lr=args.lr, side=side
+            )
+    seconds = t.s
     # The step whose state was kept (0: the closed form validated best).
     kept = history["best_step"] if history else None
     return model, seconds, kept
 
 
 # ------------------------------------------- coefficient-domain training
+# Private on purpose (the module's transform, encoder, bottleneck and decoder,
+# and the library's padding): this trainer works on cached wavelet packet
+# coefficients, which the public ``fit`` does not expose.
 def _band_weights(module):
     """Pixel energy of each band's unit coefficient (synthesis filter norms),
     so a weighted coefficient MSE approximates the pixel MSE of bior4.4."""
@@ -371,41 +351,39 @@ def train_in_coefficients(model, signals, steps, seed, lr=5e-4, batch=32, side=1
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1 + np.cos(np.pi * min(t, steps) / steps))
     )
-    import copy
-
     best, best_state = validate(), copy.deepcopy(module.state_dict())
     history = {"validation_scores": [best], "loss_curve": [], "best_step": 0}
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        crops = []
-        for gi in rng.choice(len(train), batch, p=prob):
-            g = train[gi]
-            window = [slice(None)]
-            for axis in range(ndim):
-                n = g.shape[1 + axis]
-                lo = int(rng.integers(0, max(1, n - side + 1)))
-                window.append(slice(lo, lo + side))
-            crops.append(g[tuple(window)])
-        y = torch.stack(crops)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_of(y, "noise")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        history["loss_curve"].append(float(loss.detach()))
-        if step % 100 == 0 or step == steps:
-            score = validate()
-            history["validation_scores"].append(score)
-            if score > best:
-                best, best_state = score, copy.deepcopy(module.state_dict())
-                history["best_step"] = step
-            print(
-                f"step {step}: loss {float(loss.detach()):.5f}, validation "
-                f"{score:.3f} dB (start {history['validation_scores'][0]:.3f}), "
-                f"{time.perf_counter() - t0:.0f} s",
-                flush=True,
-            )
+    with Timer() as clock:
+        for step in range(1, steps + 1):
+            crops = []
+            for gi in rng.choice(len(train), batch, p=prob):
+                g = train[gi]
+                window = [slice(None)]
+                for axis in range(ndim):
+                    n = g.shape[1 + axis]
+                    lo = int(rng.integers(0, max(1, n - side + 1)))
+                    window.append(slice(lo, lo + side))
+                crops.append(g[tuple(window)])
+            y = torch.stack(crops)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_of(y, "noise")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            history["loss_curve"].append(float(loss.detach()))
+            if step % 100 == 0 or step == steps:
+                score = validate()
+                history["validation_scores"].append(score)
+                if score > best:
+                    best, best_state = score, copy.deepcopy(module.state_dict())
+                    history["best_step"] = step
+                print(
+                    f"step {step}: loss {float(loss.detach()):.5f}, validation "
+                    f"{score:.3f} dB (start {history['validation_scores'][0]:.3f}), "
+                    f"{clock.elapsed():.0f} s",
+                    flush=True,
+                )
     module.load_state_dict(best_state)
     module.requires_grad_(False).eval()
     model._runtime = {}
@@ -413,14 +391,13 @@ def train_in_coefficients(model, signals, steps, seed, lr=5e-4, batch=32, side=1
     model.loss_curve_ = history["loss_curve"]
     model.validation_scores_ = [float(v) for v in history["validation_scores"]]
     model.best_validation_score_ = float(best)
-    history["seconds"] = time.perf_counter() - t0
+    history["seconds"] = clock.s
     return history
 
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__)
+    parser.set_defaults(out=OUT)
     parser.add_argument("--only", nargs="*", default=list(MODELS))
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--max-iter", type=int, help="training steps (default: each model's)"
     )
@@ -434,8 +411,8 @@ def main():
     )
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--crop-size", type=int, help="default: the library's")
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    run = BenchmarkRun("train_pretrained", args)
     torch.manual_seed(SEED)
     args.out.mkdir(parents=True, exist_ok=True)
     record_path = args.out / "TRAINING.json"
@@ -493,8 +470,7 @@ def main():
             "baseline": baseline_name,
             "baseline_held_out": baseline,
             "quick": args.quick,
-            "machine": "2 shared CPU cores (other jobs running), torch "
-            + torch.__version__,
+            "machine": machine_line(run.machine),
         }
         print(json.dumps(record["models"][name]["held_out"], indent=1), flush=True)
         print(json.dumps(baseline, indent=1), flush=True)

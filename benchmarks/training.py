@@ -25,21 +25,21 @@ interleaved, absolute seconds are pessimistic.
 import copy
 import json
 import math
-import time
 
 import numpy as np
 import torch
 from _common import (
+    BenchmarkRun,
+    Timer,
     as_uint8,
     benchmark_parser,
     load_mate_photos,
-    psnr,
+    markdown_table,
+    save_figure,
+    write_json,
 )
 
-from sklearn_walloc import WallocCodec
-from sklearn_walloc._signal import pad_to_multiple
-from sklearn_walloc._trainer import band_weights
-from sklearn_walloc._training import optimise
+from sklearn_walloc import WallocCodec, metrics
 from sklearn_walloc.datasets import load_photos
 
 SEED = 0
@@ -91,7 +91,22 @@ CONFIGS = {
 }
 
 
+def _trainer_internals():
+    """``(optimise, band_weights, pad_to_multiple)`` from the library's trainer.
+
+    Private on purpose: this script times the training loop in its two domains
+    and scores the module between optimiser steps, neither of which ``fit``
+    exposes.
+    """
+    from sklearn_walloc._signal import pad_to_multiple
+    from sklearn_walloc._trainer import band_weights
+    from sklearn_walloc._training import optimise
+
+    return optimise, band_weights, pad_to_multiple
+
+
 def _layout(photos):
+    pad_to_multiple = _trainer_internals()[2]
     return [
         pad_to_multiple(np.moveaxis(p, -1, 0)[None].astype(np.float32), 8)
         for p in photos
@@ -106,7 +121,7 @@ def heldout_psnr(module, photos):
     for p, x in zip(photos, _layout(photos)):
         y = module.decode(module.encode(torch.from_numpy(x), "symbols"))
         y = y[0, :, : p.shape[0], : p.shape[1]].permute(1, 2, 0).numpy()
-        out.append(psnr(p, as_uint8(y)))
+        out.append(metrics.psnr(p, as_uint8(y)))
     return out
 
 
@@ -151,12 +166,12 @@ def run_sweep(args, sets):
             if record["step"] % args.eval_every:
                 return
             before = spent[0]
-            t = time.perf_counter()
-            scores = {
-                k: float(np.mean(heldout_psnr(module, v))) for k, v in sets.items()
-            }
-            module.train()
-            spent[0] += time.perf_counter() - t
+            with Timer() as t:
+                scores = {
+                    k: float(np.mean(heldout_psnr(module, v))) for k, v in sets.items()
+                }
+                module.train()
+            spent[0] += t.s
             curve.append(
                 {
                     "step": record["step"],
@@ -181,8 +196,9 @@ def run_sweep(args, sets):
             "callbacks": [callback],
         }
         opts.update(kwargs)
-        t = time.perf_counter()
-        history = optimise(module, _layout(train), _layout(val), **opts)
+        optimise = _trainer_internals()[0]
+        with Timer() as t:
+            history = optimise(module, _layout(train), _layout(val), **opts)
         best = history["best_iter"]
         kept = next(c for c in curve if c["step"] == best)
         results.append(
@@ -191,19 +207,19 @@ def run_sweep(args, sets):
                 "options": dict(kwargs),
                 "model": model,
                 "validation_photos": val_names,
-                "wall_s": time.perf_counter() - t,
+                "wall_s": t.s,
                 "start": start,
                 "curve": curve,
                 "kept_step": best,
                 "kept": kept,
             }
         )
-        with open(args.out / "training_sweep.json", "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.out / "training_sweep.json", results)
     return results
 
 
-def run_speed(args):
+def run_speed(args, run):
+    optimise, band_weights, _ = _trainer_internals()
     fit = load_photos(split="fit")
     arrays = _layout(fit)
     rates = {}
@@ -262,14 +278,34 @@ def run_speed(args):
                 }
             )
     report = {
+        "machine": run.machine,
         "steps_per_s": rates,
         "batch": "16 crops of 128x128 RGB (16x16 latent positions each)",
         "mse": rows,
         "threads": torch.get_num_threads(),
     }
-    with open(args.out / "training_speed.json", "w") as f:
-        json.dump(report, f, indent=1)
-    print(json.dumps(report, indent=1))
+    run.finish(report, _speed_markdown)
+
+
+def _speed_markdown(report):
+    return "\n".join([
+        f"# Training steps per second ({report['batch']}), "
+        f"{report['threads']} threads",
+        "",
+        markdown_table(["decoder", "pixel domain", "wavelet domain", "speed-up"], [
+            [k, f"{r['pixel']:.2f}", f"{r['wavelet']:.2f}", f"{r['speedup']:.1f}x"]
+            for k, r in report["steps_per_s"].items()
+        ]),
+        "",
+        markdown_table(["photo", "pixel MSE", "weighted coef MSE (dB diff)",
+                        "plain coef MSE (dB diff)"], [
+            [r["shape"], f"{r['pixel_mse']:.4g}",
+             f"{r['weighted_coef_mse']:.4g} ({r['weighted_db_diff']:+.2f})",
+             f"{r['plain_coef_mse']:.4g} ({r['plain_db_diff']:+.2f})"]
+            for r in report["mse"]
+        ]),
+        "",
+    ])  # fmt: skip
 
 
 def run_check(args, sets):
@@ -281,12 +317,11 @@ def run_check(args, sets):
         (f"max_iter={args.steps}", {"max_iter": args.steps}),
     ):
         codec = WallocCodec(latent_dim=12, levels=3, random_state=SEED, **kw)
-        t = time.perf_counter()
-        codec.fit(fit)
-        fit_s = time.perf_counter() - t
+        with Timer() as t:
+            codec.fit(fit)
         row = {
             "model": label,
-            "fit_s": fit_s,
+            "fit_s": t.s,
             "n_iter": codec.n_iter_,
             "n_iter_kept": codec.n_iter_kept_,
             "validation_gain": codec.validation_gain_,
@@ -294,12 +329,13 @@ def run_check(args, sets):
         for k, photos in sets.items():
             blobs = codec.compress(list(photos))
             dec = codec.decompress(blobs, restore=True)
-            row[f"{k}_psnr"] = float(np.mean([psnr(p, d) for p, d in zip(photos, dec)]))
+            row[f"{k}_psnr"] = float(
+                np.mean([metrics.psnr(p, d) for p, d in zip(photos, dec)])
+            )
             row[f"{k}_bytes"] = int(sum(len(b) for b in blobs))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    with open(args.out / "training_check.json", "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(args.out / "training_check.json", rows)
 
 
 def run_report(args):
@@ -309,8 +345,7 @@ def run_report(args):
     for path in args.inputs:
         with open(path) as f:
             runs += json.load(f)
-    with open(args.out / "training_sweep.json", "w") as f:
-        json.dump(runs, f, indent=1)
+    write_json(args.out / "training_sweep.json", runs)
     rows = []
     for r in runs:
         c = r["curve"]
@@ -342,16 +377,13 @@ def run_report(args):
         "holdout gain (kept)",
         "mate gain (kept)",
     ]
-    text = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-    text += "".join("| " + " | ".join(row) + " |\n" for row in rows)
-    with open(args.out / "training_sweep.md", "w") as f:
-        f.write(text)
+    text = markdown_table(header, rows) + "\n"
+    (args.out / "training_sweep.md").write_text(text)
     print(text)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from _common import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     colours = plt.get_cmap("tab20").colors
@@ -382,10 +414,10 @@ def main():
     parser.add_argument("--speed-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    run = BenchmarkRun(f"training_{args.part}", args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "speed":
-        return run_speed(args)
+        return run_speed(args, run)
     if args.part == "report":
         return run_report(args)
     mate, _ = load_mate_photos(limit=4 if args.quick else None)
