@@ -21,8 +21,6 @@ choices are floats used by the encoder alone and transmitted.
 """
 
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import constriction
@@ -369,51 +367,6 @@ def _choose(x, bound, plan):
     return _Choice(modes, pair, tok, n_raw, big, nbits, extra, tables, used, cost)
 
 
-# Channels choose their modes and tables independently, and NumPy releases the
-# GIL in the whole-array operations of ``_choose``: a grid this large is split
-# into two halves of channels chosen on two threads (about 40% of the entropy
-# encoder's time on a free second core; the same choice, hence the same bytes).
-_SPLIT_LATENTS = 1 << 14
-_POOLS = {}  # pid -> the worker thread
-
-
-def _pool():
-    """This process' worker thread (a forked child gets its own: the parent's
-    threads do not exist there)."""
-    pid = os.getpid()
-    if pid not in _POOLS:
-        _POOLS.clear()
-        _POOLS[pid] = ThreadPoolExecutor(1, thread_name_prefix="walloc-entropy")
-    return _POOLS[pid]
-
-
-def _choose_split(x, bound, plan):
-    """:func:`_choose` on two threads when ``x`` is large and there are cores."""
-    n_chan = x.shape[0]
-    if n_chan < 2 or x.size < _SPLIT_LATENTS or (os.cpu_count() or 1) < 2:
-        return _choose(x, bound, plan)
-    half = n_chan // 2
-    low = _pool().submit(_choose, x[:half], bound, plan)
-    b = _choose(x[half:], bound, plan)
-    a = low.result()
-    shift = half * _e._N_CONTEXTS
-    return _Choice(
-        np.concatenate([a.modes, b.modes]),
-        np.concatenate([a.pair, b.pair + shift]),
-        np.concatenate([a.tok, b.tok]),
-        a.n_raw + b.n_raw,
-        (
-            np.concatenate([a.big[0], b.big[0] + half]),
-            np.concatenate([a.big[1], b.big[1]]),
-        ),
-        np.concatenate([a.nbits, b.nbits]),
-        np.concatenate([a.extra, b.extra]),
-        np.concatenate([a.tables, b.tables]),
-        np.concatenate([a.used, b.used]),
-        np.concatenate([a.cost, b.cost]),
-    )
-
-
 def ideal_bits(grid, bound):
     """Ideal code length of the format-3 stream of ``grid`` ``(C, H, W)``, in bits."""
     n_chan, height, width = grid.shape
@@ -444,7 +397,7 @@ def encode(grid, bound):
     """Code the int grid ``(C, H, W)`` in the format-3 order; returns uint32 words."""
     n_chan, height, width = grid.shape
     plan = _plan(height, width, True)
-    choice = _choose_split(grid.reshape(n_chan, -1).astype(np.int32), bound, plan)
+    choice = _choose(grid.reshape(n_chan, -1).astype(np.int32), bound, plan)
     n_valid = _e._n_valid_tokens(bound)
     n_ctx = _e._N_CONTEXTS
     n_tab = _e._N_TABLES

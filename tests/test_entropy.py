@@ -351,23 +351,6 @@ def test_one_call_per_table_or_per_symbol_rows_is_the_same_code(bits, monkeypatc
     assert payloads[0] == payloads[1]
 
 
-@pytest.mark.parametrize("bits", [2, 8, 16])
-@pytest.mark.parametrize("n_chan", [2, 5])
-def test_choosing_on_two_threads_is_the_same_code(bits, n_chan, monkeypatch):
-    """Splitting the channels between two threads changes no choice, no bit."""
-    from sklearn_walloc import _entropy_batched
-
-    rng = np.random.default_rng(bits + n_chan)
-    q = _smooth_grid(rng, n_chan, 40, 23, bits)
-    q[-1, -1, -1] = -(2 ** (bits - 1)) + 1  # a token with raw bits, last channel
-    payloads = []
-    for threshold in (10**9, 0):  # never split; always split
-        monkeypatch.setattr(_entropy_batched, "_SPLIT_LATENTS", threshold)
-        payloads.append(encode_latents(q, bits))
-    assert payloads[0] == payloads[1]
-    np.testing.assert_array_equal(decode_latents(payloads[1], q.shape, bits), q)
-
-
 def test_constriction_rows_per_symbol_match_each_table():
     """The documented equivalence the batched calls rely on, for every table."""
     import constriction
