@@ -42,17 +42,14 @@ ratios much less.
 
 import io
 import statistics
-import time
 
 import numpy as np
 import torch
-from _common import benchmark_parser, load_mate_photos, write_json
-from _machine import machine_info, machine_line
+from _common import BenchmarkRun, Timer, benchmark_parser, load_mate_photos
+from _machine import machine_line
 from PIL import Image
 
-from sklearn_walloc._container import pack_blob, unpack_blob
-from sklearn_walloc._entropy import decode_latents, encode_latents
-from sklearn_walloc.codec import WallocCodec
+from sklearn_walloc import WallocCodec
 from sklearn_walloc.datasets import load_photos
 
 WEBP = {"format": "WEBP", "quality": 20, "method": 4}
@@ -87,13 +84,13 @@ def _jpeg_encode(x):
     return buffer.getvalue()
 
 
-def _operations(codec, x, trained):
-    """name -> zero-argument callable, for one photo."""
-    z = codec.transform(x[None])
-    q = np.moveaxis(z[0], -1, 0).astype(np.int32)
-    (blob,) = codec.compress([x])
-    parsed = unpack_blob(blob)
-    payload = parsed.payload
+def _byte_path_parts(codec, x, q, blob):
+    """The entropy coder and the container alone, for the profile: private,
+    as the public API offers only the whole ``compress`` / ``decompress``."""
+    from sklearn_walloc._container import pack_blob, unpack_blob
+    from sklearn_walloc._entropy import decode_latents, encode_latents
+
+    payload = unpack_blob(blob).payload
     fields = dict(
         signal_ndim=2,
         signal_shape=x.shape,
@@ -103,10 +100,23 @@ def _operations(codec, x, trained):
         latent_bits=codec.latent_bits_,
         fingerprint=codec.fingerprint(),
     )
+    bits = codec.latent_bits_
+    return {
+        "entropy_encode": lambda: encode_latents(q, bits),
+        "entropy_decode": lambda: decode_latents(payload, q.shape, bits),
+        "pack_blob": lambda: pack_blob(payload, **fields),
+        "unpack_blob": lambda: unpack_blob(blob, fields["fingerprint"]),
+    }
+
+
+def _operations(codec, x, trained):
+    """name -> zero-argument callable, for one photo."""
+    z = codec.transform(x[None])
+    q = np.moveaxis(z[0], -1, 0).astype(np.int32)
+    (blob,) = codec.compress([x])
     webp = _webp_encode(x)
     jpeg = _jpeg_encode(x)
     (trained_blob,) = trained.compress([x])
-    bits = codec.latent_bits_
     return {
         "transform": lambda: codec.transform(x[None]),
         "inverse_transform": lambda: codec.inverse_transform(z),
@@ -117,10 +127,7 @@ def _operations(codec, x, trained):
         "jpeg_encode": lambda: _jpeg_encode(x),
         "jpeg_decode": lambda: _webp_decode(jpeg),
         "decompress_trained": lambda: trained.decompress([trained_blob]),
-        "entropy_encode": lambda: encode_latents(q, bits),
-        "entropy_decode": lambda: decode_latents(payload, q.shape, bits),
-        "pack_blob": lambda: pack_blob(payload, **fields),
-        "unpack_blob": lambda: unpack_blob(blob, fields["fingerprint"]),
+        **_byte_path_parts(codec, x, q, blob),
     }, {"latents": q.size, "blob_bytes": len(blob), "webp_bytes": len(webp)}
 
 
@@ -137,8 +144,7 @@ def _photos(which):
 
 
 def measure(repeats=9, which="holdout"):
-    """Interleaved timings; returns the report dict."""
-    info = machine_info()
+    """Interleaved timings; returns the report dict (machine added by the run)."""
     fit = load_photos(split="fit")
     photos, names = _photos(which)
     codec = WallocCodec(latent_dim=12, levels=3, max_iter=0, random_state=0)
@@ -157,9 +163,9 @@ def measure(repeats=9, which="holdout"):
         for op in names_ops:
             total = 0.0
             for per_photo in ops:
-                t = time.perf_counter()
-                per_photo[op]()
-                total += time.perf_counter() - t
+                with Timer() as t:
+                    per_photo[op]()
+                total += t.s
             times[op].append(total)
     median = {op: statistics.median(ts) for op, ts in times.items()}
     rates = {op: pixels / s / 1e6 for op, s in median.items()}
@@ -182,8 +188,6 @@ def measure(repeats=9, which="holdout"):
         },
     }
     return {
-        "machine": info,
-        "machine_end": machine_info(),
         "photos": [f"{n} {x.shape[1]}x{x.shape[0]}" for n, x in zip(names, photos)],
         "pixels": pixels,
         "latents": latents,
@@ -267,14 +271,12 @@ def main(argv=None):
         help="the bundled held-out photos, or 4 mate-backgrounds nature photos",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    report = measure(3 if args.quick else args.repeats, args.photos)
-    text = markdown(report)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "codec_path" if args.photos == "holdout" else f"codec_path_{args.photos}"
-    (args.out / f"{name}.md").write_text(text)
-    write_json(args.out / f"{name}.json", report)
+    run = BenchmarkRun(name, args)
+    report = measure(3 if args.quick else args.repeats, args.photos)
+    report["machine"] = run.machine
+    report = run.finish(report, markdown)
+    print(markdown(report))
     return report
 
 
