@@ -34,8 +34,11 @@ M latents/s follow.
 Run: ``python benchmarks/codec_path.py`` (about a minute; ``--threads 1`` runs
 torch on one thread: on a machine busier than its cores, torch's two threads
 wait on each other while Pillow, single-threaded, does not), or through
-``python benchmarks/speed.py --codec-path``. Writes ``codec_path.md`` and
-``codec_path.json`` in ``--out``. The machine is recorded with its load average
+``python benchmarks/speed.py --codec-path``. ``--photos mate`` times 4 of
+the mate-backgrounds nature photos instead (768x1080 crops of Lanczos
+downscales, one 1021 wide; fetched as ``_common.load_mate_photos`` does), larger
+photos than the bundled ones. Writes ``codec_path.md`` / ``codec_path.json``
+(``codec_path_mate.*``) in ``--out``. The machine is recorded with its load average
 at the start and the end: on a shared machine the absolute rates move, the
 ratios much less.
 """
