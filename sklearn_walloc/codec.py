@@ -26,7 +26,7 @@ from ._signal import crop, merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
 from .transformer import WallocTransformer
 
-__all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
+__all__ = ["GAIN_MAX_LOSS_DB", "MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
 
 #: Largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
 #: decodes unless told otherwise: about 134 M values (512 MiB of float32), e.g. a
