@@ -317,10 +317,13 @@ class GainSearch:
     synthesis: object  # the fused decoder (fused_decoder()), on the device
     weights: torch.Tensor  # (D,) float64: synthesis energy of a unit latent
     max_loss_db: float
+    max_snr_db: float
 
 
 @torch.no_grad()
-def gain_search(synthesis, latent_dim, signal_ndim, max_loss_db, device, length=64):
+def gain_search(
+    synthesis, latent_dim, signal_ndim, max_loss_db, max_snr_db, device, length=64
+):
     """A :class:`GainSearch`: ``synthesis``'s response energy to a unit latent
     in each channel (the impulse far from the borders), computed once."""
     d, spatial = latent_dim, (length,) * signal_ndim
@@ -328,7 +331,7 @@ def gain_search(synthesis, latent_dim, signal_ndim, max_loss_db, device, length=
     unit[(range(d), range(d), *[length // 2] * signal_ndim)] = 1.0
     response = synthesis(unit) - synthesis(torch.zeros_like(unit[:1]))
     weights = _energy(response.flatten(1)[:, None])[:, 0]
-    return GainSearch(synthesis, weights, float(max_loss_db))
+    return GainSearch(synthesis, weights, float(max_loss_db), float(max_snr_db))
 
 
 def _energy(t):
@@ -348,6 +351,9 @@ def _extra_steps(x, z, z_hat, module, search):
     # spares a second synthesis of the whole signal.
     rounding = (_energy(z - z_hat) * search.weights).sum(dim=1)
     allowed = floor * (10 ** (search.max_loss_db / 10) - 1)
+    # Rounding noise max_snr_db under the signal is never worth more bits.
+    signal = _energy(x.flatten(1)[:, None])[:, 0]
+    allowed = torch.maximum(allowed, signal * 10 ** (-search.max_snr_db / 10))
     # The rounding error falls 4x per octave of gain: 2**(-e/2) per step. A
     # signal the model represents exactly (floor 0) takes what it can get.
     ratio = rounding / allowed.clamp_min(1e-300)

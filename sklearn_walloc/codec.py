@@ -26,7 +26,13 @@ from ._signal import crop, merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
 from .transformer import WallocTransformer
 
-__all__ = ["GAIN_MAX_LOSS_DB", "MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
+__all__ = [
+    "GAIN_MAX_LOSS_DB",
+    "GAIN_MAX_SNR_DB",
+    "MAX_DECODED_VALUES",
+    "WallocCodec",
+    "blob_info",
+]
 
 #: Largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
 #: decodes unless told otherwise: about 134 M values (512 MiB of float32), e.g. a
@@ -39,8 +45,12 @@ MAX_DECODED_VALUES = 2**27
 
 #: Largest SNR loss, in dB, that rounding the latents of a 1D signal may cost
 #: against its unrounded latents before ``adaptive_gain`` widens them: a higher
-#: gain and more latent bits for that signal (docs/format.md, "Gain").
+#: gain and more latent bits for that signal (docs/format.md, "Wider latents").
 GAIN_MAX_LOSS_DB = 1.5
+#: ... except that a rounding error this far (dB) under the signal's energy is
+#: always accepted: near-lossless clips would otherwise take up to 16 bits per
+#: latent for SNRs of 50-65 dB.
+GAIN_MAX_SNR_DB = 45.0
 
 # The 12 dtypes the container can record (docs/format.md).
 _CODED_DTYPES = frozenset(
@@ -164,8 +174,10 @@ class WallocCodec(WallocTransformer):
         would cost it more than ``GAIN_MAX_LOSS_DB`` (1.5 dB) of SNR against
         its unrounded latents (high-SNR clips, wide dynamic range) also gets
         a higher gain and wider latents in its blob (up to 16 bits), chosen
-        from a trial round trip. False: no gain, the identity holds for every
-        signal. Images never get a gain.
+        from its own latents and one synthesis (``compress`` of audio takes
+        about 1.5x as long); a rounding error ``GAIN_MAX_SNR_DB`` (45 dB)
+        under the signal is always accepted. False: no gain, the identity
+        holds for every signal. Images never get a gain.
 
     Attributes
     ----------
@@ -447,6 +459,7 @@ class WallocCodec(WallocTransformer):
                 self.latent_dim,
                 self.signal_ndim,
                 GAIN_MAX_LOSS_DB,
+                GAIN_MAX_SNR_DB,
                 device,
             )
         return self._runtime[key]
