@@ -22,6 +22,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from sklearn_walloc import WallocTransformer, _signal
+from sklearn_walloc import codec as codec_module
 from sklearn_walloc._container import pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import GAIN_MAX_LOSS_DB, WallocCodec, blob_info
@@ -242,10 +243,13 @@ def _repack(blob, payload=None, **fields):
     return pack_blob(b.payload if payload is None else payload, **kw)
 
 
-def test_adaptive_gain_widens_latents_of_precise_clips():
-    # A clean tone: the model represents it to ~50 dB, which 8-bit latents
+def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
+    # A clean tone: the model represents it to ~51 dB, which 8-bit latents
     # cannot carry (~42 dB). The codec then gives it a higher gain and wider
     # latents, recorded in the blob header; the noisy clip keeps 8 bits, g = 0.
+    # First the loss rule alone (no SNR cap), then with the default cap.
+    default_cap = codec_module.GAIN_MAX_SNR_DB
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", 200.0)
     rng = np.random.default_rng(0)
     loud, _ = _quiet_and_loud(rng)
     t = np.arange(len(loud)) / 44100
@@ -272,9 +276,20 @@ def test_adaptive_gain_widens_latents_of_precise_clips():
     ref16 = snr(X[1], wide.decompress(blobs16)[1])
     assert snr(X[1], Y[1]) > ref16 - GAIN_MAX_LOSS_DB
     plain = codec.set_params(adaptive_gain=False).compress(X)
-    assert snr(X[1], Y[1]) > snr(X[1], codec.decompress(plain)[1]) + 4
+    snr8 = snr(X[1], codec.decompress(plain)[1])
+    assert snr(X[1], Y[1]) > snr8 + 4
     assert len(blobs[1]) < 0.7 * len(blobs16[1])
     codec.set_params(adaptive_gain=True)
+    # The default cap: rounding noise 45 dB under the signal is accepted, so
+    # the tone gets less: fewer bytes, an SNR between the 8-bit and the uncapped
+    # ones (gains come in steps of 1.5 dB: it lands near 45 dB, not on it).
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", default_cap)
+    capped = clone(codec).fit(fit)
+    (blob,) = capped.compress(X[1:])
+    (y,) = capped.decompress([blob])
+    assert len(plain[1]) < len(blob) < len(blobs[1])
+    assert snr8 + 1 < snr(X[1], y) < snr(X[1], Y[1]) - 1
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", 200.0)
     # Batch invariance: alone, first or last in a batch, the same bytes and bits.
     assert codec.compress([X[1]]) == blobs[1:]
     assert codec.compress([X[1], X[0]]) == blobs[::-1]
