@@ -264,12 +264,13 @@ class WallocAutoencoder(nn.Module):
 
         With a ``search`` (:func:`gain_search`), a signal whose rounding would
         cost more than its ``max_loss_db`` of SNR against its unrounded
-        latents (predicted from the rounding above: the rounding error
-        falls 1.5 dB per quarter octave of gain) gets the least extra gain
-        predicted to bring the loss within it, and as many more latent bits as
+        latents, with a rounding error less than ``max_snr_db`` under its
+        energy (predicted from the rounding above: the rounding error falls
+        1.5 dB per quarter octave of gain), gets the least extra gain
+        predicted to meet one of the two, and as many more latent bits as
         keep its gained peak within 2 companding scales (at most 16): a
         signal with a wide dynamic range keeps the precision of its quiet
-        parts. Signals within the loss keep the latents above.
+        parts. Other signals keep the latents above.
 
         Returns
         -------
