@@ -175,7 +175,7 @@ class WallocCodec(WallocTransformer):
         its unrounded latents (high-SNR clips, wide dynamic range) also gets
         a higher gain and wider latents in its blob (up to 16 bits), chosen
         from its own latents and one synthesis (``compress`` of audio takes
-        about 1.5x as long); a rounding error ``GAIN_MAX_SNR_DB`` (45 dB)
+        about 1.3-1.4x as long); a rounding error ``GAIN_MAX_SNR_DB`` (45 dB)
         under the signal is always accepted. False: no gain, the identity
         holds for every signal. Images never get a gain.
 
