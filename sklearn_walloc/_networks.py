@@ -8,14 +8,16 @@ packet analysis and the 1x1 layer, factorised into one strided convolution per
 axis (:meth:`WallocAutoencoder.fused_encoder`).
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ._bottleneck import Bottleneck
+from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
 from ._wavelets import WaveletPacket, separable_decoder, separable_encoder
 
-__all__ = ["WallocAutoencoder"]
+__all__ = ["GainSearch", "WallocAutoencoder", "gain_search"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
@@ -147,10 +149,12 @@ class WallocAutoencoder(nn.Module):
         z = self.encoder(self.analysis(x)) * self.latent_scale
         return self.bottleneck.quantize(z, mode, generator)
 
-    def decode(self, q, gain_steps=0):
+    def decode(self, q, gain_steps=0, latent_bits=None):
         """Signals from (noisy or integer) latents companded at a gain of
-        ``gain_steps`` quarter octaves (see :meth:`encode_gained`)."""
-        z = _ungain(self.bottleneck.expand(q), gain_steps) / self.latent_scale
+        ``gain_steps`` quarter octaves, with ``latent_bits`` bits (None: the
+        model's; see :meth:`encode_gained`)."""
+        expanded = self._bottleneck(latent_bits).expand(q)
+        z = _ungain(expanded, gain_steps) / self.latent_scale
         y = self.decoder(z)
         return self.wpt.inverse(y) * self.data_scale + self.data_offset
 
@@ -218,39 +222,66 @@ class WallocAutoencoder(nn.Module):
             float(self.data_offset),
         ).to(dtype)
 
-    def decode_fused(self, q, fused, gain_steps=0):
+    def decode_fused(self, q, fused, gain_steps=0, latent_bits=None):
         """Inference decoder: ``fused`` from :meth:`fused_decoder` while the
         residual path is absent or exactly zero (closed form), else
-        :meth:`decode`; ``gain_steps`` as there."""
+        :meth:`decode`; ``gain_steps`` and ``latent_bits`` as there."""
         refine = self.decoder.refine
         if refine is not None and not self.decoder._refine_is_zero():
-            return self.decode(q, gain_steps)
-        return fused(_ungain(self.bottleneck.expand(q), gain_steps))
+            return self.decode(q, gain_steps, latent_bits)
+        return fused(_ungain(self._bottleneck(latent_bits).expand(q), gain_steps))
+
+    def synthesize(self, z, fused):
+        """Signals from real latents ``z`` (the scale :meth:`encode_gained`
+        compands, before any gain): :meth:`decode_fused` without the
+        quantiser."""
+        refine = self.decoder.refine
+        if refine is not None and not self.decoder._refine_is_zero():
+            y = self.decoder(z / self.latent_scale)
+            return self.wpt.inverse(y) * self.data_scale + self.data_offset
+        return fused(z)
+
+    def _bottleneck(self, latent_bits):
+        if latent_bits is None or latent_bits == self.bottleneck.latent_bits:
+            return self.bottleneck
+        return Bottleneck(latent_bits)
 
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
         return self.bottleneck.quantize(fused(x), "symbols")
 
-    def encode_gained(self, x, fused, max_steps):
-        """:meth:`encode_fused` with a gain per signal; returns ``(q, gain_steps)``.
+    def encode_gained(self, x, fused, max_steps, search=None):
+        """:meth:`encode_fused` with a gain per signal.
 
         Each signal's latents are companded at ``2**(g/4)`` times the latent
         scale (``g`` quarter octaves, 1.5 dB each): when their peak is below
         half a companding scale, ``g`` brings it to just under 2 scales, where
         the peaks of loud music sit after the closed-form start (at most
         ``max_steps``); otherwise ``g = 0``. A quiet clip so gets about the
-        quantiser resolution of a loud one (quiet passages inside a loud
-        signal do not), and a signal within 12 dB of that level keeps gain 1:
-        ``g = 0`` gives exactly :meth:`encode_fused`'s latents, and
-        :meth:`decode` with ``gain_steps=0`` exactly its signals.
+        quantiser resolution of a loud one, and a signal within 12 dB of that
+        level keeps gain 1: ``g = 0`` gives exactly :meth:`encode_fused`'s
+        latents, and :meth:`decode` with ``gain_steps=0`` exactly its signals.
+
+        With a ``search`` (:func:`gain_search`), a signal whose rounding would
+        cost more than its ``max_loss_db`` of SNR against its unrounded
+        latents, with a rounding error less than ``max_snr_db`` under its
+        energy (predicted from the rounding above: the rounding error falls
+        1.5 dB per quarter octave of gain), gets the least extra gain
+        predicted to meet one of the two, and as many more latent bits as
+        keep its gained peak within 2 companding scales (at most 16): a
+        signal with a wide dynamic range keeps the precision of its quiet
+        parts. Other signals keep the latents above.
 
         Returns
         -------
         q : Tensor (N, D, *S)
         gain_steps : Tensor of int64 (N,)
+        latent_bits : Tensor of int64 (N,)
+            The model's bits, or more.
         """
         z = fused(x)
-        peak = z.abs().flatten(1).amax(dim=1).double() / self.bottleneck.scale
+        bn = self.bottleneck
+        peak = z.abs().flatten(1).amax(dim=1).double() / bn.scale
         steps = torch.floor(
             GAIN_STEPS_PER_OCTAVE * torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30))
         )
@@ -258,7 +289,77 @@ class WallocAutoencoder(nn.Module):
         quiet = (peak > 0) & (peak < _GAIN_TARGET / 4)
         steps = torch.where(quiet, steps, torch.zeros_like(steps))
         steps = steps.clamp(0, max_steps).to(torch.int64)
-        return self.bottleneck.quantize(z * _gain_factor(steps, z), "symbols"), steps
+        q = bn.quantize(z * _gain_factor(steps, z), "symbols")
+        bits = torch.full_like(steps, bn.latent_bits)
+        if search is None:
+            return q, steps, bits
+        extra = _extra_steps(x, z, _ungain(bn.expand(q), steps), self, search)
+        wide = (extra > 0) & (steps < max_steps)
+        steps = (steps + extra).clamp(max=max_steps)
+        # Bits that keep the gained peak within _GAIN_TARGET scales of b bits:
+        # the scale is K_b / 1.85, so K_b >= peak (in the model's scales) * G * K.
+        gained = peak * torch.pow(2.0, steps.double() / GAIN_STEPS_PER_OCTAVE)
+        need = gained / _GAIN_TARGET * latent_range(bn.latent_bits)
+        for b in range(bn.latent_bits, 16):
+            bits = bits + (wide & (need > latent_range(b))).to(bits.dtype)
+        # One pass per bit depth present (at most 15), each row its own.
+        for b in torch.unique(bits[wide]).tolist():
+            rows = wide & (bits == b)
+            zb = z[rows]
+            gain = _gain_factor(steps[rows], zb)
+            q[rows] = Bottleneck(b).quantize(zb * gain, "symbols")
+        return q, steps, bits
+
+
+@dataclass(frozen=True)
+class GainSearch:
+    """What :meth:`WallocAutoencoder.encode_gained` needs to widen latents."""
+
+    synthesis: object  # the fused decoder (fused_decoder()), on the device
+    weights: torch.Tensor  # (D,) float64: synthesis energy of a unit latent
+    max_loss_db: float
+    max_snr_db: float
+
+
+@torch.no_grad()
+def gain_search(
+    synthesis, latent_dim, signal_ndim, max_loss_db, max_snr_db, device, length=64
+):
+    """A :class:`GainSearch`: ``synthesis``'s response energy to a unit latent
+    in each channel (the impulse far from the borders), computed once."""
+    d, spatial = latent_dim, (length,) * signal_ndim
+    unit = torch.zeros((d, d, *spatial), device=device)
+    unit[(range(d), range(d), *[length // 2] * signal_ndim)] = 1.0
+    response = synthesis(unit) - synthesis(torch.zeros_like(unit[:1]))
+    weights = _energy(response.flatten(1)[:, None])[:, 0]
+    return GainSearch(synthesis, weights, float(max_loss_db), float(max_snr_db))
+
+
+def _energy(t):
+    """Sum of squares over the axes after the first two of ``(N, D, ...)``,
+    accumulated in float64 without a float64 copy."""
+    return (t * t).flatten(2).sum(dim=2, dtype=torch.float64)
+
+
+def _extra_steps(x, z, z_hat, module, search):
+    """Gain steps beyond the peak rule that bring each signal's predicted
+    rounding loss within ``search.max_loss_db`` (see ``encode_gained``)."""
+    exact = module.synthesize(z, search.synthesis)
+    floor = _energy((x - exact).flatten(1)[:, None])[:, 0]  # unrounded error
+    # The rounding error through the linear synthesis, from the latents: each
+    # channel's impulse response energy times its squared error (the responses
+    # are near-orthogonal: within 2% of the synthesised error on music), which
+    # spares a second synthesis of the whole signal.
+    rounding = (_energy(z - z_hat) * search.weights).sum(dim=1)
+    allowed = floor * (10 ** (search.max_loss_db / 10) - 1)
+    # Rounding noise max_snr_db under the signal is never worth more bits.
+    signal = _energy(x.flatten(1)[:, None])[:, 0]
+    allowed = torch.maximum(allowed, signal * 10 ** (-search.max_snr_db / 10))
+    # The rounding error falls 4x per octave of gain: 2**(-e/2) per step. A
+    # signal the model represents exactly (floor 0) takes what it can get.
+    ratio = rounding / allowed.clamp_min(1e-300)
+    extra = torch.ceil(2 * torch.log2(ratio.clamp_min(1.0)))
+    return extra.clamp(0, 2**20).to(torch.int64)
 
 
 #: The gain of a blob is ``2**(gain_steps / GAIN_STEPS_PER_OCTAVE)``.

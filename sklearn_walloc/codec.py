@@ -21,10 +21,18 @@ from ._container import (
 )
 from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
+from ._networks import gain_search
 from ._signal import crop, merge_padded, pad_to_multiple, run_in_chunks
+from ._tiles import decode_grids
 from .transformer import WallocTransformer
 
-__all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
+__all__ = [
+    "GAIN_MAX_LOSS_DB",
+    "GAIN_MAX_SNR_DB",
+    "MAX_DECODED_VALUES",
+    "WallocCodec",
+    "blob_info",
+]
 
 #: Largest signal (number of scalar values) that :meth:`WallocCodec.decompress`
 #: decodes unless told otherwise: about 134 M values (512 MiB of float32), e.g. a
@@ -34,6 +42,15 @@ __all__ = ["MAX_DECODED_VALUES", "WallocCodec", "blob_info"]
 #: assign another int to change it for the process, or None to switch the check
 #: off (for trusted blobs only).
 MAX_DECODED_VALUES = 2**27
+
+#: Largest SNR loss, in dB, that rounding the latents of a 1D signal may cost
+#: against its unrounded latents before ``adaptive_gain`` widens them: a higher
+#: gain and more latent bits for that signal (docs/format.md, "Wider latents").
+GAIN_MAX_LOSS_DB = 1.5
+#: ... except that a rounding error this far (dB) under the signal's energy is
+#: always accepted: near-lossless clips would otherwise take up to 16 bits per
+#: latent for SNRs of 50-65 dB.
+GAIN_MAX_SNR_DB = 45.0
 
 # The 12 dtypes the container can record (docs/format.md).
 _CODED_DTYPES = frozenset(
@@ -153,7 +170,13 @@ class WallocCodec(WallocTransformer):
         0``, and for them ``decompress(compress(X))`` equals
         ``inverse_transform(transform(X))`` exactly; for a quiet one it is
         more precise than that round trip (:meth:`transform` has no gain: its
-        latents keep one scale for every signal). False: no gain, the identity
+        latents keep one scale for every signal). A signal whose rounding
+        would cost it more than ``GAIN_MAX_LOSS_DB`` (1.5 dB) of SNR against
+        its unrounded latents (high-SNR clips, wide dynamic range) also gets
+        a higher gain and wider latents in its blob (up to 16 bits), chosen
+        from its own latents and one synthesis (``compress`` of audio takes
+        about 1.3-1.4x as long); a rounding error ``GAIN_MAX_SNR_DB`` (45 dB)
+        under the signal is always accepted. False: no gain, the identity
         holds for every signal. Images never get a gain.
 
     Attributes
@@ -376,18 +399,18 @@ class WallocCodec(WallocTransformer):
                 padded = [-(-d // stride) * stride for d in arr.shape[2:]]
                 step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
-                    q, gains = self._encode_gained(arr[start : start + step])
+                    q, gains, bits = self._encode_gained(arr[start : start + step])
                     for j, grid in enumerate(q):
                         i = int(idx[start + j])
                         shape, dtype = described[i]
                         blobs[i] = pack_blob(
-                            encode_latents(grid, self.latent_bits_, version=version),
+                            encode_latents(grid, int(bits[j]), version=version),
                             signal_ndim=self.signal_ndim,
                             signal_shape=shape,
                             dtype=dtype,
                             levels=self.levels,
                             latent_shape=grid.shape,
-                            latent_bits=self.latent_bits_,
+                            latent_bits=int(bits[j]),
                             fingerprint=fingerprint,
                             version=version,
                             gain_steps=int(gains[j]),
@@ -396,26 +419,50 @@ class WallocCodec(WallocTransformer):
         return blobs
 
     def _encode_gained(self, x):
-        """Integer latents ``(n, D, *g)`` (int32) and gains ``(n,)`` (quarter octaves).
+        """Integer latents ``(n, D, *g)`` (int32), gains ``(n,)`` (quarter
+        octaves) and latent bits ``(n,)``.
 
         Without a gain (images, legacy models, ``adaptive_gain=False``) these
-        are exactly :meth:`transform`'s latents and zeros.
+        are exactly :meth:`transform`'s latents, zeros and the model's bits.
         """
         if not self._uses_gain():
             (q,) = self._encode([x])
-            return q.astype(np.int32), np.zeros(len(q), dtype=np.int64)
+            n = len(q)
+            bits = np.full(n, self.latent_bits_, dtype=np.int64)
+            return q.astype(np.int32), np.zeros(n, dtype=np.int64), bits
         module, fused, device = self._runtime_model()
+        search = self._gain_search()
         width = self.latent_dim
 
         def encode(t):
-            q, k = module.encode_gained(t, fused, MAX_GAIN_STEPS)
-            # One tensor through the fixed-size chunks: the gain rides
-            # along as an extra channel.
-            k = k.to(q.dtype).reshape(-1, 1, 1).expand_as(q[:, :1])
-            return torch.cat([q, k], 1)
+            q, k, b = module.encode_gained(t, fused, MAX_GAIN_STEPS, search)
+            # One tensor through the fixed-size chunks: the gain and the bits
+            # ride along as two extra channels (integers below 2**24: exact).
+            extra = torch.stack([k, b], 1).to(q.dtype)
+            extra = extra.reshape(*extra.shape, *[1] * (q.dim() - 2))
+            return torch.cat([q, extra.expand(-1, -1, *q.shape[2:])], 1)
 
         out = run_in_chunks(encode, pad_to_multiple(x, 2**self.spec_.levels), device)
-        return out[:, :width].astype(np.int32), out[:, width, 0].astype(np.int64)
+        first = (slice(None), slice(None), *[0] * (out.ndim - 2))
+        k, b = out[:, width:][first].astype(np.int64).T
+        return out[:, :width].astype(np.int32), k, b
+
+    def _gain_search(self):
+        """The fused synthesis on the execution device and its unit-latent
+        energies (cached with the model)."""
+        _, _, device = self._runtime_model()
+        key = f"{device}/gain_search"
+        if key not in self._runtime:
+            synthesis = self.module_.fused_decoder().to(device)
+            self._runtime[key] = gain_search(
+                synthesis,
+                self.latent_dim,
+                self.signal_ndim,
+                GAIN_MAX_LOSS_DB,
+                GAIN_MAX_SNR_DB,
+                device,
+            )
+        return self._runtime[key]
 
     def _uses_gain(self):
         return (
@@ -518,10 +565,11 @@ class WallocCodec(WallocTransformer):
             parsed.append(b)
         groups = {}
         for i, b in enumerate(parsed):
-            groups.setdefault((b.latent_shape, b.gain_steps), []).append(i)
+            key = (b.latent_shape, b.gain_steps, b.latent_bits)
+            groups.setdefault(key, []).append(i)
         out = [None] * len(parsed)
         with _progress(self, len(parsed), "decompress") as bar:
-            for (latent_shape, gain_steps), idx in groups.items():
+            for (latent_shape, gain_steps, latent_bits), idx in groups.items():
                 step = _chunk(math.prod(latent_shape))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
@@ -531,7 +579,7 @@ class WallocCodec(WallocTransformer):
                             q = decode_latents(
                                 parsed[i].payload,
                                 latent_shape,
-                                self.latent_bits_,
+                                latent_bits,
                                 version=parsed[i].version,
                             )
                         except ValueError as e:
@@ -545,13 +593,27 @@ class WallocCodec(WallocTransformer):
                         [parsed[i].signal_shape[: self.signal_ndim] for i in part],
                         axis=0,
                     )
-                    (signals,) = self._decode(
-                        [z], tuple(int(s) for s in spatial), gain_steps
+                    signals = self._decode_gained(
+                        z, tuple(int(s) for s in spatial), gain_steps, latent_bits
                     )
                     for i, x in zip(part, signals):
                         out[i] = _finish(x, parsed[i], restore, self.spec_)
                     bar.update(len(part))
         return self._lay_out(out, parsed, restore)
+
+    def _decode_gained(self, z, out_spatial, gain_steps, latent_bits):
+        """Signals of latents coded at a gain and bit depth (the transformer's
+        decode for the model's own bits)."""
+        if latent_bits == self.latent_bits_:
+            (signals,) = self._decode([z], out_spatial, gain_steps)
+            return signals
+        module, _, device = self._runtime_model()
+        synthesis = self._gain_search().synthesis
+
+        def decode(q):
+            return module.decode_fused(q, synthesis, gain_steps, latent_bits)
+
+        return decode_grids(module, z, device, out_spatial, decode)
 
     def _check_blob(self, b, max_values):
         """Refuse a blob whose declared layout this model cannot have made."""
@@ -563,10 +625,15 @@ class WallocCodec(WallocTransformer):
                 f"blob declares format version {b.version}, but this model reads "
                 f"versions {versions[0]} and {versions[1]} only"
             )
+        # A gain may come with wider latents (1D, format 3): from the model's
+        # bits up to 16, never without a gain.
+        bits = self.latent_bits_
+        if b.gain_steps and ndim == 1 and bits <= b.latent_bits <= 16:
+            bits = b.latent_bits
         expected = {
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
-            "latent_bits": (b.latent_bits, self.latent_bits_),
+            "latent_bits": (b.latent_bits, bits),
             "latent channels": (b.latent_shape[0], self.latent_dim),
             "signal channels": (channels, self.n_channels_),
         }

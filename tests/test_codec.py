@@ -2,7 +2,8 @@
 blobs, rates, persistence and golden blobs.
 
 The golden files in ``tests/data/golden_codec_*`` were written once by
-``_write_golden()`` (``python tests/test_codec.py --write-golden``); never
+``_write_golden()`` (``python tests/test_codec.py --write-golden``; ``_v3`` and
+``_wide`` likewise); never
 regenerate them to make a test pass: they prove that blobs written by an earlier
 version still decode.
 """
@@ -21,9 +22,10 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from sklearn_walloc import WallocTransformer, _signal
+from sklearn_walloc import codec as codec_module
 from sklearn_walloc._container import pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
-from sklearn_walloc.codec import WallocCodec, blob_info
+from sklearn_walloc.codec import GAIN_MAX_LOSS_DB, WallocCodec, blob_info
 
 DATA = Path(__file__).parent / "data"
 TINY = dict(decoder_width=8, decoder_depth=1, max_iter=0, random_state=0)
@@ -221,6 +223,137 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     # Float32 kernels may differ in summation order between the chunked and
     # the direct call: compare relative to the signal's scale.
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def _repack(blob, payload=None, **fields):
+    """``blob`` with some header fields (or the payload) changed, checksum valid."""
+    b = unpack_blob(blob)
+    kw = dict(
+        signal_ndim=b.signal_ndim,
+        signal_shape=b.signal_shape,
+        dtype=b.dtype,
+        levels=b.levels,
+        latent_shape=b.latent_shape,
+        latent_bits=b.latent_bits,
+        fingerprint=b.fingerprint,
+        version=b.version,
+        gain_steps=b.gain_steps,
+    )
+    kw.update(fields)
+    return pack_blob(b.payload if payload is None else payload, **kw)
+
+
+def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
+    # A clean tone: the model represents it to ~51 dB, which 8-bit latents
+    # cannot carry (~42 dB). The codec then gives it a higher gain and wider
+    # latents, recorded in the blob header; the noisy clip keeps 8 bits, g = 0.
+    # First the loss rule alone (no SNR cap), then with the default cap.
+    default_cap = codec_module.GAIN_MAX_SNR_DB
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", 200.0)
+    rng = np.random.default_rng(0)
+    loud, _ = _quiet_and_loud(rng)
+    t = np.arange(len(loud)) / 44100
+    tone = np.sin(2 * np.pi * 440 * t) + 0.5 * np.sin(2 * np.pi * 1330 * t + 1)
+    clean = tone[:, None] * [9000, 7000]
+    fit = np.stack([loud, loud[::-1]]).astype(np.int16)
+    codec = WallocCodec(latent_dim=4, levels=3, signal_ndim=1, latent_bits=8, **TINY)
+    codec.fit(fit)
+    X = [loud.astype(np.int16), clean.astype(np.int16)]
+    blobs = codec.compress(X)
+    info = [blob_info(b) for b in blobs]
+    assert (info[0]["latent_bits"], info[0]["gain_steps"]) == (8, 0)
+    assert 8 < info[1]["latent_bits"] <= 16 and info[1]["gain_steps"] > 0
+    Y = codec.decompress(blobs)
+    assert np.array_equal(Y[0], _expected(codec, X)[0])
+
+    def snr(x, y):
+        return 10 * np.log10(np.sum(x.astype(float) ** 2) / np.sum((x - y) ** 2))
+
+    # Within the loss budget of 16-bit latents (unrounded, in effect), far
+    # better than plain 8-bit latents, at fewer bytes than 16-bit ones.
+    wide = clone(codec).set_params(latent_bits=16).fit(fit)
+    blobs16 = wide.compress(X)
+    ref16 = snr(X[1], wide.decompress(blobs16)[1])
+    assert snr(X[1], Y[1]) > ref16 - GAIN_MAX_LOSS_DB
+    plain = codec.set_params(adaptive_gain=False).compress(X)
+    snr8 = snr(X[1], codec.decompress(plain)[1])
+    assert snr(X[1], Y[1]) > snr8 + 4
+    assert len(blobs[1]) < 0.7 * len(blobs16[1])
+    codec.set_params(adaptive_gain=True)
+    # The default cap: rounding noise 45 dB under the signal is accepted, so
+    # the tone gets less: fewer bytes, an SNR between the 8-bit and the uncapped
+    # ones (gains come in steps of 1.5 dB: it lands near 45 dB, not on it).
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", default_cap)
+    capped = clone(codec).fit(fit)
+    (blob,) = capped.compress(X[1:])
+    (y,) = capped.decompress([blob])
+    assert len(plain[1]) < len(blob) < len(blobs[1])
+    assert snr8 + 1 < snr(X[1], y) < snr(X[1], Y[1]) - 1
+    monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", 200.0)
+    # Batch invariance: alone, first or last in a batch, the same bytes and bits.
+    assert codec.compress([X[1]]) == blobs[1:]
+    assert codec.compress([X[1], X[0]]) == blobs[::-1]
+    assert np.array_equal(codec.decompress(blobs[1:])[0], Y[1])
+    # The decode is the model's: expand at the blob's bits, undo the gain.
+    b = unpack_blob(blobs[1])
+    q = decode_latents(b.payload, b.latent_shape, b.latent_bits)
+    assert np.abs(q).max() > 127  # really wider than 8 bits
+    ref = codec.module_.decode(
+        torch.from_numpy(q[None].astype(np.float32)), b.gain_steps, b.latent_bits
+    )
+    ref = ref[0].numpy().T
+    np.testing.assert_allclose(Y[1], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    # ... on the nonlinear decoder path too (a small residual, so that the
+    # model still represents the tone precisely).
+    _perturb(codec, 2)
+    with torch.no_grad():
+        for p in codec.module_.decoder.refine.parameters():
+            p.mul_(0.01)
+    blobs = codec.compress(X)
+    b = unpack_blob(blobs[1])
+    assert b.latent_bits > 8
+    (y,) = codec.decompress(blobs[1:])
+    q = decode_latents(b.payload, b.latent_shape, b.latent_bits)
+    ref = codec.module_.decode(
+        torch.from_numpy(q[None].astype(np.float32)), b.gain_steps, b.latent_bits
+    )
+    ref = ref[0].numpy().T
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    restored = codec.decompress(blobs, restore=True)
+    assert restored[1].dtype == np.int16 and restored[1].shape == X[1].shape
+
+
+def test_wider_latents_refused_where_no_encoder_writes_them(rgb_codec, small_photos):
+    rng = np.random.default_rng(0)
+    loud, _ = _quiet_and_loud(rng)
+    fit = np.stack([loud, loud[::-1]]).astype(np.int16)
+    codec = WallocCodec(latent_dim=4, levels=3, signal_ndim=1, latent_bits=8, **TINY)
+    codec.fit(fit)
+    (blob,) = codec.compress([loud[:300].astype(np.int16)])
+    assert blob_info(blob)["latent_bits"] == 8
+    # Wider latents without a gain, or narrower than the model's: refused
+    # before the payload is read.
+    for fields, match in (
+        ({"latent_bits": 9}, "latent_bits 9, but this model has 8"),
+        ({"latent_bits": 7}, "latent_bits 7, but this model has 8"),
+        ({"latent_bits": 7, "gain_steps": 3}, "latent_bits 7"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            codec.decompress([_repack(blob, **fields)])
+    # A payload coded at 12 bits with a gain is well-formed and decodes.
+    b8 = unpack_blob(blob)
+    q = decode_latents(b8.payload, b8.latent_shape, 8).astype(np.int64) * 16
+    wide = _repack(blob, encode_latents(q, 12), latent_bits=12, gain_steps=16)
+    (y,) = codec.decompress([wide])
+    assert y.shape == (300, 2) and np.isfinite(y).all()
+    # Truncated or corrupted wide blobs: a clear error.
+    for bad in (wide[:-5], wide[:40], wide[:-6] + bytes([wide[-6] ^ 1]) + wide[-5:]):
+        with pytest.raises(ValueError, match="blobs\\[0\\]"):
+            codec.decompress([bad])
+    # Images never widen: their blobs must carry the model's bits.
+    (img,) = rgb_codec.compress([small_photos[0][:16, :16]])
+    with pytest.raises(ValueError, match="latent_bits 9"):
+        rgb_codec.decompress([_repack(img, latent_bits=9, gain_steps=1)])
 
 
 def test_images_never_get_a_gain(rgb_codec, small_photos):
@@ -651,10 +784,60 @@ def _write_golden_v3():  # pragma: no cover - run once by hand, never in the tes
         np.save(DATA / f"{name}.npy", codec.decompress([blob]))
 
 
+def _write_golden_wide():  # pragma: no cover - run once by hand, never in the tests
+    # Format 3 with a gain and latents wider than the model's 8 bits.
+    rng = np.random.default_rng(11)
+    t = np.arange(203) / 8000
+    x = np.sin(2 * np.pi * 300 * t)[:, None] * [1.0, 0.7]
+    train = x[None] * 9000 + rng.normal(0, 10, (3, *x.shape))
+    x, train = (x * 9000).astype(np.int16), train.astype(np.int16)
+    codec = WallocCodec(latent_dim=3, levels=2, signal_ndim=1, latent_bits=8, **TINY)
+    codec = _perturb(codec.fit(train), 1)
+    with torch.no_grad():
+        for p in codec.module_.decoder.refine.parameters():
+            p.mul_(0.01)
+    name = "golden_codec_v3_1d_wide"
+    codec.save(DATA / "golden_codec_v3_model_1d_wide.npz")
+    (blob,) = codec.compress([x])
+    p = unpack_blob(blob)
+    assert p.latent_bits > 8 and p.gain_steps > 0
+    (DATA / f"{name}.bin").write_bytes(blob)
+    q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
+    np.save(DATA / f"{name}_latents.npy", q.astype(np.int16))
+    np.save(DATA / f"{name}.npy", codec.decompress([blob]))
+
+
+def test_golden_wide_blob_still_decodes(monkeypatch):
+    # A format 3 blob with a gain and wider latents (12 bits from an 8-bit
+    # model), written once by _write_golden_wide().
+    monkeypatch.setattr(_signal, "_CHUNK_SCALARS", DEFAULT_CHUNK)
+    codec = WallocCodec.load(DATA / "golden_codec_v3_model_1d_wide.npz")
+    name = "golden_codec_v3_1d_wide"
+    blob = (DATA / f"{name}.bin").read_bytes()
+    latents = np.load(DATA / f"{name}_latents.npy", allow_pickle=False)
+    expected = np.load(DATA / f"{name}.npy", allow_pickle=False)
+    p = unpack_blob(blob, codec.fingerprint())
+    assert (p.version, codec.latent_bits_) == (3, 8)
+    assert p.latent_bits > 8 and p.gain_steps > 0
+    q = decode_latents(p.payload, p.latent_shape, p.latent_bits, version=3)
+    assert np.array_equal(q, latents) and np.abs(q).max() > 127
+    assert encode_latents(latents, p.latent_bits, version=3) == p.payload
+    Y = codec.decompress([blob])
+    assert Y.shape == expected.shape and Y.dtype == np.float32
+    np.testing.assert_allclose(Y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    ref = codec.module_.decode(
+        torch.from_numpy(latents[None].astype(np.float32)), p.gain_steps, p.latent_bits
+    )
+    ref = ref[0].numpy().T[: expected.shape[1]]
+    np.testing.assert_allclose(Y[0], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
 if __name__ == "__main__" and "--write-golden" in __import__("sys").argv:
     _write_golden()  # pragma: no cover
 if __name__ == "__main__" and "--write-golden-v3" in __import__("sys").argv:
     _write_golden_v3()  # pragma: no cover
+if __name__ == "__main__" and "--write-golden-wide" in __import__("sys").argv:
+    _write_golden_wide()  # pragma: no cover
 
 
 def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypatch):
