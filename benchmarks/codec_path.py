@@ -278,9 +278,7 @@ def main(argv=None):
     run = BenchmarkRun(name, args)
     report = measure(3 if args.quick else args.repeats, args.photos)
     report["machine"] = run.machine
-    report = run.finish(report, markdown)
-    print(markdown(report))
-    return report
+    return run.finish(report, markdown)
 
 
 if __name__ == "__main__":
