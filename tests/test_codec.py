@@ -737,17 +737,7 @@ def test_version_2_blobs_of_a_model_still_decode(rgb_codec, small_photos):
     p = unpack_blob(blob)
     assert p.version == 3
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
-    old = pack_blob(
-        encode_latents(q, p.latent_bits, version=2),
-        signal_ndim=p.signal_ndim,
-        signal_shape=p.signal_shape,
-        dtype=p.dtype,
-        levels=p.levels,
-        latent_shape=p.latent_shape,
-        latent_bits=p.latent_bits,
-        fingerprint=p.fingerprint,
-        version=2,
-    )
+    old = _repack(blob, encode_latents(q, p.latent_bits, version=2), version=2)
     assert old != blob
     _assert_same(rgb_codec.decompress([old]), rgb_codec.decompress([blob]))
     # Version 1 marks periodic borders: not this model's.
