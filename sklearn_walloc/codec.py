@@ -222,7 +222,9 @@ class WallocCodec(WallocTransformer):
         Best of ``validation_scores_``.
 
     n_iter_kept_ : int
-        The step whose state was kept (0: the closed form).
+        The step whose state was kept (0: the start, the closed form with or
+        without the least-squares start of the residual decoder path, as
+        :class:`WallocTransformer`).
 
     validation_gain_ : float or None
         What training gained on the validation signals, in dB.

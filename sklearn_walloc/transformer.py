@@ -218,8 +218,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Best of ``validation_scores_``: the state that was kept.
 
     n_iter_kept_ : int
-        The step whose state was kept (0: the closed form; ``n_iter_``
-        without validation).
+        The step whose state was kept (``n_iter_`` without validation). 0 is
+        the start: the closed form, or, when it validated better, the closed
+        form with the least-squares start of the residual decoder path; its
+        latents are the closed form's either way, while ``validation_gain_``
+        may be positive.
 
     validation_gain_ : float or None
         ``best_validation_score_`` minus the closed form's validation score,
