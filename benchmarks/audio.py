@@ -50,9 +50,9 @@ Paper reference (arXiv:2412.09405, stereo music, trained models): 5x at CR
 and data differ: not directly comparable).
 
 Outputs ``audio.csv``, ``audio.json``, ``audio.md`` and ``audio.png`` in
-``--out``. Run ``python benchmarks/audio.py`` (about 10 minutes on 2 CPU
-cores) or ``--quick`` (first 2 s of each clip, closed-form WaLLoC; a smoke
-test, not the results).
+``--out``. Run ``python benchmarks/audio.py`` (under a minute on 2 quiet CPU
+cores, 4.5 minutes under a load average of 4.5) or ``--quick`` (first 2 s of
+each clip, closed-form WaLLoC; a smoke test, not the results).
 """
 
 import io
