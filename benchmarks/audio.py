@@ -50,26 +50,25 @@ Paper reference (arXiv:2412.09405, stereo music, trained models): 5x at CR
 and data differ: not directly comparable).
 
 Outputs ``audio.csv``, ``audio.json``, ``audio.md`` and ``audio.png`` in
-``--out``. Run ``python benchmarks/audio.py`` (about 10 minutes on 2 CPU
-cores) or ``--quick`` (first 2 s of each clip, closed-form WaLLoC; a smoke
-test, not the results).
+``--out``. Run ``python benchmarks/audio.py`` (under a minute on 2 quiet CPU
+cores, 4.5 minutes under a load average of 4.5) or ``--quick`` (first 2 s of
+each clip, closed-form WaLLoC; a smoke test, not the results).
 """
 
-import csv
 import io
-import time
 
 import matplotlib
 import numpy as np
 import soundfile as sf
 import torch
 from _audio_data import audio_dir, load_samples
-from _common import benchmark_parser, save_figure, write_report
-from _machine import machine_info, machine_line
+from _common import BenchmarkRun, Timer, benchmark_parser, save_figure
+from _machine import machine_line
 from scipy.signal import resample_poly
 
 from sklearn_walloc import WallocCodec
 from sklearn_walloc.codec import blob_info
+from sklearn_walloc.metrics import snr
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -94,7 +93,12 @@ PAPER = {"5x": (21.3, 39.0), "20x": (76.3, 33.3)}
 
 # ------------------------------------------------------------------ metrics
 class Pooled:
-    """Accumulates squared error, energy and counts over clips."""
+    """Accumulates squared error, energy and counts over clips.
+
+    The pooled SNR and PSNR are ratios of sums over all clips (energy, squared
+    error, sample values), kept here as sums; each clip's own SNR is
+    :func:`sklearn_walloc.metrics.snr`.
+    """
 
     def __init__(self):
         self.sse = self.energy = 0.0
@@ -106,13 +110,11 @@ class Pooled:
         y = y.astype(np.float64)[: len(x)]
         if len(y) < len(x):
             y = np.concatenate([y, np.zeros((len(x) - len(y), *y.shape[1:]))])
-        sse = float(np.sum((x - y) ** 2))
-        energy = float(np.sum(x**2))
-        self.sse += sse
-        self.energy += energy
+        self.sse += float(np.sum((x - y) ** 2))
+        self.energy += float(np.sum(x**2))
         self.values += x.size
         self.bits += bits
-        self.snrs.append(_db(energy, sse))
+        self.snrs.append(snr(x, y))
 
     def summary(self):
         bps = self.bits / self.values
@@ -150,12 +152,11 @@ def flac_rows(clips):
     """FLAC: lossless, its rate and speed."""
     pooled, enc_s, dec_s = Pooled(), 0.0, 0.0
     for x, rate in clips:
-        t0 = time.perf_counter()
-        blob = sf_encode(x, rate, format="FLAC", subtype="PCM_16")
-        t1 = time.perf_counter()
-        y, _ = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
-        dec_s += time.perf_counter() - t1
-        enc_s += t1 - t0
+        with Timer() as enc:
+            blob = sf_encode(x, rate, format="FLAC", subtype="PCM_16")
+        with Timer() as dec:
+            y, _ = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
+        enc_s, dec_s = enc_s + enc.s, dec_s + dec.s
         pooled.add(x, y, 8 * len(blob))
     return [_row("FLAC", "lossless", None, pooled, enc_s, dec_s)]
 
@@ -166,21 +167,20 @@ def lossy_rows(clips, name):
     for level in LEVELS_SWEEP:
         pooled, enc_s, dec_s = Pooled(), 0.0, 0.0
         for x, rate in clips:
-            t0 = time.perf_counter()
-            source = x.astype(np.float32) / PEAK
-            if name == "Opus":
-                source = resample_poly(source, 160, 147, axis=0).astype(np.float32)
-                coded_rate = OPUS_RATE
-            else:
-                coded_rate = rate
-            blob = sf_encode(source, coded_rate, compression_level=level, **kw)
-            t1 = time.perf_counter()
-            y = sf_decode(blob)
-            if name == "Opus":
-                y = resample_poly(y, 147, 160, axis=0)
-            y = _to_int16(y * PEAK)
-            dec_s += time.perf_counter() - t1
-            enc_s += t1 - t0
+            with Timer() as enc:
+                source = x.astype(np.float32) / PEAK
+                if name == "Opus":
+                    source = resample_poly(source, 160, 147, axis=0).astype(np.float32)
+                    coded_rate = OPUS_RATE
+                else:
+                    coded_rate = rate
+                blob = sf_encode(source, coded_rate, compression_level=level, **kw)
+            with Timer() as dec:
+                y = sf_decode(blob)
+                if name == "Opus":
+                    y = resample_poly(y, 147, 160, axis=0)
+                y = _to_int16(y * PEAK)
+            enc_s, dec_s = enc_s + enc.s, dec_s + dec.s
             pooled.add(x, y, 8 * len(blob))
         rows.append(_row(name, f"level {level}", None, pooled, enc_s, dec_s))
     return rows
@@ -193,16 +193,14 @@ def downsample_rows(clips, channels):
         up, down = up // np.gcd(up, down), down // np.gcd(up, down)
         pooled, enc_s, dec_s = Pooled(), 0.0, 0.0
         for x, rate in clips:
-            t0 = time.perf_counter()
-            small = _to_int16(resample_poly(x.astype(np.float64), up, down, axis=0))
-            blob = sf_encode(
-                small, max(1, round(rate * up / down)), format="FLAC", subtype="PCM_16"
-            )
-            t1 = time.perf_counter()
-            y, _ = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
-            y = _to_int16(resample_poly(y.astype(np.float64), down, up, axis=0))
-            dec_s += time.perf_counter() - t1
-            enc_s += t1 - t0
+            with Timer() as enc:
+                small = _to_int16(resample_poly(x.astype(np.float64), up, down, axis=0))
+                small_rate = max(1, round(rate * up / down))
+                blob = sf_encode(small, small_rate, format="FLAC", subtype="PCM_16")
+            with Timer() as dec:
+                y, _ = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
+                y = _to_int16(resample_poly(y.astype(np.float64), down, up, axis=0))
+            enc_s, dec_s = enc_s + enc.s, dec_s + dec.s
             pooled.add(x, y, 8 * len(blob))
         rows.append(
             _row(
@@ -229,17 +227,14 @@ def walloc_rows(fit, clips, channels, max_iter):
             random_state=SEED,
             device="cpu",
         )
-        t0 = time.perf_counter()
-        codec.fit(fit)
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        blobs = codec.compress(signals)
-        t1 = time.perf_counter()
-        recs = codec.decompress(blobs, restore=True)
-        dec_s = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        codec.transform(signals)
-        transform_s = time.perf_counter() - t2
+        with Timer() as fit_t:
+            codec.fit(fit)
+        with Timer() as enc:
+            blobs = codec.compress(signals)
+        with Timer() as dec:
+            recs = codec.decompress(blobs, restore=True)
+        with Timer() as transform_t:
+            codec.transform(signals)
         pooled = Pooled()
         for x, y, blob in zip(signals, recs, blobs):
             pooled.add(x, y.reshape(len(y), -1), 8 * len(blob))
@@ -250,11 +245,11 @@ def walloc_rows(fit, clips, channels, max_iter):
             f"({reduction:.1f}x), {max_iter} steps",
             label,
             pooled,
-            t1 - t0,
-            dec_s,
+            enc.s,
+            dec.s,
         )
-        row["fit_s"] = fit_s
-        row["transform_msamples_per_s"] = pooled.values / transform_s / 1e6
+        row["fit_s"] = fit_t.s
+        row["transform_msamples_per_s"] = pooled.values / transform_t.s / 1e6
         rows.append(row)
         models[label] = codec
     return rows, models
@@ -296,15 +291,14 @@ def gain_rows(fit, clips, channels, latent_dim=13):
             device="cpu",
         ).fit(fit)
         for set_name, xs in sets.items():
-            t0 = time.perf_counter()
-            blobs = codec.compress(xs)
-            t1 = time.perf_counter()
-            recs = codec.decompress(blobs, restore=True)
-            dec_s = time.perf_counter() - t1
+            with Timer() as enc:
+                blobs = codec.compress(xs)
+            with Timer() as dec:
+                recs = codec.decompress(blobs, restore=True)
             pooled = Pooled()
             for x, y, blob in zip(xs, recs, blobs):
                 pooled.add(x, y.reshape(len(y), -1), 8 * len(blob))
-            row = _row(name, set_name, None, pooled, t1 - t0, dec_s)
+            row = _row(name, set_name, None, pooled, enc.s, dec.s)
             row["mean_clip_snr_db"] = float(np.mean(pooled.snrs))
             row["wide_blobs"] = sum(blob_info(b)["latent_bits"] > bits for b in blobs)
             row["n_blobs"] = len(blobs)
@@ -553,10 +547,9 @@ def main():
     parser = benchmark_parser(__doc__)
     parser.add_argument("--max-iter", type=int, default=None)
     args = parser.parse_args()
-    start = time.perf_counter()
+    run = BenchmarkRun("audio", args)
     torch.manual_seed(SEED)
-    info = machine_info()
-    print(f"Machine: {machine_line(info)}; data: {audio_dir()}", flush=True)
+    print(f"Machine: {machine_line(run.machine)}; data: {audio_dir()}", flush=True)
     max_iter = (
         args.max_iter if args.max_iter is not None else (0 if args.quick else 200)
     )
@@ -570,23 +563,17 @@ def main():
     report = {
         "quick": args.quick,
         "max_iter": max_iter,
-        "machine": info,
-        "machine_end": machine_info(),
+        "machine": run.machine,
         "data": {"package": "sonic-pi-samples (Debian)", "dir": str(audio_dir())},
         "paper": PAPER,
         "sets": sets,
-        "runtime_s": time.perf_counter() - start,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     rows = [{"set": k, **r} for k, d in sets.items() for r in d["rows"]]
+    # WaLLoC's rows add fit and transform columns: every row gets every column
+    # (empty where it has none), in the order of the last (a WaLLoC) row.
     fields = sorted({f for r in rows for f in r}, key=lambda f: list(rows[-1]).index(f))
-    with open(args.out / "audio.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(report, args.out / "audio.png")
-    # The rows of the two sets differ in keys: audio.csv is written above.
-    write_report(args.out, "audio", report, markdown(report))
+    run.finish(report, markdown, [{f: r.get(f, "") for f in fields} for r in rows])
+    plot(report, run.out / "audio.png")
 
 
 if __name__ == "__main__":

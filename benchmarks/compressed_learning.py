@@ -70,7 +70,6 @@ per data set, 3 epochs, 30 training steps: a smoke run, about 4 minutes there).
 
 import math
 import sys
-import time
 
 import numpy as np
 import torch
@@ -367,7 +366,7 @@ def run_dataset(name, X, y, groups, shape, factors, folds, epochs, train_steps):
     records = []  # one per (factor, reduction, classifier, fold)
     base = dict(dataset=name, levels=None, latent_dim=None, note="")
     for fold, (tr, te) in enumerate(splits):
-        t0 = time.perf_counter()
+        clock = Timer()  # this fold's stopwatch
         acc = linear_model().fit(Xf[tr], y[tr]).score(Xf[te], y[te])
         cnn = cnn_accuracy(Xf[tr], y[tr], Xf[te], y[te], shape, epochs, fold)
         for clf, a in (("logistic", acc), ("CNN", cnn)):
@@ -409,7 +408,7 @@ def run_dataset(name, X, y, groups, shape, factors, folds, epochs, train_steps):
                             note="block PCA" if block else "",
                         )
                     )
-        print(f"  {name} fold {fold}: {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"  {name} fold {fold}: {clock.elapsed():.1f} s", flush=True)
     keys = set().union(*records)
     return [{k: r.get(k, "") for k in sorted(keys, key=_column_order)} for r in records]
 
