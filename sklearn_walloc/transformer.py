@@ -786,7 +786,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------- persistence
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: BaseEstimator may hand back the live __dict__, and pickling
+        # must not drop the runtime cache of an estimator another thread uses.
+        state = dict(super().__getstate__())
         state.pop("_runtime", None)
         return state
 

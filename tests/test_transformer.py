@@ -279,6 +279,17 @@ def test_pickle_and_joblib_round_trips_are_bit_identical():
         assert np.array_equal(loaded.inverse_transform(Z), R)
 
 
+def test_pickling_leaves_the_estimator_as_it_was():
+    # The runtime cache is left out of the pickle, not out of the estimator: a
+    # dask worker pickling a codec that another thread is decoding with lost it.
+    w, X = _fitted_digits()
+    w.transform(X)
+    runtime = w.__dict__["_runtime"]
+    pickle.dumps(w)
+    assert w.__dict__.get("_runtime") is runtime
+    assert pickle.loads(pickle.dumps(w)).__dict__["_runtime"] == {}  # rebuilt on use
+
+
 def _joblib_round_trip(est):
     buf = io.BytesIO()
     joblib.dump(est, buf)
