@@ -666,8 +666,11 @@ def _cmd_demo(args):
         f"latent_dim={codec.latent_dim}: {_reduction(codec):.3g}x fewer values "
         f"than RGB pixels ({codec.module_.encoder.weight.numel()} encoder weights)"
     )
-    # Warm up (the fused encoder is built on first use) so timings are steady.
-    codec.decompress(codec.compress([held[0][:64, :64]]))
+    # Warm up so timings are steady: the fused encoder and synthesis are built
+    # on first use, and the end-of-axis least squares once a grid has 16
+    # latent positions along an axis (128 pixels at 3 levels).
+    warm = 16 * 2**codec.levels
+    codec.decompress(codec.compress([held[0][:warm, :warm]]))
     print(f"\nheld-out photos (24-bit RGB source), side-by-side PNGs in {outdir}/")
     header = (
         f"{'photo':<10} {'size':>9} {'bytes':>7} {'bpp':>6} {'ratio':>6} "
