@@ -56,7 +56,7 @@ def _step(p, offset=0):
     return _Step(p.pos, p.nbr, border + offset, p.present[:, border], p.count[border])
 
 
-@functools.lru_cache(maxsize=8)
+@_e.sized_cache(_e._CACHE_BYTES)
 def _plan(height, width, joint=False):
     """The passes of an ``height x width`` channel; with ``joint``, also all of
     them as one, for the encoder (the decoder does not pay for it)."""
@@ -378,7 +378,7 @@ def ideal_bits(grid, bound):
     )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=8)
+@_e.sized_cache(_e._CACHE_BYTES)
 def _pass_of(height, width):
     """The pass of each position in pass order, int16 (at most 63 passes)."""
     bounds = _plan(height, width).bounds

@@ -407,3 +407,27 @@ def test_format_3_bytes_match_the_reference_encoder(name):
     payload = encode_latents(q, bits)
     assert hashlib.sha256(payload).hexdigest()[:32] == _FORMAT_3_DIGESTS[name]
     np.testing.assert_array_equal(decode_latents(payload, q.shape, bits), q)
+
+
+def test_sized_cache_bounds_the_bytes_it_keeps():
+    from sklearn_walloc._entropy import sized_cache
+
+    calls = []
+
+    @sized_cache(3000)
+    def build(n, fill=0):
+        calls.append((n, fill))
+        return (np.full(n, fill, dtype=np.uint8), None)
+
+    a = build(1000)
+    assert build(1000) is a and calls == [(1000, 0)]  # a hit builds nothing
+    build(1000, fill=1)  # keyword arguments are part of the key
+    build(1000, 2)
+    assert build.cache_len() == 3
+    build(1000)  # most recent again: (1000, 1) is now the oldest
+    build(500)  # 3500 bytes: the oldest goes
+    assert build.cache_len() == 3
+    build(1000, fill=1)
+    assert calls[-1] == (1000, 1)
+    build(10_000)  # larger than the budget alone: kept, everything else goes
+    assert build.cache_len() == 1 and build(10_000)[0].size == 10_000
