@@ -35,8 +35,10 @@ purpose, the import sits in one function that says why:
   single-kernel encoder, the reference for the fused one;
 - ``gpu_check.py``, ``_encoder_module_seconds``: the encoder on a device tensor;
 - ``decode_memory.py``: hostile blobs made with the coder and the container;
-- ``training.py``, ``_trainer_internals``, and ``train_pretrained.py`` (its
-  coefficient-domain trainer): the training loop's internals;
+- ``training.py``, ``_trainer_internals``: the training loop's internals, and
+  ``_held_out_bytes``: a codec carrying weights trained outside ``fit``;
+  ``train_pretrained.py``, ``_validation_interval``: the estimator's steps per
+  validation, to label its recorded validation curve;
 - :func:`activate_refinement` here: weights for the residual decoder path that
   a closed-form fit leaves at zero.
 """

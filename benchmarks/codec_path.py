@@ -16,8 +16,8 @@ random_state=0)`` fitted on the bundled "fit" photos, on the held-out photos
   ``decompress`` with a trained decoder's cost: the same codec with its
   residual decoder path (the default 64-wide, 2-block network) given small
   random weights (``_common.activate_refinement``), so that it runs unfused,
-  as after training. (The pretrained ``rgb-16x`` kept a zero residual path,
-  so it decodes through the fused synthesis, as fast as a closed form.)
+  as after training. (The pretrained ``rgb-16x`` has a trained residual path,
+  48 wide: it decodes at about that cost.)
 
 Each repeat times every (photo, operation) once, in a fixed interleaved order,
 so that a change in the machine's load hits every operation alike; a rate is

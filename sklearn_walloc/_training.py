@@ -143,6 +143,7 @@ def optimise(
     validation_interval=VALIDATION_INTERVAL,
     validation_side=None,
     least_squares_start=False,
+    train_encoder=True,
     callbacks=(),
     parallel=None,
 ):
@@ -166,6 +167,8 @@ def optimise(
     (fraction of ``max_iter`` after which rounding with a straight-through
     gradient replaces the noise proxy) and ``callbacks`` (``f(trainer,
     record)`` after each validation) tune the layers of ``_trainer``.
+    ``train_encoder=False`` freezes the encoder (and so the latents): only
+    the decoder (and a rate model) learns.
     ``parallel`` (``_distributed.DataParallel``) makes this one replica of a
     DDP job; its round trip is the pixel-domain one, so it trains in the
     pixel domain.
@@ -201,6 +204,7 @@ def optimise(
     cpu_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     model.to(device).train().requires_grad_(True)
+    model.encoder.requires_grad_(train_encoder)
     crops_cls = (
         _trainer.CoefficientCrops if domain == "wavelet" else _trainer.PixelCrops
     )
@@ -211,7 +215,7 @@ def optimise(
     if domain == "wavelet" and val:
         with torch.no_grad():
             val = [model.analysis(v) for v in val]
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     rate = _trainer.make_rate(model, data, batch_size, rate_weight)
     if rate is not None:
         params += list(rate.parameters())

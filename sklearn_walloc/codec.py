@@ -135,6 +135,11 @@ class WallocCodec(WallocTransformer):
         Rate-distortion trade-off in training (see :class:`WallocTransformer`);
         0 is the pure-MSE objective.
 
+    train_encoder : bool, default=True
+        Whether training updates the encoder; False trains the decoder alone,
+        which keeps the closed-form latents and so the coded size (see
+        :class:`WallocTransformer`).
+
     early_stopping : bool, default=True
         Validate on held-out signals and keep the best state.
 
@@ -285,6 +290,7 @@ class WallocCodec(WallocTransformer):
         crop_size=None,
         learning_rate=0.0003,
         rate_weight=0.0,
+        train_encoder=True,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -309,6 +315,7 @@ class WallocCodec(WallocTransformer):
             crop_size=crop_size,
             learning_rate=learning_rate,
             rate_weight=rate_weight,
+            train_encoder=train_encoder,
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
@@ -319,6 +326,10 @@ class WallocCodec(WallocTransformer):
             verbose=verbose,
         )
         self.adaptive_gain = adaptive_gain
+
+    @classmethod
+    def _added_params(cls):
+        return {**super()._added_params(), "adaptive_gain": True}
 
     # ---------------------------------------------------------------- identity
     def fingerprint(self):

@@ -282,3 +282,41 @@ def test_only_a_fresh_fit_gets_the_least_squares_start(small_photos, monkeypatch
         for k, v in refine.items()
     )
     assert changed
+
+
+def test_train_encoder_false_trains_the_decoder_alone(small_photos):
+    X = np.stack(small_photos)
+    kw = dict(latent_dim=12, levels=2, batch_size=4, crop_size=32, **TINY)
+    closed = WallocTransformer(max_iter=0, **kw).fit(X)
+    frozen = WallocTransformer(
+        max_iter=10, train_encoder=False, early_stopping=False, **kw
+    ).fit(X)
+    joint = WallocTransformer(max_iter=10, early_stopping=False, **kw).fit(X)
+    # The encoder is the closed form's: the same latents, but for the last
+    # row and column, which the encoder chooses for the decoder ...
+    assert frozen.n_iter_ == 10
+    inner = (slice(None), slice(0, -1), slice(0, -1))
+    assert np.array_equal(frozen.transform(X)[inner], closed.transform(X)[inner])
+    assert not np.array_equal(joint.transform(X)[inner], closed.transform(X)[inner])
+    # ... while the decoder learned.
+    Z = closed.transform(X)
+    assert not np.allclose(frozen.inverse_transform(Z), closed.inverse_transform(Z))
+    assert frozen.get_params()["train_encoder"] is False
+
+
+def test_pickles_made_before_a_parameter_existed_get_its_default(small_photos):
+    import pickle
+
+    from sklearn_walloc import WallocCodec
+
+    codec = WallocCodec(latent_dim=12, levels=2, max_iter=0, **TINY)
+    codec.fit(np.stack(small_photos))
+    state = codec.__getstate__()
+    for name in ("train_encoder", "adaptive_gain"):
+        state.pop(name)
+    old = WallocCodec.__new__(WallocCodec)
+    old.__setstate__(state)
+    assert old.get_params()["train_encoder"] is True
+    assert old.get_params()["adaptive_gain"] is True
+    back = pickle.loads(pickle.dumps(old))
+    assert back.compress(small_photos[:1]) == codec.compress(small_photos[:1])
