@@ -846,3 +846,15 @@ def test_pretrained_models_without_m(files, capsys):
     assert main(["compress", "-m", str(model), str(imgs / "c.png"), "-q"]) == 0
     assert main(["decompress", str(imgs / "c.png.wlc"), "-o", str(out), "-q"]) == 1
     assert "pretrained" in capsys.readouterr().err
+
+
+def test_fit_passes_the_training_recipe_options(files):
+    model = files / "decoder_only.npz"
+    args = ["fit", str(files / "imgs"), "-o", str(model), "--levels", "2", "-q"]
+    args += ["--decoder-width", "8", "--decoder-depth", "1", "--crop-size", "16"]
+    args += ["--max-iter", "5", "--decoder-only", "--learning-rate", "0.001"]
+    assert main([*args, "--n-iter-no-change", "7"]) == 0
+    params = WallocCodec.load(model).get_params()
+    assert params["train_encoder"] is False
+    assert params["learning_rate"] == 0.001 and params["n_iter_no_change"] == 7
+    assert main([*args, "--learning-rate", "0"]) == 2
