@@ -137,8 +137,8 @@ class WallocCodec(WallocTransformer):
 
     train_encoder : bool, default=True
         Whether training updates the encoder; False trains the decoder alone,
-        which keeps the closed-form latents and so the coded size (see
-        :class:`WallocTransformer`).
+        which keeps the closed-form latents (but the last row and column) and
+        so the coded size (see :class:`WallocTransformer`).
 
     early_stopping : bool, default=True
         Validate on held-out signals and keep the best state.
