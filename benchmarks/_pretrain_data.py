@@ -33,7 +33,14 @@ from scipy.signal import resample_poly
 
 from sklearn_walloc.datasets import load_photos
 
-__all__ = ["PHOTOS", "fetch", "load_training_music", "load_training_photos"]
+__all__ = [
+    "PHOTOS",
+    "PLASMA",
+    "PLASMA_PHOTOS",
+    "fetch",
+    "load_training_music",
+    "load_training_photos",
+]
 
 # Long sides the wallpapers are downscaled to: each photo at each scale.
 PHOTO_SIDES = tuple(

@@ -12,6 +12,11 @@ Three parts, each writing to ``--out``:
   steps, the internal validation score and the PSNR of the decoded uint8
   photos of both held-out sets (bundled holdout, mate-backgrounds nature
   photos at 512 px): curves of steps and seconds against held-out dB.
+  ``--data wallpapers`` fits on the pretrained models' 32 training photos
+  (``_pretrain_data``) instead of the 8 bundled fit photos; the
+  ``wall-decoder`` / ``wall-joint`` configurations are their recipe, and each
+  run also records the kept state's blob bytes and the bundled closed form's
+  scores (``reference``).
 - ``--part check``: the issue's check on both held-out sets: a
   ``WallocCodec(latent_dim=12, levels=3, random_state=0)`` with default
   training, with ``max_iter=0`` and with ``max_iter=--steps``: PSNR of
