@@ -134,12 +134,12 @@ def _operations(codec, x, trained):
         "transform": lambda: codec.transform(x[None]),
         "inverse_transform": lambda: codec.inverse_transform(z),
         "compress": lambda: codec.compress([x]),
-        "decompress": lambda: codec.decompress([blob]),
+        "decompress": lambda: codec.decompress([blob], restore=False),
         "webp_encode": lambda: _webp_encode(x),
         "webp_decode": lambda: _webp_decode(webp),
         "jpeg_encode": lambda: _jpeg_encode(x),
         "jpeg_decode": lambda: _webp_decode(jpeg),
-        "decompress_trained": lambda: trained.decompress([trained_blob]),
+        "decompress_trained": lambda: trained.decompress([trained_blob], restore=False),
         **_byte_path_parts(codec, x, q, blob),
     }, {"latents": q.size, "blob_bytes": len(blob), "webp_bytes": len(webp)}
 

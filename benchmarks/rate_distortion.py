@@ -311,7 +311,7 @@ def evaluate(datasets, walloc, pca, sweeps, down_factors):
                 with Timer() as te:
                     payload, grid = model.compress(img)
                 with Timer() as td:
-                    rec = model.decompress(payload, grid, img.shape)
+                    rec = model.decompress(payload, grid, img.shape, restore=False)
                 _record(rows, dataset, name, img, "PCA (pixels)", f"{factor}x",
                         factor, 8 * len(payload), rec, te.s, td.s)  # fmt: skip
             for factor in down_factors:

@@ -49,7 +49,7 @@ clip = phrase(100)  # not used for fitting
 codec = WallocCodec(signal_ndim=1, levels=4, latent_dim=6, max_iter=0, random_state=0)
 codec.fit(fit_clips)
 (blob,) = codec.compress([clip])
-(rec,) = codec.decompress([blob], restore=True)  # int16, original length
+(rec,) = codec.decompress([blob])  # int16, original length
 print(f"latent_bits_={codec.latent_bits_}, {2 * 16 / 6:.2f}x fewer values")
 print(
     f"{len(blob)} bytes for {len(clip) / RATE:.1f} s of 16-bit stereo: "

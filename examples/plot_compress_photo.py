@@ -38,7 +38,7 @@ for latent_dim in (48, 12, 6):
     codec = WallocCodec(latent_dim=latent_dim, levels=3, max_iter=0, random_state=0)
     codec.fit(fit_photos)
     (blob,) = codec.compress([photo])
-    (rec,) = codec.decompress([blob], restore=True)  # uint8, original size
+    (rec,) = codec.decompress([blob])  # uint8, original size
     results[f"{192 // latent_dim}x fewer values"] = (blob, rec)
 
 for name, (blob, rec) in results.items():

@@ -24,10 +24,10 @@ from ._signal import _canonical_layout, run_in_chunks
 
 __all__ = ["TILE_VALUES", "decode_grids", "receptive_radius"]
 
-#: Output values (samples x channels) of one decoded tile: 2**24 float32 values
-#: are 64 MiB, e.g. 2048 x 2048 RGB pixels or 16 M audio samples; a grid whose
+#: Output values (samples x channels) of one decoded tile: 2**23 float32 values
+#: are 32 MiB, e.g. 1672 x 1672 RGB pixels or 8 M audio samples; a grid whose
 #: output is smaller decodes in one piece.
-TILE_VALUES = 2**24
+TILE_VALUES = 2**23
 
 
 def receptive_radius(module):
@@ -77,7 +77,7 @@ def _decode_tile(decode, t):
         raise
 
 
-def decode_grids(module, z, device, out_spatial=None, decode=None):
+def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
     """Decode latent grids ``z`` ``(n, D, *g)`` to signals ``(n, C, *S)``.
 
     Parameters
@@ -91,10 +91,15 @@ def decode_grids(module, z, device, out_spatial=None, decode=None):
         whole padded size.
     decode : callable, default=None
         Latents (torch, on ``device``) to signals; None: ``module.decode``.
+    finish : tuple (dtype, callable), default=None
+        An elementwise conversion of the float32 output (rounding to the
+        caller's dtype, say) and the dtype it returns, applied tile by tile so
+        that the float32 signal never exists whole: the output is allocated
+        once, in that dtype. None: float32 as decoded.
 
     Returns
     -------
-    ndarray of float32, shape (n, C, *out_spatial)
+    ndarray of float32 (or ``finish``'s dtype), shape (n, C, *out_spatial)
     """
     decode = module.decode if decode is None else decode
     grid = z.shape[2:]
@@ -105,11 +110,13 @@ def decode_grids(module, z, device, out_spatial=None, decode=None):
     sides = _tile_sides(grid, channels, stride)
     if sides is None:
         y = run_in_chunks(decode, z, device)
-        return y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
+        y = y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
+        return y if finish is None else finish[1](y)
+    out_dtype, convert = (np.float32, None) if finish is None else finish
     halo = receptive_radius(module)
     # Channels-last memory, as the readers and writers use: laying the result
     # out for the caller then needs no copy of the (large) output.
-    out = np.empty((len(z), *out_spatial, channels), dtype=np.float32)
+    out = np.empty((len(z), *out_spatial, channels), dtype=out_dtype)
     out = np.moveaxis(out, -1, 1)
     # Tiles along each axis: (start, stop) of the centre in latent positions.
     axes = [
@@ -131,5 +138,6 @@ def decode_grids(module, z, device, out_spatial=None, decode=None):
                     lo, hi = a * stride, min(b * stride, o)
                     src.append(slice(lo - wa * stride, hi - wa * stride))
                     dst.append(slice(lo, hi))
-                out[tuple(dst)] = y[tuple(src)].cpu().numpy()
+                y = y[tuple(src)].cpu().numpy()
+                out[tuple(dst)] = y if convert is None else convert(y)
     return out

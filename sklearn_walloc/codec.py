@@ -6,6 +6,7 @@
 # network through the transformer's fixed-size chunks.
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -84,11 +85,11 @@ class WallocCodec(WallocTransformer):
     decoding is integer-only and gives the same latents on every machine. The
     byte format is specified in ``docs/format.md``.
 
-    ``decompress(compress(X))`` equals ``inverse_transform(transform(X))``
-    exactly, cropped to the original size. Output is float32, like
-    :meth:`inverse_transform`; ``decompress(..., restore=True)`` rounds and
-    clips to the original dtype and drops the channel axis of signals given
-    without one.
+    :meth:`decompress` returns each signal as it went into :meth:`compress`:
+    the same dtype, scale and rank (uint8 photos come back uint8, float audio
+    in ``[-1, 1]`` comes back float in ``[-1, 1]``).
+    ``decompress(..., restore=False)`` gives model units instead: float32,
+    exactly ``inverse_transform(transform(X))`` cropped to the original size.
 
     Parameters
     ----------
@@ -258,14 +259,13 @@ class WallocCodec(WallocTransformer):
     ...                     random_state=0).fit(photos)
     >>> X = load_photos(["astronaut"])[0][:100, :90]     # (100, 90, 3) uint8
     >>> blobs = codec.compress([X])
-    >>> Y = codec.decompress(blobs)                      # float32, original size
+    >>> Y = codec.decompress(blobs)                      # as it went in
     >>> Y.shape, Y.dtype
-    ((1, 100, 90, 3), dtype('float32'))
+    ((1, 100, 90, 3), dtype('uint8'))
+    >>> F = codec.decompress(blobs, restore=False)       # model units, float32
     >>> R = codec.inverse_transform(codec.transform(X[None]))[:, :100, :90]
-    >>> bool(np.array_equal(Y, R))
+    >>> bool(np.array_equal(F, R))
     True
-    >>> codec.decompress(blobs, restore=True).dtype     # rounded back to uint8
-    dtype('uint8')
     >>> bool(codec.compression_ratio([X]) > 16)         # 8-bit source, whole blobs
     True
     """
@@ -484,7 +484,7 @@ class WallocCodec(WallocTransformer):
             and _blob_version(self) >= 3
         )
 
-    def decompress(self, blobs, *, restore=False, max_values=None):
+    def decompress(self, blobs, *, restore=True, max_values=None):
         """Decode blobs made by :meth:`compress` with this model.
 
         Parameters
@@ -494,26 +494,30 @@ class WallocCodec(WallocTransformer):
             must be wrapped in a list). A ``dask.bag.Bag`` of blobs gives a
             lazy bag of signals, one per blob, in order: each partition's
             :meth:`decompress` result, one signal per item.
-        restore : bool, default=False
-            False: float32 output, exactly ``inverse_transform(transform(X))``
-            cropped to the original size, channel axis always present (as
-            :meth:`inverse_transform` returns), in the model's sample domain.
-            True: each signal in its original dtype, scale and rank: first
-            the inverse of the sample-domain rule (for a float signal given to
-            a uint8 model, ``y / 255`` clipped to ``[0, 1]``; for int32 audio
-            given to an int16 model, ``y * 2**31 / 2**15``), then integer
-            dtypes get ``clip(rint(y), dtype.min, dtype.max)``, floating dtypes
-            a cast (clipped to the finite range of float16), ``bool`` ``y >=
-            0.5``; a signal given without a channel axis comes back without
-            one.
+        restore : bool, default=True
+            True: each signal in the units it went into :meth:`compress`:
+            its original dtype, scale and rank. First the inverse of the
+            sample-domain rule (for a float signal given to a uint8 model,
+            ``y / 255`` clipped to ``[0, 1]``; for int32 audio given to an
+            int16 model, ``y * 2**31 / 2**15``), then integer dtypes get
+            ``clip(rint(y), dtype.min, dtype.max)``, floating dtypes a cast
+            (clipped to the finite range of float16), ``bool`` ``y >= 0.5``;
+            a signal given without a channel axis comes back without one.
+            False: model units, float32, exactly
+            ``inverse_transform(transform(X))`` cropped to the original size,
+            channel axis always present (as :meth:`inverse_transform`
+            returns), unclipped.
         max_values : int, default=None
             Largest number of scalar values a single blob may declare; larger
             declared signals are refused with a ``ValueError`` before anything
             is allocated (a constant signal of any size codes to a few bytes).
             None: the module's ``MAX_DECODED_VALUES`` at the time of the call
             (``2**27`` unless changed; Pillow's decompression-bomb convention).
-            Within the limit, decoding runs in tiles, so peak memory stays
-            close to the output's size.
+            Within the limit, decoding runs in tiles of at most
+            ``TILE_VALUES`` output values, each rounded to the output dtype
+            as it is decoded: peak memory is the output plus a working set
+            of about 180 MB (at most ``2**23`` values per tile), not a float
+            copy of the whole signal.
 
         Returns
         -------
@@ -540,10 +544,13 @@ class WallocCodec(WallocTransformer):
         >>> X = np.stack([np.sin((xx + k) / 3) * np.cos(yy / 4) for k in range(4)])
         >>> codec = WallocCodec(latent_dim=2, levels=1, max_iter=0)
         >>> codec = codec.fit(X)  # 4 smooth grey 16x16 images
-        >>> Y = codec.decompress(codec.compress(X))
-        >>> Y.shape
-        (4, 16, 16, 1)
-        >>> bool(np.array_equal(Y, codec.inverse_transform(codec.transform(X))))
+        >>> Y = codec.decompress(codec.compress(X))  # as given: (4, 16, 16)
+        >>> Y.shape, Y.dtype
+        ((4, 16, 16), dtype('float64'))
+        >>> Z = codec.decompress(codec.compress(X), restore=False)  # model units
+        >>> Z.shape, Z.dtype
+        ((4, 16, 16, 1), dtype('float32'))
+        >>> bool(np.array_equal(Z, codec.inverse_transform(codec.transform(X))))
         True
         """
         check_is_fitted(self)
@@ -606,19 +613,33 @@ class WallocCodec(WallocTransformer):
                         [parsed[i].signal_shape[: self.signal_ndim] for i in part],
                         axis=0,
                     )
+                    # A lone signal (every large one is) is rounded to its
+                    # dtype tile by tile, into an output allocated once: its
+                    # float32 decode never exists whole.
+                    finish = None
+                    if restore and len(part) == 1:
+                        b = parsed[part[0]]
+                        convert = partial(_restore_values, b=b, spec=self.spec_)
+                        finish = (b.dtype, convert)
                     signals = self._decode_gained(
-                        z, tuple(int(s) for s in spatial), gain_steps, latent_bits
+                        z,
+                        tuple(int(s) for s in spatial),
+                        gain_steps,
+                        latent_bits,
+                        finish,
                     )
                     for i, x in zip(part, signals):
-                        out[i] = _finish(x, parsed[i], restore, self.spec_)
+                        out[i] = _finish(
+                            x, parsed[i], restore, self.spec_, finish is not None
+                        )
                     bar.update(len(part))
         return self._lay_out(out, parsed, restore)
 
-    def _decode_gained(self, z, out_spatial, gain_steps, latent_bits):
+    def _decode_gained(self, z, out_spatial, gain_steps, latent_bits, finish=None):
         """Signals of latents coded at a gain and bit depth (the transformer's
-        decode for the model's own bits)."""
+        decode for the model's own bits); ``finish`` as in ``decode_grids``."""
         if latent_bits == self.latent_bits_:
-            (signals,) = self._decode([z], out_spatial, gain_steps)
+            (signals,) = self._decode([z], out_spatial, gain_steps, finish)
             return signals
         module, _, device = self._runtime_model()
         synthesis = self._gain_search().synthesis
@@ -626,7 +647,7 @@ class WallocCodec(WallocTransformer):
         def decode(q):
             return module.decode_fused(q, synthesis, gain_steps, latent_bits)
 
-        return decode_grids(module, z, device, out_spatial, decode)
+        return decode_grids(module, z, device, out_spatial, decode, finish)
 
     def _check_blob(self, b, max_values):
         """Refuse a blob whose declared layout this model cannot have made."""
@@ -831,9 +852,10 @@ def _describe_input(est, X, layout, arrays):
     return out
 
 
-def _finish(x, b, restore, spec):
+def _finish(x, b, restore, spec, converted=False):
     """Crop one decoded signal ``(C, *S')`` to its original size, channels last;
-    with ``restore``, back in the recorded dtype's own scale (``_domain``)."""
+    with ``restore``, back in the recorded dtype's own scale and rank (the
+    values already are if ``converted``)."""
     ndim = spec.signal_ndim
     spatial = b.signal_shape[:ndim]
     y = np.ascontiguousarray(np.moveaxis(crop(x[None], spatial)[0], 0, -1))
@@ -841,19 +863,31 @@ def _finish(x, b, restore, spec):
         return y
     if len(b.signal_shape) == ndim:
         y = y[..., 0]
+    return y if converted else _restore_values(y, b, spec)
+
+
+def _restore_values(y, b, spec):
+    """Float32 decoded values in the units and dtype the blob recorded."""
     return _to_dtype(from_domain(y, b.dtype, spec.sample_dtype), b.dtype)
 
 
 def _to_dtype(y, dtype):
-    """Round/clip float32 ``y`` into ``dtype`` (see ``decompress(restore=True)``)."""
+    """Round/clip float ``y`` into ``dtype`` (see ``decompress(restore=True)``)."""
     if dtype.kind == "b":
         return y >= 0.5
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        lo, hi = np.float64(info.min), np.float64(info.max)
-        if int(hi) > info.max:  # 64-bit bounds are not exact in float64
-            hi = np.nextafter(hi, 0.0)
-        return np.clip(np.rint(y.astype(np.float64)), lo, hi).astype(dtype)
+        # float32 holds every integer below 2**24 exactly, so rounding and
+        # clipping there is exact for 8- and 16-bit samples at half the
+        # memory; wider integers need float64.
+        work = np.float32 if dtype.itemsize <= 2 else np.float64
+        lo, hi = work(info.min), work(info.max)
+        if int(hi) > info.max:  # 32/64-bit bounds are not exact in floats
+            hi = np.nextafter(hi, work(0))
+        y = np.array(y, dtype=work)  # a copy: rounded in place below
+        np.rint(y, out=y)
+        np.clip(y, lo, hi, out=y)
+        return y.astype(dtype)
     if dtype.itemsize < 4:
         info = np.finfo(dtype)
         y = np.clip(y, float(info.min), float(info.max))

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _model_io, _streaming, _wavelets
-from ._domain import data_range, sample_dtype_name, to_domain
+from ._domain import data_range, full_scale, sample_dtype_name, to_domain
 from ._signal import (
     check_signal_shape,
     crop,
@@ -605,14 +605,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
         return run_merged(encode, arrays, stride, device)
 
-    def _decode(self, latents, out_spatial=None, gain_steps=0):
+    def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
         module, _, device = self._runtime_model()
         fused = self._runtime[f"{device}/decode"]
 
         def decode(q):
             return fused(q, gain_steps)
 
-        return [decode_grids(module, z, device, out_spatial, decode) for z in latents]
+        return [
+            decode_grids(module, z, device, out_spatial, decode, finish)
+            for z in latents
+        ]
 
     def transform(self, X):
         """Encode signals to integer-valued latents (float32).
@@ -726,9 +729,14 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         score : float
             Mean over signals, in dB, in the model's sample domain (``X``
-            converted as :meth:`transform` reads it). Each signal's error is
-            floored at ``1e-12`` times its reference, so an exact round trip
-            scores 120 dB rather than infinity.
+            converted as :meth:`transform` reads it). In an integer domain
+            (uint8 photos, int16 audio) the reconstruction is first rounded
+            and clipped to the dtype's range, as a stored or compared output
+            is (``WallocCodec.decompress`` returns it so): the score is the
+            PSNR a user measures against other codecs. A float domain has no
+            range to clip to and scores the reconstruction as decoded. Each
+            signal's error is floored at ``1e-12`` times its reference, so an
+            exact round trip scores 120 dB rather than infinity.
 
         Examples
         --------
@@ -746,9 +754,17 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"metric must be 'psnr' or 'snr', got {metric!r}")
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
+        domain = self.spec_.sample_dtype
+        bounds = None
+        if full_scale(domain) is not None:
+            info = np.iinfo(domain)
+            bounds = (float(info.min), float(info.max))
         scores = []
         for a, d, (_, spatial) in zip(arrays, decoded, layout.groups):
-            mse = (crop(d, spatial) - a).astype(np.float64) ** 2
+            d = crop(d, spatial)
+            if bounds is not None:
+                d = np.clip(np.rint(d), *bounds)
+            mse = (d - a).astype(np.float64) ** 2
             mse = mse.reshape(len(a), -1).mean(axis=1)
             if metric == "psnr":
                 ref = np.full(len(a), float(self.data_range_) ** 2)
@@ -965,7 +981,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         >>> codec.levels, codec.latent_dim, codec.spec_.sample_dtype
         (3, 12, 'uint8')
         >>> photo = load_photos(["astronaut"])[0][:128, :128]
-        >>> codec.decompress(codec.compress([photo]), restore=True)[0].shape
+        >>> codec.decompress(codec.compress([photo]))[0].shape  # uint8, as given
         (128, 128, 3)
         """
         from ._pretrained import load_pretrained

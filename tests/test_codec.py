@@ -26,6 +26,7 @@ from sklearn_walloc import codec as codec_module
 from sklearn_walloc._container import pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import GAIN_MAX_LOSS_DB, WallocCodec, blob_info
+from sklearn_walloc.metrics import psnr, snr
 
 DATA = Path(__file__).parent / "data"
 TINY = dict(decoder_width=8, decoder_depth=1, max_iter=0, random_state=0)
@@ -105,14 +106,14 @@ def test_rgb_batch_odd_size_round_trip_is_exact(rgb_codec, small_photos):
     X = np.stack([p[:37, :45] for p in small_photos])  # uint8, odd sizes
     blobs = rgb_codec.compress(X)
     assert isinstance(blobs, list) and all(isinstance(b, bytes) for b in blobs)
-    Y = rgb_codec.decompress(blobs)
+    Y = rgb_codec.decompress(blobs, restore=False)
     assert Y.shape == (4, 37, 45, 3) and Y.dtype == np.float32
     _assert_same(Y, _expected(rgb_codec, X))
 
 
 def test_list_of_different_sizes_round_trip_is_exact(rgb_codec, small_photos):
     X = [small_photos[0], small_photos[1][:33, :50], small_photos[2][:5, :3]]
-    Y = rgb_codec.decompress(rgb_codec.compress(X))
+    Y = rgb_codec.decompress(rgb_codec.compress(X), restore=False)
     assert [y.shape for y in Y] == [(64, 80, 3), (33, 50, 3), (5, 3, 3)]
     _assert_same(Y, _expected(rgb_codec, X))
 
@@ -131,7 +132,7 @@ def test_grayscale_and_hyperspectral_round_trip(shape, latent_dim, levels):
     codec = WallocCodec(latent_dim=latent_dim, levels=levels, **TINY).fit(X)
     codec = _perturb(codec)
     blobs = codec.compress(X)
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     assert Y.shape == (*shape[:3], shape[3] if len(shape) == 4 else 1)
     _assert_same(Y, _expected(codec, X))
     # restore=True gives the original rank and dtype back.
@@ -148,7 +149,7 @@ def test_audio_round_trip_mono_stereo_multichannel(channels):
     # transformer holds for every signal, quiet ones included.
     codec.set_params(adaptive_gain=False)
     blobs = codec.compress(X)
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     assert Y.shape == (3, 301, channels) and Y.dtype == np.float32
     _assert_same(Y, _expected(codec, X))
     # Audio of different lengths, mono given without a channel axis.
@@ -157,7 +158,7 @@ def test_audio_round_trip_mono_stereo_multichannel(channels):
         for i, x in enumerate(X[:2])
     ] + [X[2, :100, 0] if channels == 1 else X[2, :100]]
     blobs = codec.compress(L)
-    Yl = codec.decompress(blobs)
+    Yl = codec.decompress(blobs, restore=False)
     assert isinstance(Yl, list)
     _assert_same(Yl, _expected(codec, L))
     R = codec.decompress(blobs, restore=True)
@@ -186,7 +187,7 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     gains = [unpack_blob(b).gain_steps for b in blobs]
     assert gains[0] == 0 and gains[1] >= 20  # quarter octaves: -50 dB
     assert blob_info(blobs[1])["gain_steps"] == gains[1]
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     R = _expected(codec, X)
     # Gain 1: exactly the transformer's round trip.
     assert np.array_equal(Y[0], R[0])
@@ -198,23 +199,23 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     # ... and as good as 16-bit latents, at a fraction of the bytes.
     wide = clone(codec).set_params(latent_bits=16).fit(fit)
     blobs16 = wide.compress(X)
-    assert snr(X[1], Y[1]) > snr(X[1], wide.decompress(blobs16)[1]) - 0.5
+    assert snr(X[1], Y[1]) > snr(X[1], wide.decompress(blobs16, restore=False)[1]) - 0.5
     assert len(blobs[1]) < 0.7 * len(blobs16[1])
     # Without the gain the blobs are the transformer's, and larger SNR gap.
     plain = codec.set_params(adaptive_gain=False).compress(X)
     assert [unpack_blob(b).gain_steps for b in plain] == [0, 0]
     assert plain[0] == blobs[0]
-    _assert_same(list(codec.decompress(plain)), R)
+    _assert_same(list(codec.decompress(plain, restore=False)), R)
     # Batch invariance holds with gains: alone or together, the same bytes.
     codec.set_params(adaptive_gain=True)
     assert codec.compress([X[1]]) == blobs[1:]
-    assert np.array_equal(codec.decompress(blobs[1:])[0], Y[1])
+    assert np.array_equal(codec.decompress(blobs[1:], restore=False)[0], Y[1])
     restored = codec.decompress(blobs, restore=True)
     assert restored[1].dtype == np.int16
     # The nonlinear decoder path undoes the gain before its first layer too.
     _perturb(codec, 1)
     (blob,) = codec.compress([X[1]])
-    (y,) = codec.decompress([blob])
+    (y,) = codec.decompress([blob], restore=False)
     b = unpack_blob(blob)
     q = decode_latents(b.payload, (4, 512), 8)
     module = codec.module_
@@ -263,7 +264,7 @@ def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
     info = [blob_info(b) for b in blobs]
     assert (info[0]["latent_bits"], info[0]["gain_steps"]) == (8, 0)
     assert 8 < info[1]["latent_bits"] <= 16 and info[1]["gain_steps"] > 0
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     assert np.array_equal(Y[0], _expected(codec, X)[0])
 
     def snr(x, y):
@@ -273,10 +274,10 @@ def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
     # better than plain 8-bit latents, at fewer bytes than 16-bit ones.
     wide = clone(codec).set_params(latent_bits=16).fit(fit)
     blobs16 = wide.compress(X)
-    ref16 = snr(X[1], wide.decompress(blobs16)[1])
+    ref16 = snr(X[1], wide.decompress(blobs16, restore=False)[1])
     assert snr(X[1], Y[1]) > ref16 - GAIN_MAX_LOSS_DB
     plain = codec.set_params(adaptive_gain=False).compress(X)
-    snr8 = snr(X[1], codec.decompress(plain)[1])
+    snr8 = snr(X[1], codec.decompress(plain, restore=False)[1])
     assert snr(X[1], Y[1]) > snr8 + 4
     assert len(blobs[1]) < 0.7 * len(blobs16[1])
     codec.set_params(adaptive_gain=True)
@@ -286,14 +287,14 @@ def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
     monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", default_cap)
     capped = clone(codec).fit(fit)
     (blob,) = capped.compress(X[1:])
-    (y,) = capped.decompress([blob])
+    (y,) = capped.decompress([blob], restore=False)
     assert len(plain[1]) < len(blob) < len(blobs[1])
     assert snr8 + 1 < snr(X[1], y) < snr(X[1], Y[1]) - 1
     monkeypatch.setattr(codec_module, "GAIN_MAX_SNR_DB", 200.0)
     # Batch invariance: alone, first or last in a batch, the same bytes and bits.
     assert codec.compress([X[1]]) == blobs[1:]
     assert codec.compress([X[1], X[0]]) == blobs[::-1]
-    assert np.array_equal(codec.decompress(blobs[1:])[0], Y[1])
+    assert np.array_equal(codec.decompress(blobs[1:], restore=False)[0], Y[1])
     # The decode is the model's: expand at the blob's bits, undo the gain.
     b = unpack_blob(blobs[1])
     q = decode_latents(b.payload, b.latent_shape, b.latent_bits)
@@ -312,7 +313,7 @@ def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
     blobs = codec.compress(X)
     b = unpack_blob(blobs[1])
     assert b.latent_bits > 8
-    (y,) = codec.decompress(blobs[1:])
+    (y,) = codec.decompress(blobs[1:], restore=False)
     q = decode_latents(b.payload, b.latent_shape, b.latent_bits)
     ref = codec.module_.decode(
         torch.from_numpy(q[None].astype(np.float32)), b.gain_steps, b.latent_bits
@@ -344,23 +345,23 @@ def test_wider_latents_refused_where_no_encoder_writes_them(rgb_codec, small_pho
     b8 = unpack_blob(blob)
     q = decode_latents(b8.payload, b8.latent_shape, 8).astype(np.int64) * 16
     wide = _repack(blob, encode_latents(q, 12), latent_bits=12, gain_steps=16)
-    (y,) = codec.decompress([wide])
+    (y,) = codec.decompress([wide], restore=False)
     assert y.shape == (300, 2) and np.isfinite(y).all()
     # Truncated or corrupted wide blobs: a clear error.
     for bad in (wide[:-5], wide[:40], wide[:-6] + bytes([wide[-6] ^ 1]) + wide[-5:]):
         with pytest.raises(ValueError, match="blobs\\[0\\]"):
-            codec.decompress([bad])
+            codec.decompress([bad], restore=False)
     # Images never widen: their blobs must carry the model's bits.
     (img,) = rgb_codec.compress([small_photos[0][:16, :16]])
     with pytest.raises(ValueError, match="latent_bits 9"):
-        rgb_codec.decompress([_repack(img, latent_bits=9, gain_steps=1)])
+        rgb_codec.decompress([_repack(img, latent_bits=9, gain_steps=1)], restore=False)
 
 
 def test_images_never_get_a_gain(rgb_codec, small_photos):
     dark = [(p // 40).astype(np.uint8) for p in small_photos[:2]]
     blobs = rgb_codec.compress(dark)
     assert [unpack_blob(b).gain_steps for b in blobs] == [0, 0]
-    Y = rgb_codec.decompress(blobs)
+    Y = rgb_codec.decompress(blobs, restore=False)
     _assert_same(list(Y), _expected(rgb_codec, dark))
 
 
@@ -371,20 +372,20 @@ def test_flat_rows_round_trip_to_flat_rows():
         WallocCodec(latent_dim=2, levels=1, signal_shape=(8, 8), **TINY).fit(X)
     )
     blobs = codec.compress(X)
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     assert Y.shape == (60, 64)
     _assert_same(Y, codec.inverse_transform(codec.transform(X)))
     restored = codec.decompress(blobs, restore=True)
     assert restored.shape == (60, 64) and restored.dtype == np.float64
     # The same signals given as a batch decode to the same values.
-    Yb = codec.decompress(codec.compress(X.reshape(60, 8, 8)))
+    Yb = codec.decompress(codec.compress(X.reshape(60, 8, 8)), restore=False)
     assert np.array_equal(Yb.reshape(60, -1), Y)
 
 
 def test_restore_rounds_and_clips_to_the_original_dtype(rgb_codec, small_photos):
     X = np.stack(small_photos[:2])
     blobs = rgb_codec.compress(X)
-    Y = rgb_codec.decompress(blobs)
+    Y = rgb_codec.decompress(blobs, restore=False)
     R = rgb_codec.decompress(blobs, restore=True)
     assert R.dtype == np.uint8 and R.shape == X.shape
     assert np.array_equal(R, np.clip(np.rint(Y), 0, 255).astype(np.uint8))
@@ -398,20 +399,79 @@ def test_restore_rounds_and_clips_to_the_original_dtype(rgb_codec, small_photos)
     np.testing.assert_allclose(mixed[1], np.clip(Y[1] / 255, 0, 1), atol=1e-3)
 
 
+def test_decompress_returns_the_callers_units_by_default(rgb_codec, small_photos):
+    # Photos in [0, 1] given to a uint8 model come back in [0, 1], float32.
+    x = small_photos[0][:40, :48].astype(np.float32) / 255
+    (y,) = rgb_codec.decompress(rgb_codec.compress([x]))
+    assert y.dtype == np.float32 and y.shape == x.shape
+    (m,) = rgb_codec.decompress(rgb_codec.compress([x]), restore=False)
+    np.testing.assert_allclose(y, np.clip(m / 255, 0, 1), atol=1e-6)
+    # Model units only when asked: 0..255 floats, tens of dB away from the input.
+    assert psnr(x, y, data_range=1.0) > psnr(x, m, data_range=1.0) + 20
+
+
+def test_float_audio_into_an_int16_model_comes_back_in_its_units(stereo_codec, rng):
+    t = np.arange(4096) / 8000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t)[:, None] * np.array([1.0, 0.5])
+    x = (x + 0.01 * rng.standard_normal(x.shape)).astype(np.float32)  # [-1, 1]
+    (y,) = stereo_codec.decompress(stereo_codec.compress([x]))
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.abs(y).max() <= 1
+    (m,) = stereo_codec.decompress(stereo_codec.compress([x]), restore=False)
+    np.testing.assert_allclose(y, np.clip(m / 2**15, -1, 1), atol=1e-6)
+    assert snr(x, y) > snr(x, m) + 60  # model (int16) units: about -90 dB
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.uint16])
+def test_tiled_restore_equals_restoring_the_float_decode(
+    rgb_codec, small_photos, monkeypatch, dtype
+):
+    from sklearn_walloc import _tiles
+
+    x = small_photos[1][:61, :70]
+    x = x.astype(dtype) / 255 if dtype == np.float32 else x.astype(dtype)
+    if dtype == np.uint16:
+        x = x * 257
+    blobs = rgb_codec.compress([x])
+    whole = rgb_codec.decompress(blobs)[0]
+    model = rgb_codec.decompress(blobs, restore=False)[0]
+    monkeypatch.setattr(_tiles, "TILE_VALUES", 3 * 16 * 16)  # many small tiles
+    tiled = rgb_codec.decompress(blobs)[0]
+    assert tiled.dtype == dtype and tiled.shape == x.shape
+    # Tiles run other convolution sizes than the whole: equal to float
+    # rounding, which a rounding tie can turn into one step of the dtype.
+    if dtype == np.float32:
+        np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+        return
+    scale = 257.0 if dtype == np.uint16 else 1.0
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    expect = np.clip(np.rint(model.astype(np.float64) * scale), lo, hi)
+    for ref in (whole, expect):
+        diff = np.abs(tiled.astype(np.int64) - ref.astype(np.int64))
+        assert diff.max() <= scale and np.mean(diff > 0) < 0.01
+
+
+def test_score_is_the_psnr_of_the_decoded_integer_photo(rgb_codec, small_photos):
+    X = small_photos[:2]
+    decoded = rgb_codec.decompress(rgb_codec.compress(X))
+    by_hand = np.mean([psnr(x, y, data_range=255) for x, y in zip(X, decoded)])
+    assert rgb_codec.score(X) == pytest.approx(by_hand, abs=1e-6)
+
+
 # ------------------------------------------------------------- batch invariance
 def test_batch_invariance_bytes_and_decode(small_photos, monkeypatch):
     monkeypatch.setattr(_signal, "_CHUNK_SCALARS", DEFAULT_CHUNK)
     codec = _perturb(WallocCodec(latent_dim=6, levels=1, **TINY).fit(small_photos))
     X = np.stack(small_photos)
     blobs = codec.compress(X)
-    Y = codec.decompress(blobs)
+    Y = codec.decompress(blobs, restore=False)
     Z = codec.transform(X)
     R = codec.inverse_transform(Z)
     _assert_same(Y, R)
     for i in (0, 3):
         assert codec.compress(X[i : i + 1]) == [blobs[i]]
         assert codec.compress([X[i]]) == [blobs[i]]
-        assert np.array_equal(codec.decompress([blobs[i]])[0], Y[i])
+        assert np.array_equal(codec.decompress([blobs[i]], restore=False)[0], Y[i])
     assert np.array_equal(codec.inverse_transform(Z[2:3])[0], R[2])
 
 
@@ -420,14 +480,15 @@ def test_batch_invariance_across_chunks(rgb_codec, small_photos, monkeypatch):
     monkeypatch.setattr(_signal, "_CHUNK_SCALARS", 2 * 3 * 32 * 32)
     X = np.stack([p[i : i + 29, i : i + 31] for p in small_photos for i in (0, 7)])
     blobs = rgb_codec.compress(X)
-    Y = rgb_codec.decompress(blobs)
+    Y = rgb_codec.decompress(blobs, restore=False)
     _assert_same(Y, _expected(rgb_codec, X))
     for i in (0, 4, 7):
         assert rgb_codec.compress(X[i : i + 1]) == [blobs[i]]
-        assert np.array_equal(rgb_codec.decompress([blobs[i]])[0], Y[i])
+        assert np.array_equal(rgb_codec.decompress([blobs[i]], restore=False)[0], Y[i])
     # Any order and composition of blobs.
     order = [7, 3, 3, 0, 5]
-    assert np.array_equal(rgb_codec.decompress([blobs[i] for i in order]), Y[order])
+    again = rgb_codec.decompress([blobs[i] for i in order], restore=False)
+    assert np.array_equal(again, Y[order])
 
 
 # ------------------------------------------------------------ refusal of blobs
@@ -435,25 +496,30 @@ def test_blob_from_another_model_is_refused(rgb_codec, small_photos):
     blobs = rgb_codec.compress([small_photos[0]])
     other = WallocCodec(latent_dim=6, levels=2, **TINY).fit(small_photos[1:])
     with pytest.raises(ValueError, match="another model"):
-        other.decompress(blobs)
+        other.decompress(blobs, restore=False)
     # Same structure, weights differ in one value: still another model.
     twin = pickle.loads(pickle.dumps(rgb_codec))
     with torch.no_grad():
         twin.module_.decoder.linear.bias[0] += 1e-6
     with pytest.raises(ValueError, match="another model"):
-        twin.decompress(blobs)
+        twin.decompress(blobs, restore=False)
     # A 1D model refuses a 2D blob.
     X1 = np.random.default_rng(0).random((2, 64, 3))
     model_1d = WallocCodec(latent_dim=6, levels=1, signal_ndim=1, **TINY).fit(X1)
     with pytest.raises(ValueError):
-        model_1d.decompress(blobs)
+        model_1d.decompress(blobs, restore=False)
 
 
 def test_refit_with_same_seed_and_data_keeps_the_fingerprint(small_photos):
     a = WallocCodec(latent_dim=6, levels=2, **TINY).fit(small_photos)
     b = clone(a).fit(small_photos)
     assert len(a.fingerprint()) == 16 and a.fingerprint() == b.fingerprint()
-    assert b.decompress(a.compress(small_photos[:1])).shape == (1, 64, 80, 3)
+    assert b.decompress(a.compress(small_photos[:1]), restore=False).shape == (
+        1,
+        64,
+        80,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
@@ -462,27 +528,34 @@ def test_refit_with_same_seed_and_data_keeps_the_fingerprint(small_photos):
 )
 def test_items_that_are_not_blobs_are_refused(rgb_codec, bad):
     with pytest.raises(ValueError):
-        rgb_codec.decompress([bad])
+        rgb_codec.decompress([bad], restore=False)
 
 
 def test_decompress_argument_forms(rgb_codec, small_photos):
     (blob,) = rgb_codec.compress([small_photos[0]])
     for bad in (blob, "abc", 5):
         with pytest.raises(ValueError):
-            rgb_codec.decompress(bad)
-    assert rgb_codec.decompress([]) == []
-    Y = rgb_codec.decompress(iter([blob, bytearray(blob), memoryview(blob)]))
+            rgb_codec.decompress(bad, restore=False)
+    assert rgb_codec.decompress([], restore=False) == []
+    Y = rgb_codec.decompress(
+        iter([blob, bytearray(blob), memoryview(blob)]), restore=False
+    )
     assert Y.shape == (3, 64, 80, 3) and np.array_equal(Y[0], Y[2])
 
 
 def test_max_values_refuses_declared_huge_signals(rgb_codec, small_photos):
     blobs = rgb_codec.compress([small_photos[0]])
     with pytest.raises(ValueError, match="max_values"):
-        rgb_codec.decompress(blobs, max_values=64 * 80 * 3 - 1)
-    assert rgb_codec.decompress(blobs, max_values=64 * 80 * 3).shape == (1, 64, 80, 3)
+        rgb_codec.decompress(blobs, max_values=64 * 80 * 3 - 1, restore=False)
+    assert rgb_codec.decompress(blobs, max_values=64 * 80 * 3, restore=False).shape == (
+        1,
+        64,
+        80,
+        3,
+    )
     for bad in (0, -1, 2.5, "big", True):
         with pytest.raises(ValueError, match="max_values"):
-            rgb_codec.decompress(blobs, max_values=bad)
+            rgb_codec.decompress(blobs, max_values=bad, restore=False)
 
 
 def test_module_limit_is_read_at_each_call_as_pillow_does(
@@ -493,9 +566,9 @@ def test_module_limit_is_read_at_each_call_as_pillow_does(
     blobs = rgb_codec.compress(small_photos[:1])
     monkeypatch.setattr(codec_module, "MAX_DECODED_VALUES", 64 * 80 * 3 - 1)
     with pytest.raises(ValueError, match="max_values"):
-        rgb_codec.decompress(blobs)
+        rgb_codec.decompress(blobs, restore=False)
     monkeypatch.setattr(codec_module, "MAX_DECODED_VALUES", None)  # check off
-    assert rgb_codec.decompress(blobs).shape == (1, 64, 80, 3)
+    assert rgb_codec.decompress(blobs, restore=False).shape == (1, 64, 80, 3)
 
 
 def test_allocation_failure_is_a_memory_error_not_corruption(
@@ -511,7 +584,7 @@ def test_allocation_failure_is_a_memory_error_not_corruption(
     monkeypatch.setattr(_entropy, "_decode", no_memory)
     monkeypatch.setattr(_entropy, "_decode_batched", no_memory)
     with pytest.raises(MemoryError):
-        rgb_codec.decompress(blobs)
+        rgb_codec.decompress(blobs, restore=False)
 
 
 def _reseal(blob):
@@ -529,7 +602,7 @@ def test_fuzzed_blobs_are_refused(rgb_codec, stereo_codec, small_photos):
     ]
     n = 0
     for codec, blob in cases:
-        assert codec.decompress([blob]) is not None
+        assert codec.decompress([blob], restore=False) is not None
         mutated = [blob[:k] for k in range(len(blob))]
         mutated += [blob + rng.bytes(k) for k in (1, 2, 3, 4, 7, 64)]
         for _ in range(1200):
@@ -545,7 +618,7 @@ def test_fuzzed_blobs_are_refused(rgb_codec, stereo_codec, small_photos):
             if m == blob:
                 continue
             with pytest.raises(ValueError):
-                codec.decompress([m])
+                codec.decompress([m], restore=False)
             n += 1
     assert n > 4000
 
@@ -568,7 +641,7 @@ def test_forged_blobs_with_valid_checksum_never_crash(rgb_codec, small_photos):
             forged = _reseal(bytes(b))
             trials += 1
             try:
-                Y = rgb_codec.decompress([forged])
+                Y = rgb_codec.decompress([forged], restore=False)
             except ValueError:
                 refused += 1
                 continue
@@ -586,7 +659,7 @@ def test_forged_huge_declared_shapes_are_refused_without_allocating(rgb_codec):
         struct.pack_into("<3I", forged, 12, h, w, 3)
         struct.pack_into("<3I", forged, 24, 6, -(-h // 4), -(-w // 4))
         with pytest.raises(ValueError):
-            rgb_codec.decompress([_reseal(bytes(forged))])
+            rgb_codec.decompress([_reseal(bytes(forged))], restore=False)
 
 
 # --------------------------------------------------------------------- rates
@@ -625,7 +698,7 @@ def test_verbose_shows_progress(small_photos, capsys):
     codec = WallocCodec(latent_dim=6, levels=2, **TINY).fit(small_photos)
     codec.set_params(verbose=1)
     blobs = codec.compress(small_photos)
-    codec.decompress(blobs)
+    codec.decompress(blobs, restore=False)
     err = capsys.readouterr().err
     assert "compress" in err and "decompress" in err
 
@@ -641,7 +714,7 @@ def test_pickle_joblib_and_safe_format_decode_old_blobs(
 ):
     X = np.stack(small_photos[:2])
     blobs = rgb_codec.compress(X)
-    Y = rgb_codec.decompress(blobs)
+    Y = rgb_codec.decompress(blobs, restore=False)
     joblib.dump(rgb_codec, tmp_path / "c.joblib")
     rgb_codec.save(tmp_path / "c.npz")
     copies = [
@@ -652,7 +725,7 @@ def test_pickle_joblib_and_safe_format_decode_old_blobs(
     for c in copies:
         assert type(c) is WallocCodec
         assert c.fingerprint() == rgb_codec.fingerprint()
-        assert np.array_equal(c.decompress(blobs), Y)
+        assert np.array_equal(c.decompress(blobs, restore=False), Y)
         assert c.compress(X) == blobs
 
 
@@ -693,7 +766,7 @@ def test_golden_blobs_still_decode(name, model, version, monkeypatch):
     assert np.array_equal(q, latents)
     # The entropy encoder is deterministic too: the same latents, the same bytes.
     assert encode_latents(latents, parsed.latent_bits, version=v) == parsed.payload
-    Y = codec.decompress([blob])
+    Y = codec.decompress([blob], restore=False)
     assert Y.shape == expected.shape and Y.dtype == np.float32
     # The float network may differ by float32 rounding between CPU builds and
     # kernel implementations: compare relative to the signal's scale.
@@ -733,7 +806,7 @@ def _write_golden_files(name, model_file, codec, x, latent_dtype):  # pragma: no
     p = unpack_blob(blob)
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits).astype(latent_dtype)
     np.save(DATA / f"{name}_latents.npy", q)
-    np.save(DATA / f"{name}.npy", codec.decompress([blob]))
+    np.save(DATA / f"{name}.npy", codec.decompress([blob], restore=False))
     return p
 
 
@@ -753,12 +826,15 @@ def test_version_2_blobs_of_a_model_still_decode(rgb_codec, small_photos):
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
     old = _repack(blob, encode_latents(q, p.latent_bits, version=2), version=2)
     assert old != blob
-    _assert_same(rgb_codec.decompress([old]), rgb_codec.decompress([blob]))
+    _assert_same(
+        rgb_codec.decompress([old], restore=False),
+        rgb_codec.decompress([blob], restore=False),
+    )
     # Version 1 marks periodic borders: not this model's.
     legacy = old[:4] + b"\x01" + old[5:-4]
     legacy += struct.pack("<I", zlib.crc32(legacy))
     with pytest.raises(ValueError, match="format version 1"):
-        rgb_codec.decompress([legacy])
+        rgb_codec.decompress([legacy], restore=False)
 
 
 def _write_golden_v3():  # pragma: no cover - run once by hand, never in the tests
@@ -811,7 +887,7 @@ def test_golden_wide_blob_still_decodes(monkeypatch):
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits, version=3)
     assert np.array_equal(q, latents) and np.abs(q).max() > 127
     assert encode_latents(latents, p.latent_bits, version=3) == p.payload
-    Y = codec.decompress([blob])
+    Y = codec.decompress([blob], restore=False)
     assert Y.shape == expected.shape and Y.dtype == np.float32
     np.testing.assert_allclose(Y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     ref = codec.module_.decode(
@@ -838,9 +914,7 @@ def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypat
     skipped = codec.inverse_transform(Z)
     refine = codec.module_.decoder.refine
     calls = []
-    monkeypatch.setattr(
-        refine, "forward", lambda z: calls.append(1) or torch.zeros(())
-    )
+    monkeypatch.setattr(refine, "forward", lambda z: calls.append(1) or torch.zeros(()))
     codec.inverse_transform(Z)
     assert calls == []
     monkeypatch.undo()
@@ -907,9 +981,9 @@ def test_sizes_that_pad_alike_share_chunks_with_the_same_bits(
         assert rgb_codec.compress([x]) == [blob]
         assert np.array_equal(rgb_codec.transform([x])[0], z)
         np.testing.assert_array_equal(
-            rgb_codec.decompress([blob])[0], _expected(rgb_codec, [x])[0]
+            rgb_codec.decompress([blob], restore=False)[0], _expected(rgb_codec, [x])[0]
         )
-    _assert_same(rgb_codec.decompress(blobs), _expected(rgb_codec, X))
+    _assert_same(rgb_codec.decompress(blobs, restore=False), _expected(rgb_codec, X))
 
 
 def test_codec_defaults_are_the_transformers():
