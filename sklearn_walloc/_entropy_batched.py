@@ -130,6 +130,36 @@ def _predict(v, middle, shrink, ctx_lut):
     return pred, ctx_lut[spread.astype(np.intp)]  # intp: the fast gather
 
 
+#: Positions per slice when the decoder predicts a pass: the neighbours and the
+#: temporaries of a whole pass are ~20 values per latent, which for a large
+#: photo's last pass is hundreds of MB; slices keep that to a few MB.
+_PREDICT_SLICE = 1 << 15
+
+
+def _predict_pass(x, step, shrink, ctx_lut):
+    """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
+    int32 ``(C, n)`` each (the same values as whole)."""
+    n = step.pos.size
+    if n <= _PREDICT_SLICE:
+        return _predict(*_middle(x, step), shrink, ctx_lut)
+    pred = np.empty((x.shape[0], n), dtype=np.int32)
+    ctx = np.empty((x.shape[0], n), dtype=np.int32)
+    starts = np.arange(0, n + _PREDICT_SLICE, _PREDICT_SLICE)
+    cuts = np.searchsorted(step.border, starts)
+    for k, a in enumerate(range(0, n, _PREDICT_SLICE)):
+        b = min(a + _PREDICT_SLICE, n)
+        lo, hi = cuts[k], cuts[k + 1]
+        part = _Step(
+            step.pos[a:b],
+            step.nbr[:, a:b],
+            step.border[lo:hi] - a,
+            step.present[:, lo:hi],
+            step.count[lo:hi],
+        )
+        pred[:, a:b], ctx[:, a:b] = _predict(*_middle(x, part), shrink, ctx_lut)
+    return pred, ctx
+
+
 @functools.cache
 def _probabilities(n_valid):
     """The stored tables truncated to ``n_valid`` tokens, as exact float64 rows."""
@@ -480,7 +510,7 @@ def decode(dec, dims, bound):
     x = np.zeros((n_chan, height * width), dtype=np.int32)
     tables = np.zeros(n_chan * n_ctx, dtype=np.int16)  # 16 bits: radix sorts
     seen = np.zeros(n_chan * n_ctx, dtype=bool)
-    rows = np.arange(n_chan)[:, None] * n_ctx
+    rows = (np.arange(n_chan, dtype=np.int32) * n_ctx)[:, None]
     modes = dec.decode(_MODE_MODEL, n_chan)
     shrink = np.asarray(_e._SHRINK, dtype=np.int32)[modes][:, None]
     first = _e._Pass(np.zeros(1, dtype=np.int64), None, None, None)
@@ -490,9 +520,8 @@ def decode(dec, dims, bound):
             pred = np.zeros((n_chan, 1), dtype=np.int32)
             ctx = np.full((n_chan, 1), n_ctx - 1, dtype=np.int32)
         else:
-            v, middle = _middle(x, step)
-            pred, ctx = _predict(v, middle, shrink, ctx_lut)
-        keys = (rows + ctx).ravel()
+            pred, ctx = _predict_pass(x, step, shrink, ctx_lut)
+        keys = np.add(ctx, rows, out=ctx).ravel()  # int32, in place
         new = (np.bincount(keys, minlength=n_chan * n_ctx) > 0) & ~seen
         if new.any():
             idx = np.flatnonzero(new)
@@ -519,10 +548,13 @@ def decode(dec, dims, bound):
             z[big] = (top << nbits[big]) | raw
             if z.max() > 2 * bound:
                 raise ValueError("corrupted latent payload: residual out of range")
+        del keys, tab, order, sorted_tab, tok_sorted, nbits
         r = (z >> 1) ^ -(z & 1)  # the inverse zigzag
-        value = pred.ravel() + r
-        value -= modulus * (value > bound)
-        value += modulus * (value < -bound)
+        value = np.add(pred.ravel(), r, out=r)
+        del pred, z
+        # Wrap into [-bound, bound]; int32 temporaries, not the default int64.
+        value -= np.int32(modulus) * (value > bound).astype(np.int32)
+        value += np.int32(modulus) * (value < -bound).astype(np.int32)
         x[:, step.pos] = value.reshape(n_chan, n)
     del zigzag
     end = dec.decode(_END_MODEL, 1)

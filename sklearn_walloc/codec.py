@@ -593,10 +593,12 @@ class WallocCodec(WallocTransformer):
                 step = _chunk(math.prod(latent_shape))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
-                    grids = []
-                    for i in part:
+                    # Each grid straight into the float32 batch: one int32
+                    # grid at a time besides it, not a stacked copy of all.
+                    z = np.empty((len(part), *latent_shape), dtype=np.float32)
+                    for k, i in enumerate(part):
                         try:
-                            q = decode_latents(
+                            z[k] = decode_latents(
                                 parsed[i].payload,
                                 latent_shape,
                                 latent_bits,
@@ -604,8 +606,6 @@ class WallocCodec(WallocTransformer):
                             )
                         except ValueError as e:
                             raise ValueError(f"blobs[{i}]: {e}") from None
-                        grids.append(q)
-                    z = np.stack(grids).astype(np.float32)
                     # Decode no more than the blobs ask for: a small blob may
                     # declare a huge signal, and padding a 1-row image to 2**J
                     # rows must not multiply its memory.

@@ -431,3 +431,21 @@ def test_sized_cache_bounds_the_bytes_it_keeps():
     assert calls[-1] == (1000, 1)
     build(10_000)  # larger than the budget alone: kept, everything else goes
     assert build.cache_len() == 1 and build(10_000)[0].size == 10_000
+
+
+def test_sliced_prediction_equals_the_whole_pass(monkeypatch):
+    # The decoder predicts a large pass in slices of positions (bounded
+    # memory); every slice boundary must give the values of the whole pass.
+    from sklearn_walloc import _entropy_batched as eb
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-40, 41, (5, 300 * 257)).astype(np.int32)
+    shrink = np.asarray([8, 7, 6, 8, 5], np.int32)[:, None]
+    lut = eb._luts(127)[3]
+    for step in eb._plan(300, 257).steps:
+        monkeypatch.setattr(eb, "_PREDICT_SLICE", 1 << 30)
+        whole = eb._predict_pass(x, step, shrink, lut)
+        monkeypatch.setattr(eb, "_PREDICT_SLICE", 1000)
+        sliced = eb._predict_pass(x, step, shrink, lut)
+        for a, b in zip(whole, sliced):
+            np.testing.assert_array_equal(a, b)
