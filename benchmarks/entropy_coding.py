@@ -74,9 +74,11 @@ def _private_coder(against=None):
             ["git", "-C", str(root), "show",
              f"{against}:sklearn_walloc/_entropy_batched.py"],
             capture_output=True, text=True, check=True,
-        ).stdout.replace(
-            "from . import _entropy as _e", "from sklearn_walloc import _entropy as _e"
-        )  # fmt: skip
+        ).stdout
+        # Revisions before the shared model module read it from _entropy.
+        for mod in ("_entropy_model", "_entropy"):
+            src = src.replace(f"from . import {mod} as _e",
+                              f"from sklearn_walloc import {mod} as _e")  # fmt: skip
         path = Path(tempfile.mkdtemp()) / f"_entropy_batched_{against}.py"
         path.write_text(src)
         spec = importlib.util.spec_from_file_location(path.stem, path)

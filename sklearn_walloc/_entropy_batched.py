@@ -26,7 +26,7 @@ from typing import NamedTuple
 import constriction
 import numpy as np
 
-from . import _entropy as _e
+from . import _entropy_model as _e
 
 _models = constriction.stream.model
 _TABLE_MODEL = _models.Uniform(_e._N_TABLES)
