@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from scipy.io import wavfile
 
-from sklearn_walloc import _signal, cli
+from sklearn_walloc import _cli_models, _signal, cli
+from sklearn_walloc._pretrained import default_for, list_pretrained, spec_of
 from sklearn_walloc.cli import main, pack_file, unpack_file
 from sklearn_walloc.codec import WallocCodec
 from sklearn_walloc.metrics import psnr, snr
@@ -921,10 +922,20 @@ def test_pretrained_models_without_m(files, capsys):
     assert y.shape == x.shape and np.mean((y.astype(float) - x) ** 2) < 30**2
     rate, a = wavfile.read(out / "s0.wav.walloc.wav")
     assert rate == 16000 and a.shape == (1500, 2)
-    # A grey image has no pretrained model: one line naming what to do.
+    # A grey image goes through a shipped 1-channel image model, if any.
     Image.fromarray(x[..., 0]).save(imgs / "grey.png")
-    assert main(["compress", str(imgs / "grey.png"), "-q"]) == 1
-    assert "-m" in capsys.readouterr().err
+    grey = default_for(2, 1)
+    assert main(["compress", str(imgs / "grey.png"), "-q"]) == (grey is None)
+    if grey is not None:
+        wlc = str(imgs / "grey.png.wlc")
+        assert main(["decompress", wlc, "-o", str(out), "-q"]) == 0
+        assert np.asarray(Image.open(out / "grey.png.walloc.png")).shape == x.shape[:2]
+    # Six channels of audio have no shipped model: one line naming what to do.
+    six = files / "six.wav"
+    wavfile.write(six, 8000, np.zeros((800, 6), np.int16))
+    assert main(["compress", str(six), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "6 channel(s)" in err and "-m" in err and "rgb-16x" in err
     # A file made by a fitted model is not a pretrained model's.
     model = files / "model.npz"
     assert main(["fit", str(imgs / "b.png"), "-o", str(model), *FIT]) == 0
@@ -943,3 +954,156 @@ def test_fit_passes_the_training_recipe_options(files):
     assert params["train_encoder"] is False
     assert params["learning_rate"] == 0.001 and params["n_iter_no_change"] == 7
     assert main([*args, "--learning-rate", "0"]) == 2
+
+
+# ------------------------------------------------------------ shipped models
+def _signal_for(spec, rng):
+    """A small random signal that a shipped model of this spec codes."""
+    dtype = np.dtype(spec["sample_dtype"])
+    info = np.iinfo(dtype)
+    if spec["signal_ndim"] == 2:
+        shape = (40, 56, spec["in_channels"])
+    else:
+        shape = (3000, spec["in_channels"])
+    x = rng.integers(info.min // 8, info.max // 8, shape).astype(dtype)
+    return x[..., 0] if spec["in_channels"] == 1 else x
+
+
+def test_every_shipped_model_is_found_from_its_fingerprint():
+    # Generic over list_pretrained(): a model shipped later is covered too.
+    rng = np.random.default_rng(0)
+    found = _cli_models.Pretrained(None)
+    for name in list_pretrained():
+        codec = WallocCodec.from_pretrained(name)
+        (blob,) = codec.compress([_signal_for(spec_of(name), rng)])
+        assert found.for_blob(blob).fingerprint() == codec.fingerprint(), name
+    # Each blob costs at most the models of its structure, loaded once each.
+    assert set(found.codecs) <= set(list_pretrained())
+
+
+def test_default_model_for_each_kind_of_signal():
+    assert default_for(2, 3) == "rgb-16x"
+    assert (default_for(1, 2), default_for(1, 1)) == ("stereo-5x", "mono-5x")
+    assert default_for(1, 6) is None and default_for(2, 5) is None
+    for name in list_pretrained():  # every shipped kind has a default
+        spec = spec_of(name)
+        chosen = spec_of(default_for(spec["signal_ndim"], spec["in_channels"]))
+        assert chosen["in_channels"] == spec["in_channels"]
+        assert chosen["signal_ndim"] == spec["signal_ndim"]
+
+
+def test_shipped_models_by_name_everywhere(files, capsys):
+    imgs = files / "imgs"
+    a = imgs / "a.png"
+    assert main(["compress", "-m", "rgb-4x", str(a), "-q"]) == 0
+    wlc = imgs / "a.png.wlc"
+    info = _cli_models.blob_info(unpack_file(wlc.read_bytes())[0])
+    assert info["levels"] == 2  # rgb-4x, not rgb-16x
+    out = files / "out"
+    assert main(["decompress", "-m", "rgb-4x", str(wlc), "-o", str(out), "-q"]) == 0
+    # ... and found without -m.
+    assert main(["decompress", str(wlc), "-q"]) == 0
+    y = np.asarray(Image.open(imgs / "a.png.walloc.png"))
+    assert np.array_equal(y, np.asarray(Image.open(out / "a.png.walloc.png")))
+    assert main(["info", "--json", "-m", "rgb-4x", str(wlc), "rgb-4x"]) == 0
+    blob, model = map(json.loads, capsys.readouterr().out.splitlines())
+    assert blob["made_by_model"] is True and model["levels"] == 2
+    assert model["shipped"] is True and model["fingerprint"] == blob["fingerprint"]
+    assert main(["info", "-m", "rgb-16x", str(wlc)]) == 0
+    assert "made_by_model: False" in capsys.readouterr().out
+    # An unknown name lists the shipped ones.
+    assert main(["compress", "-m", "rgb-8x", str(a)]) == 1
+    assert "rgb-4x" in capsys.readouterr().err
+
+
+def test_light_blob_info_equals_the_codecs(files, image_model):
+    from sklearn_walloc.codec import blob_info
+
+    assert main(["compress", "-m", str(image_model), str(files / "imgs"), "-q"]) == 0
+    blob, _ = unpack_file((files / "imgs" / "a.png.wlc").read_bytes())
+    assert _cli_models.blob_info(blob) == blob_info(blob)
+
+
+# ---------------------------------------------------------- start-up and noise
+def _python(code, *args, **kw):
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
+
+
+def test_parser_help_and_info_of_a_blob_do_not_import_torch(files, image_model):
+    assert main(["compress", "-m", str(image_model), str(files / "imgs"), "-q"]) == 0
+    code = (
+        "import sys\n"
+        "from sklearn_walloc import cli\n"
+        "cli._build_parser()\n"
+        "assert cli.main(['info', sys.argv[1]]) == 0\n"
+        "assert cli.main(['compress', '--quality', '3']) == 2\n"
+        "heavy = [m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    r = _python(code, files / "imgs" / "a.png.wlc")
+    assert r.returncode == 0, r.stderr
+    assert "heavy: []" in r.stdout and "signal_shape" in r.stdout
+
+
+def test_ctrl_c_while_importing_is_one_line_and_130(files):
+    # KeyboardInterrupt raised by the import of torch, as Ctrl-C during start-up.
+    code = (
+        "import sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from sklearn_walloc import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    r = _python(code, "compress", "-m", "rgb-16x", files / "imgs" / "a.png")
+    assert r.returncode == 130
+    assert r.stderr.strip() == "walloc: error: interrupted"
+    assert not (files / "imgs" / "a.png.wlc").exists()
+
+
+def test_quiet_means_no_bars_also_off_a_terminal(files):
+    imgs = files / "imgs"
+    run = "import sys; from sklearn_walloc import cli; sys.exit(cli.main(sys.argv[1:]))"
+    for quiet in (["-q"], []):
+        r = _python(
+            run,
+            "compress",
+            imgs,
+            "--force",
+            *quiet,
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""  # stderr is a pipe: no bars, with or without -q
+        assert ("a.png.wlc" in r.stdout) == (not quiet)
+
+
+def test_fit_checks_the_output_folder_before_fitting(files, monkeypatch, capsys):
+    from sklearn_walloc import _atomic
+
+    def never(*args, **kwargs):
+        raise AssertionError("fitted before checking the output")
+
+    monkeypatch.setattr(WallocCodec, "fit", never)
+
+    def refused(**kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", refused)
+    ro = files / "ro" / "deeper"
+    code = main(["fit", str(files / "imgs"), "-o", str(ro / "m.npz"), *FIT])
+    assert code == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "deeper")
+    assert "Permission denied" in line
+    # A folder that cannot be created fails first too.
+    blocker = files / "file"
+    blocker.write_text("x")
+    code = main(["fit", str(files / "imgs"), "-o", str(blocker / "m.npz"), *FIT])
+    assert code == 1 and "not a folder" in capsys.readouterr().err
