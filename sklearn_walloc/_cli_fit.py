@@ -8,7 +8,6 @@ from pathlib import Path
 from . import _cli_common as common
 from ._cli_common import CliError, nonneg_int, positive_float, positive_int
 from ._cli_models import channels_of, reduction, training_line
-from ._media import media_of, read_signal
 
 WHAT = "images or audio files"
 
@@ -65,6 +64,7 @@ def _params(args, ndim, channels):
 
 def cmd_fit(args):
     from ._distributed import launched_by_torchrun
+    from ._media import media_of, read_signal
 
     torchrun = launched_by_torchrun()
     if torchrun and os.environ["RANK"] != "0":

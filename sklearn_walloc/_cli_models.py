@@ -11,13 +11,14 @@ from pathlib import Path
 
 from . import _pretrained
 from ._cli_common import CliError, one_line
-from ._container import unpack_blob
 
 _NPY_MAGIC = b"\x93NUMPY"
 
 
 def blob_info(blob):
     """:func:`sklearn_walloc.codec.blob_info`, without importing the codec."""
+    from ._container import unpack_blob
+
     b = unpack_blob(blob)
     total = len(bytes(blob))
     return {

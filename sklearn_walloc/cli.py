@@ -30,7 +30,6 @@ from ._atomic import OutputExists, Terminated, sigterm_raises
 from ._cli_common import PROG, CliError, positive_int, quality
 from ._cli_fit import WHAT, add_fit
 from ._demo import add_demo
-from ._media import FORMATS, default_format, read_signal, write_signal
 from ._wlc import BLOB_MAGIC, FILE_MAGIC, MetadataTooLong, pack_file, unpack_file
 
 __all__ = ["main", "pack_file", "unpack_file"]
@@ -38,6 +37,26 @@ __all__ = ["main", "pack_file", "unpack_file"]
 SUFFIX = ".wlc"
 #: Infix of decoded files: ``photo.png.wlc`` -> ``photo.png.walloc.png``.
 DECODED = ".walloc"
+
+
+def read_signal(path):
+    """:func:`_media.read_signal` (imported on first use: numpy, Pillow)."""
+    from ._media import read_signal
+
+    return read_signal(path)
+
+
+def write_signal(tmp, signal, meta, fmt, quality=None):
+    """:func:`_media.write_signal` (imported on first use)."""
+    from ._media import write_signal
+
+    return write_signal(tmp, signal, meta, fmt, quality)
+
+
+def _formats():
+    from ._media import FORMATS
+
+    return FORMATS
 
 
 def _pack(f, blob, meta):
@@ -119,6 +138,7 @@ def _cmd_compress(args):
 
 
 def _check_format_options(args, media):
+    FORMATS = _formats()
     if args.format is not None and FORMATS[args.format][0] != media:
         raise CliError(
             f"--format {args.format} is for {FORMATS[args.format][0]}, but the "
@@ -140,7 +160,7 @@ def decoded_name(name, fmt):
     one output.
     """
     stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else name
-    return stem + DECODED + FORMATS[fmt][1]
+    return stem + DECODED + _formats()[fmt][1]
 
 
 def _read_wlc(path):
@@ -154,6 +174,8 @@ def _read_wlc(path):
 
 
 def _cmd_decompress(args):
+    from ._media import default_format
+
     if args.model is not None:
         codec = models.load_codec(args.model, args.device)
         _check_format_options(args, models.media_of_codec(codec))
@@ -324,7 +346,7 @@ def _build_parser():
     )
     p.add_argument(
         "--format",
-        choices=tuple(FORMATS),
+        choices=tuple(_formats()),
         help="output format (default: lossless: png, or tiff for 32-bit and float "
         "greyscale; flac for FLAC sources, wav for other audio)",
     )

@@ -1051,13 +1051,15 @@ def test_parser_help_and_info_of_a_blob_do_not_import_torch(files, image_model):
     assert "heavy: []" in r.stdout and "signal_shape" in r.stdout
 
 
-def test_ctrl_c_while_importing_is_one_line_and_130(files):
-    # KeyboardInterrupt raised by the import of torch, as Ctrl-C during start-up.
+@pytest.mark.parametrize("module", ["numpy", "torch"])
+def test_ctrl_c_while_importing_is_one_line_and_130(files, module):
+    # KeyboardInterrupt raised by an import, as Ctrl-C during start-up: numpy
+    # is first imported while the parser is built, torch by the command.
     code = (
         "import sys\n"
         "class Stop:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch':\n"
+        f"        if name == {module!r}:\n"
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, Stop())\n"
         "from sklearn_walloc import cli\n"
