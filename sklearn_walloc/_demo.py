@@ -1,5 +1,6 @@
 """``walloc demo``: fit on the bundled photos, code held-out ones, report."""
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +21,22 @@ def _median_seconds(call, repeats=REPEATS):
         call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _load_note():
+    """A warning when other processes compete for the CPUs: torch's threads
+    then wait on each other and the speeds drop several-fold, run to run."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return ""
+    cpus = os.cpu_count() or 1
+    if load <= cpus:
+        return ""
+    return (
+        f" This machine is busy (load average {load:.1f} on {cpus} CPUs): the "
+        "speeds are lower and vary between runs."
+    )
 
 
 def cmd_demo(args):
@@ -106,10 +123,10 @@ def cmd_demo(args):
     )
     print(
         f"speeds: median of {REPEATS} warm calls per photo, one photo per call, "
-        f"{torch.get_num_threads()} torch thread(s), on whatever else this machine "
-        "runs; enc = compress() (wavelet analysis, encoder, entropy coding to "
-        "bytes), dec = decompress() (entropy decoding, decoder, synthesis, uint8 "
-        "output). The encoder alone is faster (docs/benchmarks.md)."
+        f"{torch.get_num_threads()} torch thread(s); enc = compress() (wavelet "
+        "analysis, encoder, entropy coding to bytes), dec = decompress() (entropy "
+        "decoding, decoder, synthesis, uint8 output). The encoder alone is faster "
+        f"(docs/benchmarks.md).{_load_note()}"
     )
     print(f"wrote {len(held)} side-by-side PNGs (original | WaLLoC) to {outdir}/")
     return 0
