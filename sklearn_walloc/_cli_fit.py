@@ -88,8 +88,6 @@ def cmd_fit(args):
         )
     out = Path(args.output)
     common.check_free([out], args.force, files)
-    if out.exists() and not args.force:
-        raise CliError(f"{out}: exists (use --force to overwrite)")
     main = not torchrun or int(os.environ["RANK"]) == 0
     if main:  # a missing or read-only folder fails now, not after the fit
         common.check_writable(out.parent)

@@ -151,6 +151,7 @@ class Pretrained:
     def __init__(self, device):
         self.device = device
         self.codecs = {}
+        self.fingerprints = {}
 
     def named(self, name):
         if name not in self.codecs:
@@ -183,9 +184,10 @@ class Pretrained:
             keys = ("signal_ndim", "in_channels", "levels", "latent_dim")
             if tuple(spec[k] for k in keys) != structure:
                 continue
-            codec = self.named(name)
-            if codec.fingerprint().hex() == info["fingerprint"]:
-                return codec
+            if name not in self.fingerprints:
+                self.fingerprints[name] = self.named(name).fingerprint().hex()
+            if self.fingerprints[name] == info["fingerprint"]:
+                return self.named(name)
         raise CliError(
             "not made by a pretrained model (its fingerprint matches none of "
             f"{', '.join(shipped)}); pass the model with -m"
