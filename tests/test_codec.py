@@ -190,7 +190,6 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     R = _expected(codec, X)
     # Gain 1: exactly the transformer's round trip.
     assert np.array_equal(Y[0], R[0])
-
     # The quiet clip: much better than the gainless 8-bit round trip.
     def snr(x, y):
         return 10 * np.log10(np.sum(x.astype(float) ** 2) / np.sum((x - y) ** 2))
@@ -839,7 +838,9 @@ def test_zero_refinement_is_skipped_with_the_same_output(small_photos, monkeypat
     skipped = codec.inverse_transform(Z)
     refine = codec.module_.decoder.refine
     calls = []
-    monkeypatch.setattr(refine, "forward", lambda z: calls.append(1) or torch.zeros(()))
+    monkeypatch.setattr(
+        refine, "forward", lambda z: calls.append(1) or torch.zeros(())
+    )
     codec.inverse_transform(Z)
     assert calls == []
     monkeypatch.undo()

@@ -311,7 +311,9 @@ def test_format_3_codes_the_same_model_in_another_order(rng):
     )
     assert abs(len(new) - len(old)) <= 16
     # A payload decodes only under the order it was written in.
-    assert not np.array_equal(_decode_or_none(new, q.shape, 8, version=2), q)
+    assert not np.array_equal(
+        _decode_or_none(new, q.shape, 8, version=2), q
+    )
 
 
 def _decode_or_none(payload, shape, bits, version):

@@ -41,7 +41,9 @@ def test_tiles_equal_the_whole_decode(
     monkeypatch.setattr(_tiles, "TILE_VALUES", 512)
     calls = []
     decode = module.decode
-    monkeypatch.setattr(module, "decode", lambda t: calls.append(t.shape) or decode(t))
+    monkeypatch.setattr(
+        module, "decode", lambda t: calls.append(t.shape) or decode(t)
+    )
     tiled = _tiles.decode_grids(module, z, CPU, crop)
     assert tiled.shape == (2, channels, *crop)
     assert len(calls) > 2 * ndim  # it did tile
