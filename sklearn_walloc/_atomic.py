@@ -13,7 +13,14 @@ import signal
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputExists", "Terminated", "atomic_write", "dump", "sigterm_raises"]
+__all__ = [
+    "OutputExists",
+    "Terminated",
+    "atomic_write",
+    "check_writable",
+    "dump",
+    "sigterm_raises",
+]
 
 
 class OutputExists(FileExistsError):
@@ -132,3 +139,15 @@ def dump(data, tmp):
     :func:`atomic_write`)."""
     with open(tmp, "wb") as f:
         f.write(data)
+
+
+def check_writable(folder):
+    """Create and remove a temporary file in ``folder``; ``OSError`` if refused.
+
+    Tells a read-only folder before long work rather than after it (the
+    permission bits alone do not: root writes anyway, ACLs and read-only
+    mounts differ).
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".walloc-check.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)

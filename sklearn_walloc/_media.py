@@ -282,7 +282,9 @@ def _write_image(tmp, arr, meta, fmt, quality):
 
 def _audio_subtype(sf, fmt, meta, dtype):
     kept = meta.get("subtype")
-    if kept and sf.check_format(_SF_FORMAT[fmt], kept):
+    # libsndfile's check_format accepts MPEG in WAV, but writing it fails.
+    lossy = kept and kept.startswith(("MPEG_", "VORBIS", "OPUS"))
+    if kept and not lossy and sf.check_format(_SF_FORMAT[fmt], kept):
         return kept
     if fmt == "ogg":
         return "VORBIS"

@@ -7,11 +7,25 @@ Each model is a file of the safe model format (``_model_io``) in
 ``benchmarks/train_pretrained.py`` trains them and writes ``TRAINING.json`` and
 ``TRAINING.md`` beside them: data sources and licences, steps, time and
 validation scores.
+
+This module imports neither torch nor scikit-learn until a model is loaded:
+the command line lists the models and reads their structure (:func:`spec_of`)
+to choose one without paying for those imports.
 """
 
+import functools
+import io
+import json
+import zipfile
 from importlib import resources
 
-__all__ = ["PRETRAINED", "list_pretrained", "load_pretrained"]
+__all__ = [
+    "PRETRAINED",
+    "default_for",
+    "list_pretrained",
+    "load_pretrained",
+    "spec_of",
+]
 
 #: name -> what the model is for (the structure is in the file's spec).
 PRETRAINED = {
@@ -20,6 +34,11 @@ PRETRAINED = {
     "stereo-5x": "stereo audio, int16, 44.1 kHz; levels=5, latent_dim=13 (4.9x)",
     "mono-5x": "mono audio, int16, 44.1 kHz; levels=6, latent_dim=13 (4.9x)",
 }
+
+#: The model chosen for a kind of signal, (signal_ndim, channels) -> name, when
+#: several shipped models could code it; any other kind gets the first shipped
+#: model (by name) whose spec has its dimensionality and channel count.
+_PREFERRED = {(2, 3): "rgb-16x", (1, 2): "stereo-5x", (1, 1): "mono-5x"}
 
 
 def _path(name):
@@ -34,20 +53,73 @@ def list_pretrained():
     Returns
     -------
     names : list of str
-        Each works with ``WallocCodec.from_pretrained(name)`` and
+        Sorted. Each works with ``WallocCodec.from_pretrained(name)`` and
         ``WallocTransformer.from_pretrained(name)``, offline.
 
     Examples
     --------
     >>> from sklearn_walloc import list_pretrained
-    >>> list_pretrained()
-    ['mono-5x', 'rgb-16x', 'rgb-4x', 'stereo-5x']
+    >>> {"rgb-16x", "rgb-4x", "stereo-5x", "mono-5x"} <= set(list_pretrained())
+    True
     """
     return sorted(name for name in PRETRAINED if _path(name).is_file())
 
 
+@functools.cache
+def spec_of(name):
+    """The structure of the shipped model ``name``, read without building it.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_pretrained`.
+
+    Returns
+    -------
+    spec : dict
+        The file's model spec (``ModelSpec.to_json()``: ``in_channels``,
+        ``latent_dim``, ``levels``, ``signal_ndim``, ``sample_dtype``, ...),
+        read from its JSON header with numpy and zipfile only.
+    """
+    import numpy as np
+
+    with resources.as_file(_path(name)) as path, zipfile.ZipFile(path) as z:
+        with z.open("header.npy") as f:
+            header = np.lib.format.read_array(io.BytesIO(f.read()))
+    return json.loads(header.tobytes().decode("utf-8"))["spec"]
+
+
+def default_for(signal_ndim, channels):
+    """The shipped model for signals of this kind, or None if none fits.
+
+    Parameters
+    ----------
+    signal_ndim : {1, 2}
+        1 for audio, 2 for images.
+    channels : int
+        Channels of the signal (1 for grey images and mono audio).
+
+    Returns
+    -------
+    name : str or None
+        ``rgb-16x`` for RGB images, ``stereo-5x`` / ``mono-5x`` for stereo /
+        mono audio; for any other kind, the first shipped model (by name)
+        made for it (e.g. a 1-channel image model for grey images); None if
+        no shipped model has that dimensionality and channel count.
+    """
+    shipped = list_pretrained()
+    preferred = _PREFERRED.get((signal_ndim, channels))
+    if preferred in shipped:
+        return preferred
+    for name in shipped:
+        spec = spec_of(name)
+        if (spec["signal_ndim"], spec["in_channels"]) == (signal_ndim, channels):
+            return name
+    return None
+
+
 def load_pretrained(cls, name):
-    """The shipped model ``name`` as a fitted ``cls`` instance."""
+    """The shipped model ``name`` as a fitted, quiet (``verbose=0``) ``cls``."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     available = list_pretrained()
@@ -56,4 +128,8 @@ def load_pretrained(cls, name):
             f"unknown pretrained model {name!r}; available: {', '.join(available)}"
         )
     with resources.as_file(_path(name)) as path:
-        return cls.load(path)
+        model = cls.load(path)
+    # The files record the verbosity they were trained with; a library call
+    # must print nothing unless asked (the CLI turns progress on itself).
+    model.verbose = 0
+    return model

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from scipy.io import wavfile
 
-from sklearn_walloc import _signal, cli
+from sklearn_walloc import _cli_models, _signal, cli
+from sklearn_walloc._pretrained import default_for, list_pretrained, spec_of
 from sklearn_walloc.cli import main, pack_file, unpack_file
 from sklearn_walloc.codec import WallocCodec
 from sklearn_walloc.metrics import psnr, snr
@@ -78,7 +79,7 @@ def test_fit_compress_decompress_images(files, image_model, capsys):
     codec = WallocCodec.load(image_model)
     for name in "abc":
         x = np.asarray(Image.open(imgs / f"{name}.png"))
-        y = np.asarray(Image.open(out / f"{name}.png"))
+        y = np.asarray(Image.open(out / f"{name}.png.walloc.png"))
         assert y.shape == x.shape == (45, 61, 3) and y.dtype == np.uint8
         # The files hold exactly what the Python API gives.
         blob, meta = unpack_file((imgs / f"{name}.png.wlc").read_bytes())
@@ -105,13 +106,93 @@ def test_never_overwrites_without_force(files, image_model, capsys):
     assert wlc.read_bytes() == b"keep me"
     assert main(["compress", "-m", str(image_model), a, "-q", "--force"]) == 0
     assert wlc.read_bytes()[:4] == b"WLCF"
-    # decompress next to the .wlc would replace a.png: refused.
+    # decompress next to the .wlc never targets the original a.png.
     before = (imgs / "a.png").read_bytes()
+    for force in ([], ["--force"], ["--force"]):
+        assert main(["decompress", "-m", str(image_model), str(wlc), "-q", *force]) == 0
+        assert (imgs / "a.png").read_bytes() == before
+    assert (imgs / "a.png.walloc.png").exists()
+    # Without --force the decoded file is not replaced either.
     assert main(["decompress", "-m", str(image_model), str(wlc), "-q"]) == 1
-    assert (imgs / "a.png").read_bytes() == before
+    assert "--force" in capsys.readouterr().err
     # fit refuses to replace a model.
     assert main(["fit", str(imgs / "b.png"), "-o", str(image_model), *FIT]) == 1
     assert _no_temp_files(files)
+
+
+def test_round_trip_in_the_folder_of_the_originals(files, capsys):
+    # Shipped models, no -o, every file in one folder: the originals stay
+    # byte for byte, with and without --force, run after run.
+    imgs, wavs = files / "imgs", files / "wavs"
+    originals = {p: p.read_bytes() for p in [*imgs.iterdir(), *wavs.iterdir()]}
+    for force in ([], ["--force"]):
+        assert main(["compress", str(imgs), str(wavs), "-q", *force]) == 0
+        wlcs = [*imgs.glob("*.wlc"), *wavs.glob("*.wlc")]
+        assert main(["decompress", *map(str, wlcs), "-q", *force]) == 0
+        assert {p: p.read_bytes() for p in originals} == originals
+    assert sorted(p.name for p in imgs.iterdir() if ".walloc." in p.name) == [
+        "a.png.walloc.png",
+        "b.png.walloc.png",
+        "c.png.walloc.png",
+    ]
+    assert (wavs / "s0.wav.walloc.wav").exists()
+
+
+def test_no_command_writes_over_its_inputs(files, image_model, capsys):
+    imgs = files / "imgs"
+    a = imgs / "a.png"
+    before = a.read_bytes()
+    # A decoded file that is named like an input: refused even with --force.
+    assert main(["compress", "-m", str(image_model), str(a), "-q"]) == 0
+    wlc = imgs / "a.png.wlc"
+    twin = imgs / "a.wlc"  # decodes to a.walloc.png ...
+    twin.write_bytes(wlc.read_bytes())
+    taken = imgs / "a.walloc.png"  # ... which is also given as an input
+    taken.write_bytes(wlc.read_bytes())
+    code = main(
+        ["decompress", "-m", str(image_model), str(twin), str(taken), "--force"]
+    )
+    assert code == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "a.walloc.png")
+    assert "inputs" in line and "even with --force" in line
+    # fit: the model file may not be one of the photos.
+    code = main(["fit", str(imgs), "-o", str(a), "--force", *FIT])
+    assert code == 1 and "inputs" in capsys.readouterr().err
+    # compress: the model file may not be an output.
+    model = imgs / "m.png.wlc"
+    model.write_bytes(image_model.read_bytes())
+    Image.open(a).save(imgs / "m.png")
+    code = main(["compress", "-m", str(model), str(imgs / "m.png"), "--force"])
+    assert code == 1 and "inputs" in capsys.readouterr().err
+    assert a.read_bytes() == before and model.read_bytes() == image_model.read_bytes()
+
+
+def test_same_stem_of_two_audio_formats_do_not_collide(files, capsys):
+    import soundfile as sf
+
+    rate = 22050
+    t = np.arange(rate // 2) / rate
+    # A quiet tone: lossy decoders overshoot, and MP3's floats must stay in [-1, 1]
+    x = 0.3 * np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 300 * t)], -1)
+    song = files / "song"
+    song.mkdir()
+    sf.write(song / "song.ogg", x, rate, format="OGG", subtype="VORBIS")
+    try:  # libsndfile >= 1.1 writes MP3; older ones do not
+        sf.write(song / "song.mp3", x, rate, format="MP3")
+    except (sf.LibsndfileError, TypeError, ValueError):
+        sf.write(song / "song.flac", x, rate)  # stand-in: still not a WAV
+        (song / "song.flac").rename(song / "song.mp3")
+    sf.write(song / "song.wav", x, rate)  # the name both used to map to
+    before = (song / "song.wav").read_bytes()
+    sources = [str(song / "song.ogg"), str(song / "song.mp3")]
+    assert main(["compress", *sources, "-q"]) == 0
+    wlcs = [str(song / "song.ogg.wlc"), str(song / "song.mp3.wlc")]
+    assert main(["decompress", *wlcs, "-q"]) == 0
+    assert (song / "song.wav").read_bytes() == before
+    for ext in ("ogg", "mp3"):
+        info = sf.info(song / f"song.{ext}.walloc.wav")
+        assert info.frames == sf.info(song / f"song.{ext}").frames
+        assert info.channels == 2 and info.samplerate == rate
 
 
 def test_corrupt_and_foreign_files_fail_cleanly(files, image_model, capsys):
@@ -127,7 +208,7 @@ def test_corrupt_and_foreign_files_fail_cleanly(files, image_model, capsys):
     assert code == 1
     assert "b.png.wlc" in err and "checksum" in err and "c.png.wlc" in err
     # The good file is still decoded; nothing of the bad ones is written.
-    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.walloc.png"]
     # A model fitted on other data refuses these blobs.
     other = files / "other.npz"
     assert (
@@ -221,7 +302,7 @@ def test_audio_fit_compress_decompress_keeps_rate_and_shape(files):
     assert _decompress(model, files / "c", files / "d") == 0
     for i in range(2):
         rate, x = wavfile.read(wavs / f"s{i}.wav")
-        rate2, y = wavfile.read(files / "d" / f"s{i}.wav")
+        rate2, y = wavfile.read(files / "d" / f"s{i}.wav.walloc.wav")
         assert rate2 == rate == 16000 + 6050 * i
         assert y.shape == x.shape and y.dtype == np.int16
 
@@ -239,7 +320,7 @@ def test_mono_wav_and_grayscale_keep_their_rank(files):
     )
     assert main(["compress", "-m", str(model), str(mono / "m.wav"), "-q"]) == 0
     assert _decompress(model, mono / "m.wav.wlc", files / "md") == 0
-    rate, y = wavfile.read(files / "md" / "m.wav")
+    rate, y = wavfile.read(files / "md" / "m.wav.walloc.wav")
     assert rate == 8000 and y.shape == (999,) and y.dtype == np.int16
     gray = files / "gray.png"
     g = np.add.outer(np.arange(37), np.arange(29)).astype(np.uint8) * 3
@@ -248,7 +329,7 @@ def test_mono_wav_and_grayscale_keep_their_rank(files):
     assert main(["fit", str(gray), "-o", str(model), *FIT]) == 0
     assert main(["compress", "-m", str(model), str(gray), "-q"]) == 0
     assert _decompress(model, files / "gray.png.wlc", files / "gd") == 0
-    img = Image.open(files / "gd" / "gray.png")
+    img = Image.open(files / "gd" / "gray.png.walloc.png")
     assert img.mode == "L" and np.asarray(img).shape == (37, 29)
 
 
@@ -286,7 +367,7 @@ def test_transformer_model_files_work_as_codecs(files, small_photos):
         main(["compress", "-m", str(files / "t.npz"), str(imgs / "a.png"), "-q"]) == 0
     )
     assert _decompress(files / "t.npz", imgs / "a.png.wlc", files / "o") == 0
-    assert (files / "o" / "a.png").exists()
+    assert (files / "o" / "a.png.walloc.png").exists()
 
 
 def test_file_container_is_strict():
@@ -447,7 +528,7 @@ def test_hostile_wlc_files_fail_alone(files, image_model, capsys):
     err = capsys.readouterr().err
     lines = _one_error_line_per(err, "rate.wav", "deep.png", "short.png", "tiny.png")
     assert len(lines) == 4 and "sample_rate" in err and "nested" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.walloc.png"]
     assert main(["info", str(packed / "deep.png.wlc")]) == 1
     _one_error_line_per(capsys.readouterr().err, "deep.png")
 
@@ -546,7 +627,11 @@ def test_outputs_respect_the_umask(files, image_model):
         assert main(["fit", str(a), "-o", str(model), *FIT]) == 0
     finally:
         os.umask(old)
-    for path in (files / "imgs" / "a.png.wlc", files / "out" / "a.png", model):
+    for path in (
+        files / "imgs" / "a.png.wlc",
+        files / "out" / "a.png.walloc.png",
+        model,
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
 
 
@@ -569,7 +654,7 @@ def test_jpeg_comes_back_lossless_with_orientation_and_icc(
     assert main(["compress", "-m", str(image_model), str(jpg), "-q"]) == 0
     wlc = files / "x.jpg.wlc"
     assert main(["decompress", "-m", str(image_model), str(wlc), "-q"]) == 0
-    out = files / "x.png"  # x.jpg.wlc -> x.png: no second lossy stage
+    out = files / "x.jpg.walloc.png"  # no second lossy stage
     codec = WallocCodec.load(image_model)
     with Image.open(out) as img:
         assert img.format == "PNG" and img.mode == "RGB" and img.size == (53, 37)
@@ -583,13 +668,13 @@ def test_jpeg_comes_back_lossless_with_orientation_and_icc(
         folder = files / f"q{q}"
         args = ["decompress", "-m", str(image_model), str(wlc), "-o", str(folder)]
         assert main([*args, "--format", "jpg", "--quality", q, "-q"]) == 0
-        with Image.open(folder / "x.jpg") as img:
+        with Image.open(folder / "x.jpg.walloc.jpg") as img:
             assert img.format == "JPEG" and img.getexif()[0x0112] == 6
-        sizes[q] = (folder / "x.jpg").stat().st_size
+        sizes[q] = (folder / "x.jpg.walloc.jpg").stat().st_size
     assert sizes["20"] < sizes["95"]
     args = ["decompress", "-m", str(image_model), str(wlc), "-o", str(files / "w")]
     assert main([*args, "--format", "webp", "-q"]) == 0
-    assert np.array_equal(np.asarray(Image.open(files / "w" / "x.webp")), y)
+    assert np.array_equal(np.asarray(Image.open(files / "w" / "x.jpg.walloc.webp")), y)
     assert main([*args, "--quality", "50"]) == 1  # png is lossless
     assert main([*args, "--format", "wav"]) == 1  # not an image format
     err = capsys.readouterr().err
@@ -632,7 +717,8 @@ def test_other_image_kinds_round_trip_as_png(files, mode, make):
     out = files / "out"
     wlc = folder / "0.png.wlc"
     assert main(["decompress", "-m", str(model), str(wlc), "-o", str(out), "-q"]) == 0
-    with Image.open(out / "0.png") as img, Image.open(folder / "0.png") as src:
+    decoded = out / "0.png.walloc.png"
+    with Image.open(decoded) as img, Image.open(folder / "0.png") as src:
         assert img.mode == src.mode == mode and img.size == (53, 37)
         y, x = np.asarray(img), np.asarray(src)
     assert y.dtype == x.dtype and y.shape == x.shape
@@ -689,7 +775,7 @@ def test_audio_formats_round_trip_in_their_sample_type(
     assert _decompress(model, files / "c", files / "d") == 0
     for i in range(2):
         src = sf.info(folder / f"s{i}.{ext}")
-        out = files / "d" / f"s{i}.{out_ext}"
+        out = files / "d" / f"s{i}.{ext}.walloc.{out_ext}"
         info = sf.info(out)
         expected = "FLOAT" if subtype == "VORBIS" else subtype
         assert (info.subtype, info.samplerate, info.frames, info.channels) == (
@@ -740,7 +826,7 @@ def test_version_device_and_max_values(files, image_model, capsys):
     args = ["decompress", "-m", str(image_model), wlc, "-o", str(files / "o"), "-q"]
     assert main([*args, "--max-values", str(45 * 61 * 3 - 1)]) == 1
     err = capsys.readouterr().err
-    assert "--max-values" in err and not (files / "o" / "a.png").exists()
+    assert "--max-values" in err and not (files / "o" / "a.png.walloc.png").exists()
     assert main([*args, "--max-values", str(45 * 61 * 3), "--device", "cpu"]) == 0
     assert main([*args, "--max-values", "0"]) == 2
 
@@ -777,9 +863,9 @@ def test_24_bit_file_through_a_16_bit_model(files):
         == 0
     )
     assert _decompress(model, files / "c", files / "d") == 0
-    assert sf.info(files / "d" / "s0.wav").subtype == "PCM_24"
+    assert sf.info(files / "d" / "s0.wav.walloc.wav").subtype == "PCM_24"
     x, _ = sf.read(src / "s0.wav")
-    y, _ = sf.read(files / "d" / "s0.wav")
+    y, _ = sf.read(files / "d" / "s0.wav.walloc.wav")
     assert snr(x, y) > 10
 
 
@@ -792,7 +878,7 @@ def test_8_bit_image_through_a_16_bit_model(files):
     assert main(["compress", "-m", str(model), str(files / "g8.png"), "-q"]) == 0
     out = files / "out"
     assert _decompress(model, files / "g8.png.wlc", out) == 0
-    with Image.open(out / "g8.png") as img:
+    with Image.open(out / "g8.png.walloc.png") as img:
         assert img.mode == "L"
         y = np.asarray(img).astype(float)
     assert psnr(g, y) > 20
@@ -832,14 +918,24 @@ def test_pretrained_models_without_m(files, capsys):
     assert main(["decompress", str(imgs / "a.png.wlc"), "-o", str(out), "-q"]) == 0
     assert main(["decompress", str(wavs / "s0.wav.wlc"), "-o", str(out), "-q"]) == 0
     x = np.asarray(Image.open(imgs / "a.png"))
-    y = np.asarray(Image.open(out / "a.png"))
+    y = np.asarray(Image.open(out / "a.png.walloc.png"))
     assert y.shape == x.shape and np.mean((y.astype(float) - x) ** 2) < 30**2
-    rate, a = wavfile.read(out / "s0.wav")
+    rate, a = wavfile.read(out / "s0.wav.walloc.wav")
     assert rate == 16000 and a.shape == (1500, 2)
-    # A grey image has no pretrained model: one line naming what to do.
+    # A grey image goes through a shipped 1-channel image model, if any.
     Image.fromarray(x[..., 0]).save(imgs / "grey.png")
-    assert main(["compress", str(imgs / "grey.png"), "-q"]) == 1
-    assert "-m" in capsys.readouterr().err
+    grey = default_for(2, 1)
+    assert main(["compress", str(imgs / "grey.png"), "-q"]) == (grey is None)
+    if grey is not None:
+        wlc = str(imgs / "grey.png.wlc")
+        assert main(["decompress", wlc, "-o", str(out), "-q"]) == 0
+        assert np.asarray(Image.open(out / "grey.png.walloc.png")).shape == x.shape[:2]
+    # Six channels of audio have no shipped model: one line naming what to do.
+    six = files / "six.wav"
+    wavfile.write(six, 8000, np.zeros((800, 6), np.int16))
+    assert main(["compress", str(six), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "6 channel(s)" in err and "-m" in err and "rgb-16x" in err
     # A file made by a fitted model is not a pretrained model's.
     model = files / "model.npz"
     assert main(["fit", str(imgs / "b.png"), "-o", str(model), *FIT]) == 0
@@ -858,3 +954,158 @@ def test_fit_passes_the_training_recipe_options(files):
     assert params["train_encoder"] is False
     assert params["learning_rate"] == 0.001 and params["n_iter_no_change"] == 7
     assert main([*args, "--learning-rate", "0"]) == 2
+
+
+# ------------------------------------------------------------ shipped models
+def _signal_for(spec, rng):
+    """A small random signal that a shipped model of this spec codes."""
+    dtype = np.dtype(spec["sample_dtype"])
+    info = np.iinfo(dtype)
+    if spec["signal_ndim"] == 2:
+        shape = (40, 56, spec["in_channels"])
+    else:
+        shape = (3000, spec["in_channels"])
+    x = rng.integers(info.min // 8, info.max // 8, shape).astype(dtype)
+    return x[..., 0] if spec["in_channels"] == 1 else x
+
+
+def test_every_shipped_model_is_found_from_its_fingerprint():
+    # Generic over list_pretrained(): a model shipped later is covered too.
+    rng = np.random.default_rng(0)
+    found = _cli_models.Pretrained(None)
+    for name in list_pretrained():
+        codec = WallocCodec.from_pretrained(name)
+        (blob,) = codec.compress([_signal_for(spec_of(name), rng)])
+        assert found.for_blob(blob).fingerprint() == codec.fingerprint(), name
+    # Each blob costs at most the models of its structure, loaded once each.
+    assert set(found.codecs) <= set(list_pretrained())
+
+
+def test_default_model_for_each_kind_of_signal():
+    assert default_for(2, 3) == "rgb-16x"
+    assert (default_for(1, 2), default_for(1, 1)) == ("stereo-5x", "mono-5x")
+    assert default_for(1, 6) is None and default_for(2, 5) is None
+    for name in list_pretrained():  # every shipped kind has a default
+        spec = spec_of(name)
+        chosen = spec_of(default_for(spec["signal_ndim"], spec["in_channels"]))
+        assert chosen["in_channels"] == spec["in_channels"]
+        assert chosen["signal_ndim"] == spec["signal_ndim"]
+
+
+def test_shipped_models_by_name_everywhere(files, capsys):
+    imgs = files / "imgs"
+    a = imgs / "a.png"
+    assert main(["compress", "-m", "rgb-4x", str(a), "-q"]) == 0
+    wlc = imgs / "a.png.wlc"
+    info = _cli_models.blob_info(unpack_file(wlc.read_bytes())[0])
+    assert info["levels"] == 2  # rgb-4x, not rgb-16x
+    out = files / "out"
+    assert main(["decompress", "-m", "rgb-4x", str(wlc), "-o", str(out), "-q"]) == 0
+    # ... and found without -m.
+    assert main(["decompress", str(wlc), "-q"]) == 0
+    y = np.asarray(Image.open(imgs / "a.png.walloc.png"))
+    assert np.array_equal(y, np.asarray(Image.open(out / "a.png.walloc.png")))
+    assert main(["info", "--json", "-m", "rgb-4x", str(wlc), "rgb-4x"]) == 0
+    blob, model = map(json.loads, capsys.readouterr().out.splitlines())
+    assert blob["made_by_model"] is True and model["levels"] == 2
+    assert model["shipped"] is True and model["fingerprint"] == blob["fingerprint"]
+    assert main(["info", "-m", "rgb-16x", str(wlc)]) == 0
+    assert "made_by_model: False" in capsys.readouterr().out
+    # An unknown name lists the shipped ones.
+    assert main(["compress", "-m", "rgb-8x", str(a)]) == 1
+    assert "rgb-4x" in capsys.readouterr().err
+
+
+def test_light_blob_info_equals_the_codecs(files, image_model):
+    from sklearn_walloc.codec import blob_info
+
+    assert main(["compress", "-m", str(image_model), str(files / "imgs"), "-q"]) == 0
+    blob, _ = unpack_file((files / "imgs" / "a.png.wlc").read_bytes())
+    assert _cli_models.blob_info(blob) == blob_info(blob)
+
+
+# ---------------------------------------------------------- start-up and noise
+def _python(code, *args, **kw):
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
+
+
+def test_parser_help_and_info_of_a_blob_do_not_import_torch(files, image_model):
+    assert main(["compress", "-m", str(image_model), str(files / "imgs"), "-q"]) == 0
+    code = (
+        "import sys\n"
+        "from sklearn_walloc import cli\n"
+        "cli._build_parser()\n"
+        "assert cli.main(['info', sys.argv[1]]) == 0\n"
+        "assert cli.main(['compress', '--quality', '3']) == 2\n"
+        "heavy = [m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    r = _python(code, files / "imgs" / "a.png.wlc")
+    assert r.returncode == 0, r.stderr
+    assert "heavy: []" in r.stdout and "signal_shape" in r.stdout
+
+
+@pytest.mark.parametrize("module", ["numpy", "torch"])
+def test_ctrl_c_while_importing_is_one_line_and_130(files, module):
+    # KeyboardInterrupt raised by an import, as Ctrl-C during start-up: numpy
+    # is first imported while the parser is built, torch by the command.
+    code = (
+        "import sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from sklearn_walloc import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    r = _python(code, "compress", "-m", "rgb-16x", files / "imgs" / "a.png")
+    assert r.returncode == 130
+    assert r.stderr.strip() == "walloc: error: interrupted"
+    assert not (files / "imgs" / "a.png.wlc").exists()
+
+
+def test_quiet_means_no_bars_also_off_a_terminal(files):
+    imgs = files / "imgs"
+    run = "import sys; from sklearn_walloc import cli; sys.exit(cli.main(sys.argv[1:]))"
+    for quiet in (["-q"], []):
+        r = _python(
+            run,
+            "compress",
+            imgs,
+            "--force",
+            *quiet,
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""  # stderr is a pipe: no bars, with or without -q
+        assert ("a.png.wlc" in r.stdout) == (not quiet)
+
+
+def test_fit_checks_the_output_folder_before_fitting(files, monkeypatch, capsys):
+    from sklearn_walloc import _atomic
+
+    def never(*args, **kwargs):
+        raise AssertionError("fitted before checking the output")
+
+    monkeypatch.setattr(WallocCodec, "fit", never)
+
+    def refused(**kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", refused)
+    ro = files / "ro" / "deeper"
+    code = main(["fit", str(files / "imgs"), "-o", str(ro / "m.npz"), *FIT])
+    assert code == 1
+    (line,) = _one_error_line_per(capsys.readouterr().err, "deeper")
+    assert "Permission denied" in line
+    # A folder that cannot be created fails first too.
+    blocker = files / "file"
+    blocker.write_text("x")
+    code = main(["fit", str(files / "imgs"), "-o", str(blocker / "m.npz"), *FIT])
+    assert code == 1 and "not a folder" in capsys.readouterr().err

@@ -21,8 +21,10 @@ FOLDER = resources.files("sklearn_walloc").joinpath("data", "pretrained")
 
 
 def test_list_pretrained_names_the_shipped_files():
-    assert list_pretrained() == sorted(SHIPPED)
-    for name in SHIPPED:
+    # Other models may join (a greyscale one); these four stay.
+    assert set(SHIPPED) <= set(list_pretrained())
+    assert list_pretrained() == sorted(list_pretrained())
+    for name in list_pretrained():
         # Small enough for a wheel: well under 1 MB each.
         assert FOLDER.joinpath(f"{name}.npz").stat().st_size < 600_000
 
@@ -92,3 +94,33 @@ def test_training_record_names_sources_and_scores():
         assert m["parameters"]["random_state"] == 0 and m["held_out"]
     for items in record["sources"].values():
         assert items and all(s["licence"] and s["package"] for s in items)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_are_quiet(name, capfd):
+    # Library calls print nothing (no tqdm bars): the files were saved with
+    # verbose=1, and from_pretrained returns verbose=0, like every default.
+    codec = WallocCodec.from_pretrained(name)
+    assert codec.verbose == 0 and codec.get_params()["verbose"] == 0
+    assert WallocTransformer.from_pretrained(name).verbose == 0
+    ndim, channels, *_, dtype = SHIPPED[name]
+    shape = (2, 40, 56, channels) if ndim == 2 else (2, 3000, channels)
+    x = np.random.default_rng(0).integers(0, 100, shape).astype(dtype)
+    codec.decompress(codec.compress(x), restore=True)
+    codec.score(x)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_spec_of_reads_the_structure_without_building():
+    from sklearn_walloc._pretrained import spec_of
+
+    for name, (ndim, channels, levels, latent_dim, dtype) in SHIPPED.items():
+        spec = spec_of(name)
+        assert (spec["signal_ndim"], spec["in_channels"], spec["levels"]) == (
+            ndim,
+            channels,
+            levels,
+        )
+        assert spec["latent_dim"] == latent_dim and spec["sample_dtype"] == dtype
+        assert WallocCodec.from_pretrained(name).spec_.to_json() == spec
