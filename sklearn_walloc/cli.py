@@ -30,9 +30,17 @@ from ._media import (
     media_of,
     output_name,
     read_signal,
+    split_alpha,
     write_signal,
 )
-from ._wlc import BLOB_MAGIC, FILE_MAGIC, MetadataTooLong, pack_file, unpack_file
+from ._wlc import (
+    BLOB_MAGIC,
+    FILE_MAGIC,
+    MetadataTooLong,
+    pack_file,
+    read_file,
+    unpack_file,
+)
 from .codec import MAX_DECODED_VALUES, WallocCodec, blob_info
 
 __all__ = ["main", "pack_file", "unpack_file"]
@@ -456,6 +464,7 @@ def _cmd_compress(args):
 
     def compress(f):
         signal, meta = read_signal(f)
+        signal = split_alpha(signal, meta, args.model and codec.n_channels_)
         if args.model is None:
             model = pretrained.for_signal(meta["media"], signal)
         else:
@@ -512,7 +521,7 @@ def _cmd_decompress(args):
     models = {}
 
     def parse(f):
-        blob, meta = unpack_file(f.read_bytes())
+        blob, meta = unpack_file(read_file(f))
         if args.model is None:
             models[f] = pretrained.for_blob(blob)
             _check_format_options(args, _media_of_codec(models[f]))
@@ -601,6 +610,8 @@ def _blob_summary(path, data, model):
     out["file_bytes"] = len(data)
     if "icc_profile" in meta:  # kilobytes of base64 say nothing to a reader
         meta = {**meta, "icc_profile": f"<{len(meta['icc_profile']) * 3 // 4} bytes>"}
+    if "alpha" in meta:
+        meta = {**meta, "alpha": f"<{len(meta['alpha'])} bytes, lossless PNG>"}
     out["metadata"] = meta
     if model is not None:
         out["made_by_model"] = info["fingerprint"] == model.fingerprint().hex()
@@ -612,7 +623,7 @@ def _cmd_info(args):
 
     def describe(name):
         path = Path(name)
-        data = path.read_bytes()
+        data = read_file(path)
         if data[:4] in (FILE_MAGIC, BLOB_MAGIC):
             summary = _blob_summary(path, data, model)
         elif data[:2] == b"PK":
