@@ -130,17 +130,30 @@ def read_signal(path):
 # Modes whose array the codec takes as it is (8-bit, 16-bit, 32-bit and float).
 _KEPT_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
 # Modes that hold premultiplied or palette colour: Pillow's conversion is exact.
-_EXACT_CONVERSIONS = {"1": "L", "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
+_EXACT_CONVERSIONS = {
+    "1": "L",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "PA": "RGBA",
+    "RGBX": "RGB",
+}
 # Colour spaces converted to sRGB; the ICC colour space each needs to use an
 # embedded profile, and Pillow's own conversion when there is none.
 _COLOUR_SPACES = {"CMYK": "CMYK", "LAB": "Lab", "YCbCr": "YCbr", "HSV": "HSV"}
 # The ICC colour space (header field, stripped) that describes each output mode.
-_ICC_SPACE = {"L": "GRAY", "LA": "GRAY", "I;16": "GRAY", "I": "GRAY", "F": "GRAY",
-              "RGB": "RGB", "RGBA": "RGB"}
+_ICC_SPACE = {
+    "L": "GRAY",
+    "LA": "GRAY",
+    "I;16": "GRAY",
+    "I": "GRAY",
+    "F": "GRAY",
+    "RGB": "RGB",
+    "RGBA": "RGB",
+}
 
 
 def _icc_space(icc):
-    """The colour space an ICC profile declares (``"RGB"``, ``"CMYK"``, ...), or None."""
+    """The colour space an ICC profile declares (``"RGB"``, ``"CMYK"``...), or None."""
     from PIL import ImageCms
 
     try:
@@ -190,7 +203,8 @@ def _to_array_mode(img, icc):
     Decisions, mode by mode: 8-bit, 16-bit (``I;16*``), 32-bit (``I``) and float
     (``F``) greyscale, RGB and their alpha forms are kept; 1-bit becomes 8-bit
     ``L`` (0 and 255); palette images become RGB, or RGBA when the palette has
-    transparency; premultiplied alpha is unpremultiplied; CMYK, LAB, YCbCr and
+    transparency; premultiplied alpha is unpremultiplied; RGBX loses its
+    padding byte; CMYK, LAB, YCbCr and
     HSV are converted to sRGB RGB. Other modes are refused.
     """
     mode = img.mode
@@ -295,11 +309,16 @@ def _png_plane(plane):
     return out.getvalue()
 
 
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the empty IEND chunk and its CRC
+
+
 def _alpha_plane(png, shape):
     """The alpha plane a ``.wlc`` file holds, checked against the image's shape."""
     from PIL import Image
 
     try:
+        if not png.endswith(_PNG_END):  # Pillow decodes a PNG cut after its pixels
+            raise ValueError("the PNG is cut off")
         with Image.open(io.BytesIO(png), formats=["PNG"]) as img:
             if img.mode != "L" or img.size != (shape[1], shape[0]):
                 raise ValueError(
@@ -316,8 +335,7 @@ def _with_alpha(arr, meta):
     """The decoded colour channels with the stored alpha plane put back."""
     if arr.ndim not in (2, 3) or arr.dtype != np.uint8:
         raise ValueError(
-            f"cannot put 8-bit alpha back on a {arr.dtype} image of shape "
-            f"{arr.shape}"
+            f"cannot put 8-bit alpha back on a {arr.dtype} image of shape {arr.shape}"
         )
     alpha = _alpha_plane(meta["alpha"], arr.shape)
     colour = arr[..., None] if arr.ndim == 2 else arr

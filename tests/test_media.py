@@ -1,6 +1,8 @@
 """Reading and writing media (``_media``): sample types and metadata survive."""
 
 import base64
+import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,11 @@ from sklearn_walloc._media import (
     default_format,
     output_name,
     read_signal,
+    split_alpha,
     write_signal,
 )
+
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +241,211 @@ def test_unreadable_files_give_value_errors(tmp_path):
 )
 def test_output_name_replaces_a_media_extension(name, fmt, expected):
     assert output_name(name, fmt) == expected
+
+
+def _soft_alpha(h, w):
+    """A soft-edged disc: 0 outside, 255 inside, a ramp of 6 pixels between."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    return np.clip((min(h, w) / 3 - r) * 255 / 6, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_split_off_and_put_back_exactly(tmp_path, rng, mode):
+    h, w = 37, 53
+    colour = rng.integers(0, 256, (h, w, 3 if mode == "RGBA" else 1), dtype=np.uint8)
+    x = np.concatenate([colour, _soft_alpha(h, w)[..., None]], axis=2)
+    Image.fromarray(x).save(tmp_path / "x.png")
+    arr, meta = read_signal(tmp_path / "x.png")
+    assert meta["mode"] == mode and arr.shape == x.shape
+    # A model that codes every channel keeps them; any other gets colour alone.
+    assert split_alpha(arr, dict(meta), model_channels=x.shape[2]) is arr
+    coded = split_alpha(arr, meta)
+    assert coded.shape == ((h, w, 3) if mode == "RGBA" else (h, w))
+    assert coded.flags.c_contiguous
+    with Image.open(io.BytesIO(meta["alpha"])) as plane:
+        assert plane.format == "PNG" and plane.mode == "L"
+    # Whatever the colour channels become, the alpha plane comes back exactly.
+    lossy = np.clip(coded.astype(int) + 3, 0, 255).astype(np.uint8)
+    out = _write(tmp_path, "y.png", lossy, meta, "png")
+    with Image.open(out) as img:
+        assert img.mode == mode
+        back = np.asarray(img)
+    assert np.array_equal(back[..., -1], x[..., -1])
+    assert np.array_equal(back[..., :-1].reshape(lossy.shape), lossy)
+    with pytest.raises(ValueError, match="jpg cannot hold"):
+        _write(tmp_path, "y.jpg", lossy, meta, "jpg")
+
+
+def test_images_without_alpha_are_not_split(rng):
+    x = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    meta = {"media": "image", "mode": "RGB"}
+    assert split_alpha(x, meta) is x and "alpha" not in meta
+
+
+def test_a_bad_alpha_plane_is_refused(tmp_path, rng):
+    colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    meta = {"media": "image", "mode": "RGBA"}
+    split_alpha(np.dstack([colour, colour[..., 0]]), meta)
+    with pytest.raises(ValueError, match="invalid alpha section: an 8-bit 9x8"):
+        _write(tmp_path, "a.png", colour[:, :1].repeat(9, axis=1), meta, "png")
+    for cut in (5, 20, len(meta["alpha"]) // 2):
+        bad = dict(meta, alpha=meta["alpha"][:-cut])
+        with pytest.raises(ValueError, match="invalid alpha section"):
+            _write(tmp_path, "b.png", colour, bad, "png")
+    with pytest.raises(ValueError, match="invalid alpha section"):
+        _write(tmp_path, "b.png", colour, dict(meta, alpha=b"GIF89a" + _PNG_END), "png")
+    with pytest.raises(ValueError, match="cannot put 8-bit alpha back"):
+        _write(tmp_path, "c.tiff", colour.astype(np.float32), meta, "tiff")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF", "PNG"])
+def test_animations_and_multi_page_files_are_refused(tmp_path, rng, fmt):
+    frames = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    path = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"has 3 frames .* its own file"):
+        read_signal(path)
+
+
+def _lab_image(rng):
+    srgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    return srgb, ImageCms.applyTransform(Image.fromarray(srgb), to_lab)
+
+
+@pytest.mark.parametrize("embedded", [True, False])
+def test_lab_images_become_srgb_without_the_lab_profile(tmp_path, rng, embedded):
+    srgb, lab = _lab_image(rng)
+    lab_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    lab.save(tmp_path / "x.tiff", **({"icc_profile": lab_icc} if embedded else {}))
+    arr, meta = read_signal(tmp_path / "x.tiff")
+    assert meta["mode"] == "RGB" and arr.shape == srgb.shape
+    assert "icc_profile" not in meta  # sRGB pixels: no Lab profile on them
+    assert np.abs(arr.astype(int) - srgb).mean() < 2  # 8-bit Lab rounding
+    with Image.open(_write(tmp_path, "y.png", arr, meta, "png")) as img:
+        assert img.mode == "RGB" and "icc_profile" not in img.info
+
+
+def test_cmyk_is_converted_and_a_profile_of_another_space_refused(tmp_path, rng, icc):
+    x = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(x).convert("CMYK").save(tmp_path / "x.jpg", quality=100)
+    arr, meta = read_signal(tmp_path / "x.jpg")
+    assert meta["mode"] == "RGB" and arr.shape == x.shape and "icc_profile" not in meta
+    # An RGB profile on CMYK pixels cannot convert them: refused, not guessed.
+    Image.fromarray(x).convert("CMYK").save(tmp_path / "y.jpg", icc_profile=icc)
+    with pytest.raises(ValueError, match="profile does not describe CMYK"):
+        read_signal(tmp_path / "y.jpg")
+
+
+def test_a_profile_of_another_colour_space_is_never_written(tmp_path, rng, icc):
+    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g.png", icc_profile=icc)  # RGB profile
+    _, meta = read_signal(tmp_path / "g.png")
+    assert "icc_profile" not in meta
+    # Nor from metadata that says otherwise (a .wlc file from elsewhere).
+    meta = {"icc_profile": base64.b64encode(icc).decode()}
+    with Image.open(_write(tmp_path, "h.png", grey, meta, "png")) as img:
+        assert "icc_profile" not in img.info
+    rgb = np.dstack([grey] * 3)
+    with Image.open(_write(tmp_path, "i.png", rgb, meta, "png")) as img:
+        assert img.info["icc_profile"] == icc
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected", "dtype"),
+    [
+        ("1", "L", np.uint8),
+        ("I;16", "I;16", np.uint16),
+        ("I;16B", "I;16", np.uint16),
+        ("I", "I", np.int32),
+        ("F", "F", np.float32),
+        ("P", "RGB", np.uint8),
+        ("PA", "RGBA", np.uint8),
+        ("La", "LA", np.uint8),
+        ("RGBa", "RGBA", np.uint8),
+        ("RGBX", "RGB", np.uint8),
+        ("YCbCr", "RGB", np.uint8),
+        ("HSV", "RGB", np.uint8),
+        ("CMYK", "RGB", np.uint8),
+        ("LAB", "RGB", np.uint8),
+    ],
+)
+def test_every_mode_is_converted_or_kept_explicitly(mode, expected, dtype):
+    from sklearn_walloc._media import _to_array_mode
+
+    img, got, _ = _to_array_mode(Image.new(mode, (10, 12)), None)
+    arr = np.asarray(img)
+    assert got == expected and arr.shape[:2] == (12, 10)
+    assert arr.astype(dtype).dtype == dtype and img.mode.startswith(expected)
+
+
+def test_unknown_modes_are_refused():
+    from types import SimpleNamespace
+
+    from sklearn_walloc._media import _to_array_mode
+
+    with pytest.raises(ValueError, match="unsupported image mode BGR;24"):
+        _to_array_mode(SimpleNamespace(mode="BGR;24", info={}), None)
+
+
+# ------------------------------------------------- through the command line
+DATA = Path(__file__).parent / "data"
+MODEL = DATA / "golden_codec_v3_model.npz"  # a small RGB model (uint8)
+
+
+def _cli(*args):
+    from sklearn_walloc.cli import main
+
+    quiet = ["-q"] if args[0] != "info" else []
+    return main([*map(str, args), *quiet])
+
+
+def test_cli_carries_alpha_losslessly(tmp_path, rng, capsys):
+    h, w = 40, 36
+    colour = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x = np.dstack([colour, _soft_alpha(h, w)])
+    Image.fromarray(x).save(tmp_path / "x.png")
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png") == 0
+    wlc = tmp_path / "x.png.wlc"
+    assert wlc.read_bytes()[4] == 2  # version 2: it has a section
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", tmp_path / "out") == 0
+    with Image.open(tmp_path / "out" / "x.png") as img:
+        assert img.mode == "RGBA"
+        back = np.asarray(img)
+    assert np.array_equal(back[..., 3], x[..., 3])
+    capsys.readouterr()
+    assert _cli("info", wlc) == 0
+    assert "'alpha': '<" in capsys.readouterr().out
+
+
+def test_cli_decodes_the_golden_version_2_file(tmp_path):
+    wlc = tmp_path / "golden.png.wlc"
+    wlc.write_bytes((DATA / "golden_v2_alpha.wlc").read_bytes())
+    assert _cli("decompress", "-m", MODEL, wlc) == 0
+    with Image.open(tmp_path / "golden.png") as img:
+        assert img.mode == "RGBA" and img.size == (27, 30)
+        alpha = np.asarray(img)[..., 3]
+    ramp = np.arange(30 * 27).reshape(30, 27) * 255 // (30 * 27 - 1)
+    assert np.array_equal(alpha, ramp)
+
+
+def test_cli_refuses_animations_and_endless_files(tmp_path, rng, capsys):
+    frames = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert _cli("compress", "-m", MODEL, tmp_path / "a.gif") == 1
+    assert not (tmp_path / "a.gif.wlc").exists()
+    err = capsys.readouterr().err
+    assert "a.gif: has 3 frames" in err
+    for command in ("info", "decompress"):
+        assert _cli(command, "/dev/zero") == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("walloc: error: /dev/zero: ") and "unexpected" not in err
