@@ -26,6 +26,7 @@ from ._atomic import OutputExists, Terminated, sigterm_raises
 from ._distributed import fit_distributed, launched_by_torchrun
 from ._media import (
     FORMATS,
+    check_size,
     default_format,
     media_of,
     output_name,
@@ -465,6 +466,7 @@ def _cmd_compress(args):
     def compress(f):
         signal, meta = read_signal(f)
         signal = split_alpha(signal, meta, args.model and codec.n_channels_)
+        check_size(signal, args.max_values)
         if args.model is None:
             model = pretrained.for_signal(meta["media"], signal)
         else:
@@ -849,6 +851,14 @@ def _add_coding(sub, name, func, what, hint):
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("-f", "--force", action="store_true", help="overwrite outputs")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument(
+        "--max-values",
+        type=_positive_int,
+        default=MAX_DECODED_VALUES,
+        help="largest signal (scalar values: pixels x channels, or samples x "
+        "channels) to decode, against decompression bombs; compress refuses "
+        "larger ones, so that what it writes decodes (default: %(default)s)",
+    )
     p.set_defaults(func=func)
     return p
 
@@ -887,13 +897,6 @@ def _build_parser():
         type=_quality,
         help="1-100, for the lossy formats jpg, webp and ogg (default: 90 for "
         "jpg; webp without it is lossless)",
-    )
-    p.add_argument(
-        "--max-values",
-        type=_positive_int,
-        default=MAX_DECODED_VALUES,
-        help="largest signal (scalar values: pixels x channels, or samples x "
-        "channels) to decode, against decompression bombs (default: %(default)s)",
     )
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ import soundfile as sf
 from PIL import Image, ImageCms
 
 from sklearn_walloc._media import (
+    check_size,
     default_format,
     output_name,
     read_signal,
@@ -415,7 +416,8 @@ def test_cli_carries_alpha_losslessly(tmp_path, rng, capsys):
     wlc = tmp_path / "x.png.wlc"
     assert wlc.read_bytes()[4] == 2  # version 2: it has a section
     assert _cli("decompress", "-m", MODEL, wlc, "-o", tmp_path / "out") == 0
-    with Image.open(tmp_path / "out" / "x.png") as img:
+    (decoded,) = (tmp_path / "out").glob("*.png")  # whatever the naming rule
+    with Image.open(decoded) as img:
         assert img.mode == "RGBA"
         back = np.asarray(img)
     assert np.array_equal(back[..., 3], x[..., 3])
@@ -427,8 +429,9 @@ def test_cli_carries_alpha_losslessly(tmp_path, rng, capsys):
 def test_cli_decodes_the_golden_version_2_file(tmp_path):
     wlc = tmp_path / "golden.png.wlc"
     wlc.write_bytes((DATA / "golden_v2_alpha.wlc").read_bytes())
-    assert _cli("decompress", "-m", MODEL, wlc) == 0
-    with Image.open(tmp_path / "golden.png") as img:
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", tmp_path / "out") == 0
+    (decoded,) = (tmp_path / "out").glob("*.png")
+    with Image.open(decoded) as img:
         assert img.mode == "RGBA" and img.size == (27, 30)
         alpha = np.asarray(img)[..., 3]
     ramp = np.arange(30 * 27).reshape(30, 27) * 255 // (30 * 27 - 1)
@@ -449,3 +452,28 @@ def test_cli_refuses_animations_and_endless_files(tmp_path, rng, capsys):
         assert _cli(command, "/dev/zero") == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("walloc: error: /dev/zero: ") and "unexpected" not in err
+
+
+def test_check_size_refuses_what_decompress_would_refuse(rng):
+    x = np.zeros((10, 12, 3), np.uint8)
+    check_size(x, 360)
+    with pytest.raises(
+        ValueError,
+        match=r"360 values \(10x12x3\), more than --max-values 359.*values 360 ",
+    ):
+        check_size(x, 359)
+
+
+def test_cli_compress_refuses_what_decompress_would_refuse(tmp_path, rng, capsys):
+    # The same limit on both sides: what compress writes, decompress decodes.
+    Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+        tmp_path / "x.png"
+    )
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png", "--max-values", 4319) == 1
+    assert "pass --max-values 4320" in capsys.readouterr().err
+    assert not (tmp_path / "x.png.wlc").exists()
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png", "--max-values", 4320) == 0
+    wlc = tmp_path / "x.png.wlc"
+    out = tmp_path / "out"
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4319) == 1
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4320) == 0
