@@ -7,7 +7,15 @@ float images as ``int32`` and ``float32``; audio as ``int16`` (8- and 16-bit),
 32-bit), ``float32`` or ``float64``. What the array does not say is returned as
 metadata for the ``.wlc`` header (``_wlc``): image mode, EXIF orientation and
 ICC profile; audio sample rate, container format and subtype (``PCM_24``, ...),
-so a decompressed file is written back the way it was read.
+so a decompressed file is written back the way it was read. The alpha plane of
+an RGBA or LA image is split off (:func:`split_alpha`) and kept exactly, as PNG
+bytes in ``meta["alpha"]``, which ``_wlc`` stores in a section of its own.
+
+What is not one image of a colour space the models code is converted
+explicitly or refused, never dropped silently: animations and multi-page files
+are refused with their frame count; CMYK, LAB, YCbCr and HSV become sRGB (with
+the embedded ICC profile when there is one); a profile is kept only where it
+describes the pixels (``_to_array_mode`` lists every mode's rule).
 
 Images go through Pillow, audio through soundfile (libsndfile). Errors are
 ``ValueError`` with a one-line reason that does not repeat the path.

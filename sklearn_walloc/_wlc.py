@@ -2,10 +2,13 @@
 
 The blob (``_container``) records everything the codec needs; this header keeps
 what a file on disk needs besides (sample rate, image mode, sample subtype,
-orientation, colour profile, original name). Layout and keys: ``docs/format.md``,
-"The .wlc file". Parsing is strict: every length is bounded before it is used,
-the header is checksummed, and the metadata is checked key by key, so a hostile
-file gives a ``ValueError`` and never a deep recursion or a huge allocation.
+orientation, colour profile, original name), and version 2 adds sections for
+bytes kept exactly beside the blob (the alpha plane). Layout and keys:
+``docs/format.md``, "The .wlc file". Parsing is strict: every length is bounded
+before it is used, the header and each section are checksummed, and the metadata
+is checked key by key, so a hostile file gives a ``ValueError`` and never a deep
+recursion or a huge allocation; :func:`read_file` reads a file with bounded
+memory.
 """
 
 import base64
