@@ -255,12 +255,19 @@ def _as_array(img, strip_bytes=1 << 24):
 
 
 def _frames(img):
+    """Refuse a file of several images: coding the first would drop the others."""
     n = getattr(img, "n_frames", 1)
-    if type(n) is int and n > 1:
+    if type(n) is not int or n <= 1:
+        return
+    if img.format == "MPO":  # cameras' JPEGs: a second view, a preview, a gain map
         raise ValueError(
-            f"has {n} frames (an animation or a multi-page file), and a .wlc file "
-            "holds one image: save each frame as its own file first"
+            f"a JPEG holding {n} images (MPO), and a .wlc file holds one: save "
+            "the first image as a plain JPEG or PNG first"
         )
+    raise ValueError(
+        f"has {n} frames (an animation or a multi-page file), and a .wlc file "
+        "holds one image: save each frame as its own file first"
+    )
 
 
 def _read_image(path):

@@ -312,6 +312,18 @@ def test_animations_and_multi_page_files_are_refused(tmp_path, rng, fmt):
         read_signal(path)
 
 
+def test_jpegs_of_several_images_are_refused(tmp_path, rng):
+    views = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(2)
+    ]
+    views[0].save(
+        tmp_path / "x.jpg", format="MPO", save_all=True, append_images=views[1:]
+    )
+    with pytest.raises(ValueError, match=r"a JPEG holding 2 images \(MPO\)"):
+        read_signal(tmp_path / "x.jpg")
+
+
 def _lab_image(rng):
     srgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
     to_lab = ImageCms.buildTransform(
