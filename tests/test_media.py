@@ -2,6 +2,8 @@
 
 import base64
 import io
+import itertools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -343,6 +345,77 @@ def test_lab_images_become_srgb_without_the_lab_profile(tmp_path, rng, embedded)
     assert np.abs(arr.astype(int) - srgb).mean() < 2  # 8-bit Lab rounding
     with Image.open(_write(tmp_path, "y.png", arr, meta, "png")) as img:
         assert img.mode == "RGB" and "icc_profile" not in img.info
+
+
+def _cmyk_profile(to_rgb, grid=9):
+    """A small ICC v2 CMYK printer profile (lut8 tables) whose colours are
+    ``to_rgb(c, m, y, k)`` (each in [0, 1]) as sRGB, built here because no
+    CMYK profile ships with Pillow."""
+
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def lut8(n_in, n_out, clut):
+        ident = bytes(range(256))
+        matrix = b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        head = b"mft1" + bytes(4) + bytes([n_in, n_out, grid, 0]) + matrix
+        return head + ident * n_in + bytes(clut) + ident * n_out
+
+    steps = np.linspace(0, 1, grid)
+    rgb = np.array([to_rgb(*cmyk) for cmyk in itertools.product(steps, repeat=4)])
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    img = Image.fromarray(np.round(255 * rgb).astype(np.uint8)[None])
+    lab = np.asarray(ImageCms.applyTransform(img, to_lab))[0].astype(np.int16)
+    # Pillow's LAB holds a and b as signed bytes; lut8 offsets them by 128.
+    lab[:, 1:] = lab[:, 1:].astype(np.uint8).view(np.int8).astype(np.int16) + 128
+    d50 = s15(0.9642) + s15(1.0) + s15(0.8249)
+    desc = b"CMYK test\0"
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(desc)) + desc + bytes(78)),
+        (b"wtpt", b"XYZ " + bytes(4) + d50),
+        (b"A2B0", lut8(4, 3, lab.astype(np.uint8).ravel())),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table = data = b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (
+        struct.pack(">I", offset + len(data))
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"prtrCMYKLab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)  # platform, flags, maker, model, attributes, intent
+        + d50
+        + bytes(48)  # creator, profile id, reserved
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_cmyk_with_its_profile_is_converted_by_the_profile(tmp_path, rng):
+    # A profile in which cyan ink prints blue (not red's complement): the
+    # pixels must follow the profile, not Pillow's naive CMYK formula.
+    def swapped(c, m, y, k):
+        return [(1 - y) * (1 - k), (1 - m) * (1 - k), (1 - c) * (1 - k)]
+
+    icc = _cmyk_profile(swapped)
+    x = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(x).convert("CMYK").save(
+        tmp_path / "x.jpg", quality=100, icc_profile=icc
+    )
+    arr, meta = read_signal(tmp_path / "x.jpg")
+    assert meta["mode"] == "RGB" and "icc_profile" not in meta
+    # JPEG and the 9-point table round a little; R and B swapped is far away.
+    assert np.abs(arr.astype(int) - x[..., ::-1]).mean() < 6
+    assert np.abs(arr.astype(int) - x).mean() > 30
+    with Image.open(_write(tmp_path, "y.png", arr, meta, "png")) as img:
+        assert "icc_profile" not in img.info
 
 
 def test_cmyk_is_converted_and_a_profile_of_another_space_refused(tmp_path, rng, icc):
