@@ -440,6 +440,7 @@ def default_format(media, meta, dtype, channels):
     float greyscale). Audio: FLAC for FLAC sources, WAV otherwise.
     """
     if media == "image":
+        channels += "alpha" in meta  # stored beside the blob, written back with it
         mode = _image_mode(dtype, channels)
         return "tiff" if mode in _IMAGE_MODES["tiff"] - _IMAGE_MODES["png"] else "png"
     return "flac" if meta.get("format") == "FLAC" else "wav"

@@ -278,6 +278,8 @@ def test_alpha_is_split_off_and_put_back_exactly(tmp_path, rng, mode):
     assert np.array_equal(back[..., :-1].reshape(lossy.shape), lossy)
     with pytest.raises(ValueError, match="jpg cannot hold"):
         _write(tmp_path, "y.jpg", lossy, meta, "jpg")
+    channels = 3 if mode == "RGBA" else 1
+    assert default_format("image", meta, np.uint8, channels) == "png"
 
 
 def test_images_without_alpha_are_not_split(rng):
