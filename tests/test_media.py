@@ -564,3 +564,25 @@ def test_cli_compress_refuses_what_decompress_would_refuse(tmp_path, rng, capsys
     out = tmp_path / "out"
     assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4319) == 1
     assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4320) == 0
+
+
+def test_cli_grey_plus_alpha_through_a_grey_model(tmp_path, small_photos):
+    # LA: the grey channel goes through a 1-channel model, alpha beside it.
+    grey = [np.asarray(Image.fromarray(p).convert("L")) for p in small_photos]
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    for i, g in enumerate(grey):
+        Image.fromarray(g).save(folder / f"{i}.png")
+    model = tmp_path / "grey.npz"
+    fit = ["--max-iter", "0", "--levels", "2", "--decoder-width", "8"]
+    assert _cli("fit", folder, "-o", model, *fit) == 0
+    h, w = grey[0].shape
+    x = np.dstack([grey[0], _soft_alpha(h, w)])
+    Image.fromarray(x).save(tmp_path / "la.png")
+    assert _cli("compress", "-m", model, tmp_path / "la.png") == 0
+    out = tmp_path / "out"
+    assert _cli("decompress", "-m", model, tmp_path / "la.png.wlc", "-o", out) == 0
+    (decoded,) = out.glob("*.png")
+    with Image.open(decoded) as img:
+        assert img.mode == "LA"
+        assert np.array_equal(np.asarray(img)[..., 1], x[..., 1])
