@@ -13,7 +13,8 @@ bytes in ``meta["alpha"]``, which ``_wlc`` stores in a section of its own.
 
 What is not one image of a colour space the models code is converted
 explicitly or refused, never dropped silently: animations and multi-page files
-are refused with their frame count; CMYK, LAB, YCbCr and HSV become sRGB (with
+are refused with their frame count, 16-bit colour (which Pillow reads as 8-bit)
+with its depth; CMYK, LAB, YCbCr and HSV become sRGB (with
 the embedded ICC profile when there is one); a profile is kept only where it
 describes the pixels (``_to_array_mode`` lists every mode's rule).
 
@@ -254,6 +255,20 @@ def _as_array(img, strip_bytes=1 << 24):
     return out
 
 
+def _depth(img):
+    """Refuse 16-bit colour: Pillow would read only the top 8 bits of it."""
+    if img.mode.startswith("I;16") or not img.tile:
+        return
+    args = img.tile[0].args
+    rawmode = args if isinstance(args, str) else (args or ("",))[0]
+    if isinstance(rawmode, str) and ";16" in rawmode:
+        raise ValueError(
+            f"{img.mode} with 16 bits per sample, of which Pillow reads only the "
+            "top 8: save it with 8 bits per sample first (16-bit greyscale is "
+            "read whole)"
+        )
+
+
 def _frames(img):
     """Refuse a file of several images: coding the first would drop the others."""
     n = getattr(img, "n_frames", 1)
@@ -279,6 +294,7 @@ def _read_image(path):
         raise ValueError(f"cannot read image: {e}") from None
     with img:
         _frames(img)
+        _depth(img)
         try:
             img.load()
         except Exception as e:

@@ -586,3 +586,38 @@ def test_cli_grey_plus_alpha_through_a_grey_model(tmp_path, small_photos):
     with Image.open(decoded) as img:
         assert img.mode == "LA"
         assert np.array_equal(np.asarray(img)[..., 1], x[..., 1])
+
+
+def _png16(a, colour_type):
+    """A 16-bit PNG, written by hand: Pillow writes no 16-bit colour."""
+    import zlib
+
+    def chunk(tag, data):
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data))
+        )
+
+    h, w = a.shape[:2]
+    rows = b"".join(b"\0" + a[i].astype(">u2").tobytes() for i in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("channels", "colour_type"), [(3, 2), (4, 6), (2, 4)])
+def test_16_bit_colour_is_refused_not_truncated(tmp_path, rng, channels, colour_type):
+    a = rng.integers(0, 65536, (8, 8, channels)).astype(np.uint16)
+    (tmp_path / "x.png").write_bytes(_png16(a, colour_type))
+    with pytest.raises(ValueError, match="16 bits per sample, of which Pillow reads"):
+        read_signal(tmp_path / "x.png")
+    # 16-bit greyscale is read whole.
+    (tmp_path / "g.png").write_bytes(_png16(a[..., 0], 0))
+    arr, meta = read_signal(tmp_path / "g.png")
+    assert meta["mode"] == "I;16" and np.array_equal(arr, a[..., 0])
