@@ -421,15 +421,18 @@ def check_size(signal, max_values):
     ----------
     signal : ndarray
         The signal to code.
-    max_values : int
+    max_values : int or None
         The decoder's limit (``--max-values``); the same limit on both sides
         means a file ``compress`` writes always decodes with the same option.
+        None: the decoder's default, ``codec.MAX_DECODED_VALUES``.
 
     Raises
     ------
     ValueError
         If the signal has more than ``max_values`` values.
     """
+    if max_values is None:
+        from .codec import MAX_DECODED_VALUES as max_values
     if signal.size > max_values:
         shape = "x".join(map(str, signal.shape))
         raise ValueError(

@@ -544,6 +544,10 @@ def test_cli_refuses_animations_and_endless_files(tmp_path, rng, capsys):
 def test_check_size_refuses_what_decompress_would_refuse(rng):
     x = np.zeros((10, 12, 3), np.uint8)
     check_size(x, 360)
+    check_size(x, None)  # the decoder's default
+    huge = np.broadcast_to(np.uint8(0), (2**14, 2**14, 3))  # no memory behind it
+    with pytest.raises(ValueError, match="more than --max-values 134217728"):
+        check_size(huge, None)
     with pytest.raises(
         ValueError,
         match=r"360 values \(10x12x3\), more than --max-values 359.*values 360 ",
