@@ -209,8 +209,7 @@ def read_file(path):
             total += len(chunk)
             if total > MAX_FILE_BYTES:
                 raise ValueError(
-                    f"more than {MAX_FILE_BYTES} bytes, the most a WaLLoC file "
-                    "may hold"
+                    f"more than {MAX_FILE_BYTES} bytes, the most a WaLLoC file may hold"
                 )
             chunks.append(chunk)
     return b"".join(chunks)
