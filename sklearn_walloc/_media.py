@@ -7,13 +7,23 @@ float images as ``int32`` and ``float32``; audio as ``int16`` (8- and 16-bit),
 32-bit), ``float32`` or ``float64``. What the array does not say is returned as
 metadata for the ``.wlc`` header (``_wlc``): image mode, EXIF orientation and
 ICC profile; audio sample rate, container format and subtype (``PCM_24``, ...),
-so a decompressed file is written back the way it was read.
+so a decompressed file is written back the way it was read. The alpha plane of
+an RGBA or LA image is split off (:func:`split_alpha`) and kept exactly, as PNG
+bytes in ``meta["alpha"]``, which ``_wlc`` stores in a section of its own.
+
+What is not one image of a colour space the models code is converted
+explicitly or refused, never dropped silently: animations and multi-page files
+are refused with their frame count, 16-bit colour (which Pillow reads as 8-bit)
+with its depth; CMYK, LAB, YCbCr and HSV become sRGB (with
+the embedded ICC profile when there is one); a profile is kept only where it
+describes the pixels (``_to_array_mode`` lists every mode's rule).
 
 Images go through Pillow, audio through soundfile (libsndfile). Errors are
 ``ValueError`` with a one-line reason that does not repeat the path.
 """
 
 import base64
+import io
 import warnings
 from pathlib import Path
 
@@ -23,10 +33,12 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "FORMATS",
     "IMAGE_EXTENSIONS",
+    "check_size",
     "default_format",
     "media_of",
     "output_name",
     "read_signal",
+    "split_alpha",
     "write_signal",
 ]
 
@@ -125,40 +137,177 @@ def read_signal(path):
     )
 
 
-def _to_array_mode(img):
-    """The image in a mode whose array keeps every value: (image, mode)."""
+# Modes whose array the codec takes as it is (8-bit, 16-bit, 32-bit and float).
+_KEPT_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
+# Modes that hold premultiplied or palette colour: Pillow's conversion is exact.
+_EXACT_CONVERSIONS = {
+    "1": "L",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "PA": "RGBA",
+    "RGBX": "RGB",
+}
+# Colour spaces converted to sRGB; the ICC colour space each needs to use an
+# embedded profile, and Pillow's own conversion when there is none.
+_COLOUR_SPACES = {"CMYK": "CMYK", "LAB": "Lab", "YCbCr": "YCbr", "HSV": "HSV"}
+# The ICC colour space (header field, stripped) that describes each output mode.
+_ICC_SPACE = {
+    "L": "GRAY",
+    "LA": "GRAY",
+    "I;16": "GRAY",
+    "I": "GRAY",
+    "F": "GRAY",
+    "RGB": "RGB",
+    "RGBA": "RGB",
+}
+
+
+def _icc_space(icc):
+    """The colour space an ICC profile declares (``"RGB"``, ``"CMYK"``...), or None."""
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except Exception:  # a profile lcms cannot parse describes nothing
+        return None
+
+
+def _to_sRGB(img, icc):
+    """An image of another colour space, converted to sRGB ``RGB``.
+
+    With an embedded profile of the image's colour space, LittleCMS converts
+    (perceptual intent); otherwise Pillow's conversion (LAB through the built-in
+    D50 Lab profile).
+    """
+    from PIL import ImageCms
+
+    space = _COLOUR_SPACES[img.mode]
+    srgb = ImageCms.createProfile("sRGB")
+    if icc is not None:
+        if _icc_space(icc) != space:
+            raise ValueError(
+                f"the embedded ICC profile does not describe {img.mode} pixels "
+                f"(it declares {_icc_space(icc) or 'nothing readable'}); "
+                "cannot convert to RGB"
+            )
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    elif img.mode == "LAB":
+        source = ImageCms.createProfile("LAB")
+    else:
+        return img.convert("RGB")
+    try:
+        return ImageCms.profileToProfile(img, source, srgb, outputMode="RGB")
+    except Exception as e:  # lcms errors: ImageCms.PyCMSError and others
+        raise ValueError(
+            f"cannot convert {img.mode} to sRGB with the embedded ICC profile: {e}"
+        ) from None
+
+
+def _to_array_mode(img, icc):
+    """The image in a mode whose array keeps what the file holds.
+
+    Returns ``(image, mode, icc)``: ``icc`` is the profile to keep, None when
+    it would not describe the pixels returned (other colour spaces are
+    converted to sRGB, which an untagged output means).
+
+    Decisions, mode by mode: 8-bit, 16-bit (``I;16*``), 32-bit (``I``) and float
+    (``F``) greyscale, RGB and their alpha forms are kept; 1-bit becomes 8-bit
+    ``L`` (0 and 255); palette images become RGB, or RGBA when the palette has
+    transparency; premultiplied alpha is unpremultiplied; RGBX loses its
+    padding byte; CMYK, LAB, YCbCr and
+    HSV are converted to sRGB RGB. Other modes are refused.
+    """
     mode = img.mode
     if mode.startswith("I;16"):
-        return img, "I;16"
-    if mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        return img, mode
-    if mode == "1":
-        return img.convert("L"), "L"
-    if mode == "P":
-        target = "RGBA" if "transparency" in img.info else "RGB"
-        return img.convert(target), target
-    if mode in ("PA", "La", "RGBa"):
-        return img.convert("RGBA"), "RGBA"
-    return img.convert("RGB"), "RGB"  # CMYK, YCbCr, LAB, HSV
+        mode = "I;16"
+    elif mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+    elif mode in _EXACT_CONVERSIONS:
+        mode = _EXACT_CONVERSIONS[mode]
+        img = img.convert(mode)
+    elif mode in _COLOUR_SPACES:
+        img, mode, icc = _to_sRGB(img, icc), "RGB", None
+    elif mode not in _KEPT_MODES:
+        raise ValueError(f"unsupported image mode {mode}")
+    if icc is not None and _icc_space(icc) != _ICC_SPACE[mode]:
+        icc = None  # a profile of another colour space would mislead readers
+    return img, mode, icc
+
+
+def _as_array(img, strip_bytes=1 << 24):
+    """``np.asarray(img)``, copied in strips of rows.
+
+    ``np.asarray`` goes through ``tobytes``, which holds the whole image twice
+    more while it joins its pieces (+0.5 GB for an 81 MP RGB photo); strips of
+    about ``strip_bytes`` keep the extra memory to one strip.
+    """
+    width, height = img.size
+    rows = max(1, strip_bytes // max(1, width * len(img.getbands()) * 4))
+    first = np.asarray(img.crop((0, 0, width, min(rows, height))))
+    if rows >= height:
+        return first
+    out = np.empty((height, *first.shape[1:]), first.dtype)
+    out[:rows] = first
+    for top in range(rows, height, rows):
+        bottom = min(top + rows, height)
+        out[top:bottom] = np.asarray(img.crop((0, top, width, bottom)))
+    return out
+
+
+def _depth(img):
+    """Refuse 16-bit colour: Pillow would read only the top 8 bits of it."""
+    if img.mode.startswith("I;16") or not img.tile:
+        return
+    args = img.tile[0].args
+    rawmode = args if isinstance(args, str) else (args or ("",))[0]
+    if isinstance(rawmode, str) and ";16" in rawmode:
+        raise ValueError(
+            f"{img.mode} with 16 bits per sample, of which Pillow reads only the "
+            "top 8: save it with 8 bits per sample first (16-bit greyscale is "
+            "read whole)"
+        )
+
+
+def _frames(img):
+    """Refuse a file of several images: coding the first would drop the others."""
+    n = getattr(img, "n_frames", 1)
+    if type(n) is not int or n <= 1:
+        return
+    if img.format == "MPO":  # cameras' JPEGs: a second view, a preview, a gain map
+        raise ValueError(
+            f"a JPEG holding {n} images (MPO), and a .wlc file holds one: save "
+            "the first image as a plain JPEG or PNG first"
+        )
+    raise ValueError(
+        f"has {n} frames (an animation or a multi-page file), and a .wlc file "
+        "holds one image: save each frame as its own file first"
+    )
 
 
 def _read_image(path):
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            source_format = img.format
-            orientation = img.getexif().get(_EXIF_ORIENTATION)
-            icc = img.info.get("icc_profile")
-            img, mode = _to_array_mode(img)
-            arr = np.asarray(img)
+        img = Image.open(path)
     except Exception as e:  # Pillow reports bad files with many exception types
         raise ValueError(f"cannot read image: {e}") from None
+    with img:
+        _frames(img)
+        _depth(img)
+        try:
+            img.load()
+        except Exception as e:
+            raise ValueError(f"cannot read image: {e}") from None
+        source_format = img.format
+        orientation = img.getexif().get(_EXIF_ORIENTATION)
+        img, mode, icc = _to_array_mode(img, img.info.get("icc_profile") or None)
+        arr = _as_array(img)
+        img.close()  # the array holds its own copy: free Pillow's now
     if arr.size == 0:
         raise ValueError("empty image")
     if mode == "I;16":
-        arr = arr.astype(np.uint16)  # I;16B reads big-endian
+        arr = arr.astype(np.uint16, copy=False)  # I;16B reads big-endian
     meta = {"media": "image", "mode": mode}
     if source_format:
         meta["format"] = source_format
@@ -167,6 +316,82 @@ def _read_image(path):
     if icc:
         meta["icc_profile"] = base64.b64encode(icc).decode("ascii")
     return np.ascontiguousarray(arr), meta
+
+
+def split_alpha(signal, meta, model_channels=None):
+    """The channels to code, the alpha plane moved to ``meta["alpha"]``.
+
+    The pretrained image models code colour (RGB) or grey; alpha is kept
+    exactly instead, as the bytes of an 8-bit greyscale PNG that the ``.wlc``
+    file stores in its own section (``_wlc``) and :func:`write_signal` puts
+    back. A soft-edged alpha plane costs a few bits per edge pixel and nearly
+    nothing elsewhere (PNG's row filters suit it: 3x smaller than zlib alone on
+    a 512 x 512 soft-edged disc).
+
+    Parameters
+    ----------
+    signal : ndarray
+        As :func:`read_signal` returns it.
+    meta : dict
+        Its metadata; ``"alpha"`` is added when alpha is split off.
+    model_channels : int, default=None
+        Channels of the model that will code the signal: when it takes every
+        channel, alpha included, nothing is split. None: split.
+
+    Returns
+    -------
+    signal : ndarray
+        ``(H, W, 3)`` for RGBA, ``(H, W)`` for LA; ``signal`` unchanged when
+        there is no alpha to split.
+    """
+    if meta.get("media") != "image" or meta.get("mode") not in ("LA", "RGBA"):
+        return signal
+    if model_channels == signal.shape[-1]:
+        return signal
+    meta["alpha"] = _png_plane(signal[..., -1])
+    colour = signal[..., :-1]
+    return np.ascontiguousarray(colour[..., 0] if colour.shape[-1] == 1 else colour)
+
+
+def _png_plane(plane):
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(plane)).save(out, "PNG", compress_level=9)
+    return out.getvalue()
+
+
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the empty IEND chunk and its CRC
+
+
+def _alpha_plane(png, shape):
+    """The alpha plane a ``.wlc`` file holds, checked against the image's shape."""
+    from PIL import Image
+
+    try:
+        if not png.endswith(_PNG_END):  # Pillow decodes a PNG cut after its pixels
+            raise ValueError("the PNG is cut off")
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as img:
+            if img.mode != "L" or img.size != (shape[1], shape[0]):
+                raise ValueError(
+                    f"an 8-bit {shape[1]}x{shape[0]} plane, got {img.mode} "
+                    f"{img.size[0]}x{img.size[1]}"
+                )
+            img.load()
+            return np.asarray(img)
+    except Exception as e:  # Pillow's errors for a corrupt PNG
+        raise ValueError(f"invalid alpha section: {e}") from None
+
+
+def _with_alpha(arr, meta):
+    """The decoded colour channels with the stored alpha plane put back."""
+    if arr.ndim not in (2, 3) or arr.dtype != np.uint8:
+        raise ValueError(
+            f"cannot put 8-bit alpha back on a {arr.dtype} image of shape {arr.shape}"
+        )
+    alpha = _alpha_plane(meta["alpha"], arr.shape)
+    colour = arr[..., None] if arr.ndim == 2 else arr
+    return np.concatenate([colour, alpha[..., None]], axis=2)
 
 
 def _read_audio(path):
@@ -189,6 +414,35 @@ def _read_audio(path):
     return np.ascontiguousarray(data), meta
 
 
+def check_size(signal, max_values):
+    """Refuse a signal larger than what ``walloc decompress`` decodes.
+
+    Parameters
+    ----------
+    signal : ndarray
+        The signal to code.
+    max_values : int or None
+        The decoder's limit (``--max-values``); the same limit on both sides
+        means a file ``compress`` writes always decodes with the same option.
+        None: the decoder's default, ``codec.MAX_DECODED_VALUES``.
+
+    Raises
+    ------
+    ValueError
+        If the signal has more than ``max_values`` values.
+    """
+    if max_values is None:
+        from .codec import MAX_DECODED_VALUES as max_values
+    if signal.size > max_values:
+        shape = "x".join(map(str, signal.shape))
+        raise ValueError(
+            f"{signal.size} values ({shape}), more than --max-values "
+            f"{max_values}, the largest signal decompress decodes with the same "
+            f"option; pass --max-values {signal.size} to compress it (and the "
+            "same to decompress it)"
+        )
+
+
 def _image_mode(dtype, channels):
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
@@ -205,6 +459,7 @@ def default_format(media, meta, dtype, channels):
     float greyscale). Audio: FLAC for FLAC sources, WAV otherwise.
     """
     if media == "image":
+        channels += "alpha" in meta  # stored beside the blob, written back with it
         mode = _image_mode(dtype, channels)
         return "tiff" if mode in _IMAGE_MODES["tiff"] - _IMAGE_MODES["png"] else "png"
     return "flac" if meta.get("format") == "FLAC" else "wav"
@@ -247,6 +502,8 @@ def write_signal(tmp, signal, meta, fmt, quality=None):
 def _write_image(tmp, arr, meta, fmt, quality):
     from PIL import Image
 
+    if "alpha" in meta:
+        arr = _with_alpha(arr, meta)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     channels = arr.shape[2] if arr.ndim == 3 else 1
@@ -269,7 +526,10 @@ def _write_image(tmp, arr, meta, fmt, quality):
         exif[_EXIF_ORIENTATION] = meta["orientation"]
         options["exif"] = exif.tobytes()
     if "icc_profile" in meta:
-        options["icc_profile"] = base64.b64decode(meta["icc_profile"])
+        icc = base64.b64decode(meta["icc_profile"])
+        # Only a profile of the output's colour space describes its pixels.
+        if _icc_space(icc) == _ICC_SPACE.get(mode):
+            options["icc_profile"] = icc
     if fmt == "jpg":
         options["quality"] = quality or _DEFAULT_QUALITY
     elif fmt == "webp":

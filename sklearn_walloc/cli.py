@@ -30,7 +30,14 @@ from ._atomic import OutputExists, Terminated, sigterm_raises
 from ._cli_common import PROG, CliError, positive_int, quality
 from ._cli_fit import WHAT, add_fit
 from ._demo import add_demo
-from ._wlc import BLOB_MAGIC, FILE_MAGIC, MetadataTooLong, pack_file, unpack_file
+from ._wlc import (
+    BLOB_MAGIC,
+    FILE_MAGIC,
+    MetadataTooLong,
+    pack_file,
+    read_file,
+    unpack_file,
+)
 
 __all__ = ["main", "pack_file", "unpack_file"]
 
@@ -51,6 +58,20 @@ def write_signal(tmp, signal, meta, fmt, quality=None):
     from ._media import write_signal
 
     return write_signal(tmp, signal, meta, fmt, quality)
+
+
+def split_alpha(signal, meta, model_channels):
+    """:func:`_media.split_alpha` (imported on first use)."""
+    from ._media import split_alpha
+
+    return split_alpha(signal, meta, model_channels)
+
+
+def check_size(signal, max_values):
+    """:func:`_media.check_size` (imported on first use)."""
+    from ._media import check_size
+
+    return check_size(signal, max_values)
 
 
 def _formats():
@@ -114,6 +135,8 @@ def _cmd_compress(args):
 
     def compress(f):
         signal, meta = read_signal(f)
+        signal = split_alpha(signal, meta, args.model and codec.n_channels_)
+        check_size(signal, args.max_values)
         if args.model is None:
             model = pretrained.for_signal(meta["media"], signal)
         else:
@@ -163,16 +186,6 @@ def decoded_name(name, fmt):
     return stem + DECODED + _formats()[fmt][1]
 
 
-def _read_wlc(path):
-    """The bytes of a ``.wlc`` file or bare blob; anything else is refused
-    after reading 4 bytes (``/dev/zero`` is not read to the end)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head not in (FILE_MAGIC, BLOB_MAGIC):
-            raise CliError("neither a WaLLoC file (.wlc) nor a blob")
-        return head + f.read()
-
-
 def _cmd_decompress(args):
     from ._media import default_format
 
@@ -189,7 +202,7 @@ def _cmd_decompress(args):
     chosen = {}
 
     def parse(f):
-        blob, meta = unpack_file(_read_wlc(f))
+        blob, meta = unpack_file(read_file(f))
         if args.model is None:
             chosen[f] = pretrained.for_blob(blob)
             _check_format_options(args, models.media_of_codec(chosen[f]))
@@ -245,6 +258,8 @@ def _blob_summary(path, data, model):
     out["file_bytes"] = len(data)
     if "icc_profile" in meta:  # kilobytes of base64 say nothing to a reader
         meta = {**meta, "icc_profile": f"<{len(meta['icc_profile']) * 3 // 4} bytes>"}
+    if "alpha" in meta:
+        meta = {**meta, "alpha": f"<{len(meta['alpha'])} bytes, lossless PNG>"}
     out["metadata"] = meta
     if model is not None:
         out["made_by_model"] = info["fingerprint"] == model.fingerprint().hex()
@@ -262,7 +277,7 @@ def _cmd_info(args):
             with open(path, "rb") as f:
                 head = f.read(4)
             if head in (FILE_MAGIC, BLOB_MAGIC):
-                summary = _blob_summary(path, _read_wlc(path), model)
+                summary = _blob_summary(path, read_file(path), model)
             elif head[:2] == b"PK":
                 try:
                     summary = models.model_summary(path)
@@ -313,6 +328,14 @@ def _add_coding(sub, name, func, what, hint, default_model):
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars or per-file lines"
     )
+    p.add_argument(
+        "--max-values",
+        type=positive_int,
+        help="largest signal (scalar values: pixels x channels, or samples x "
+        "channels): decompress refuses to decode larger ones (against "
+        "decompression bombs) and compress refuses to write them, so that what "
+        "it writes decodes (default: sklearn_walloc.codec.MAX_DECODED_VALUES)",
+    )
     p.set_defaults(func=func)
     return p
 
@@ -355,13 +378,6 @@ def _build_parser():
         type=quality,
         help="1-100, for the lossy formats jpg, webp and ogg (default: 90 for "
         "jpg; webp without it is lossless)",
-    )
-    p.add_argument(
-        "--max-values",
-        type=positive_int,
-        help="largest signal (scalar values: pixels x channels, or samples x "
-        "channels) to decode, against decompression bombs (default: "
-        "sklearn_walloc.codec.MAX_DECODED_VALUES)",
     )
 
     p = sub.add_parser(

@@ -1,6 +1,10 @@
 """Reading and writing media (``_media``): sample types and metadata survive."""
 
 import base64
+import io
+import itertools
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +12,15 @@ import soundfile as sf
 from PIL import Image, ImageCms
 
 from sklearn_walloc._media import (
+    check_size,
     default_format,
     output_name,
     read_signal,
+    split_alpha,
     write_signal,
 )
+
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +244,384 @@ def test_unreadable_files_give_value_errors(tmp_path):
 )
 def test_output_name_replaces_a_media_extension(name, fmt, expected):
     assert output_name(name, fmt) == expected
+
+
+def _soft_alpha(h, w):
+    """A soft-edged disc: 0 outside, 255 inside, a ramp of 6 pixels between."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    return np.clip((min(h, w) / 3 - r) * 255 / 6, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_split_off_and_put_back_exactly(tmp_path, rng, mode):
+    h, w = 37, 53
+    colour = rng.integers(0, 256, (h, w, 3 if mode == "RGBA" else 1), dtype=np.uint8)
+    x = np.concatenate([colour, _soft_alpha(h, w)[..., None]], axis=2)
+    Image.fromarray(x).save(tmp_path / "x.png")
+    arr, meta = read_signal(tmp_path / "x.png")
+    assert meta["mode"] == mode and arr.shape == x.shape
+    # A model that codes every channel keeps them; any other gets colour alone.
+    assert split_alpha(arr, dict(meta), model_channels=x.shape[2]) is arr
+    coded = split_alpha(arr, meta)
+    assert coded.shape == ((h, w, 3) if mode == "RGBA" else (h, w))
+    assert coded.flags.c_contiguous
+    with Image.open(io.BytesIO(meta["alpha"])) as plane:
+        assert plane.format == "PNG" and plane.mode == "L"
+    # Whatever the colour channels become, the alpha plane comes back exactly.
+    lossy = np.clip(coded.astype(int) + 3, 0, 255).astype(np.uint8)
+    out = _write(tmp_path, "y.png", lossy, meta, "png")
+    with Image.open(out) as img:
+        assert img.mode == mode
+        back = np.asarray(img)
+    assert np.array_equal(back[..., -1], x[..., -1])
+    assert np.array_equal(back[..., :-1].reshape(lossy.shape), lossy)
+    with pytest.raises(ValueError, match="jpg cannot hold"):
+        _write(tmp_path, "y.jpg", lossy, meta, "jpg")
+    channels = 3 if mode == "RGBA" else 1
+    assert default_format("image", meta, np.uint8, channels) == "png"
+
+
+def test_images_without_alpha_are_not_split(rng):
+    x = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    meta = {"media": "image", "mode": "RGB"}
+    assert split_alpha(x, meta) is x and "alpha" not in meta
+
+
+def test_a_bad_alpha_plane_is_refused(tmp_path, rng):
+    colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    meta = {"media": "image", "mode": "RGBA"}
+    split_alpha(np.dstack([colour, colour[..., 0]]), meta)
+    with pytest.raises(ValueError, match="invalid alpha section: an 8-bit 9x8"):
+        _write(tmp_path, "a.png", colour[:, :1].repeat(9, axis=1), meta, "png")
+    for cut in (5, 20, len(meta["alpha"]) // 2):
+        bad = dict(meta, alpha=meta["alpha"][:-cut])
+        with pytest.raises(ValueError, match="invalid alpha section"):
+            _write(tmp_path, "b.png", colour, bad, "png")
+    with pytest.raises(ValueError, match="invalid alpha section"):
+        _write(tmp_path, "b.png", colour, dict(meta, alpha=b"GIF89a" + _PNG_END), "png")
+    with pytest.raises(ValueError, match="cannot put 8-bit alpha back"):
+        _write(tmp_path, "c.tiff", colour.astype(np.float32), meta, "tiff")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF", "PNG"])
+def test_animations_and_multi_page_files_are_refused(tmp_path, rng, fmt):
+    frames = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    path = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"has 3 frames .* its own file"):
+        read_signal(path)
+
+
+def test_jpegs_of_several_images_are_refused(tmp_path, rng):
+    views = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(2)
+    ]
+    views[0].save(
+        tmp_path / "x.jpg", format="MPO", save_all=True, append_images=views[1:]
+    )
+    with pytest.raises(ValueError, match=r"a JPEG holding 2 images \(MPO\)"):
+        read_signal(tmp_path / "x.jpg")
+
+
+def _lab_image(rng):
+    srgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    return srgb, ImageCms.applyTransform(Image.fromarray(srgb), to_lab)
+
+
+@pytest.mark.parametrize("embedded", [True, False])
+def test_lab_images_become_srgb_without_the_lab_profile(tmp_path, rng, embedded):
+    srgb, lab = _lab_image(rng)
+    lab_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    lab.save(tmp_path / "x.tiff", **({"icc_profile": lab_icc} if embedded else {}))
+    arr, meta = read_signal(tmp_path / "x.tiff")
+    assert meta["mode"] == "RGB" and arr.shape == srgb.shape
+    assert "icc_profile" not in meta  # sRGB pixels: no Lab profile on them
+    assert np.abs(arr.astype(int) - srgb).mean() < 2  # 8-bit Lab rounding
+    with Image.open(_write(tmp_path, "y.png", arr, meta, "png")) as img:
+        assert img.mode == "RGB" and "icc_profile" not in img.info
+
+
+def _cmyk_profile(to_rgb, grid=9):
+    """A small ICC v2 CMYK printer profile (lut8 tables) whose colours are
+    ``to_rgb(c, m, y, k)`` (each in [0, 1]) as sRGB, built here because no
+    CMYK profile ships with Pillow."""
+
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def lut8(n_in, n_out, clut):
+        ident = bytes(range(256))
+        matrix = b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        head = b"mft1" + bytes(4) + bytes([n_in, n_out, grid, 0]) + matrix
+        return head + ident * n_in + bytes(clut) + ident * n_out
+
+    steps = np.linspace(0, 1, grid)
+    rgb = np.array([to_rgb(*cmyk) for cmyk in itertools.product(steps, repeat=4)])
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    img = Image.fromarray(np.round(255 * rgb).astype(np.uint8)[None])
+    lab = np.asarray(ImageCms.applyTransform(img, to_lab))[0].astype(np.int16)
+    # Pillow's LAB holds a and b as signed bytes; lut8 offsets them by 128.
+    lab[:, 1:] = lab[:, 1:].astype(np.uint8).view(np.int8).astype(np.int16) + 128
+    d50 = s15(0.9642) + s15(1.0) + s15(0.8249)
+    desc = b"CMYK test\0"
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(desc)) + desc + bytes(78)),
+        (b"wtpt", b"XYZ " + bytes(4) + d50),
+        (b"A2B0", lut8(4, 3, lab.astype(np.uint8).ravel())),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table = data = b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (
+        struct.pack(">I", offset + len(data))
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"prtrCMYKLab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)  # platform, flags, maker, model, attributes, intent
+        + d50
+        + bytes(48)  # creator, profile id, reserved
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_cmyk_with_its_profile_is_converted_by_the_profile(tmp_path, rng):
+    # A profile in which cyan ink prints blue (not red's complement): the
+    # pixels must follow the profile, not Pillow's naive CMYK formula.
+    def swapped(c, m, y, k):
+        return [(1 - y) * (1 - k), (1 - m) * (1 - k), (1 - c) * (1 - k)]
+
+    icc = _cmyk_profile(swapped)
+    x = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(x).convert("CMYK").save(
+        tmp_path / "x.jpg", quality=100, icc_profile=icc
+    )
+    arr, meta = read_signal(tmp_path / "x.jpg")
+    assert meta["mode"] == "RGB" and "icc_profile" not in meta
+    # JPEG and the 9-point table round a little; R and B swapped is far away.
+    assert np.abs(arr.astype(int) - x[..., ::-1]).mean() < 6
+    assert np.abs(arr.astype(int) - x).mean() > 30
+    with Image.open(_write(tmp_path, "y.png", arr, meta, "png")) as img:
+        assert "icc_profile" not in img.info
+
+
+def test_cmyk_is_converted_and_a_profile_of_another_space_refused(tmp_path, rng, icc):
+    x = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(x).convert("CMYK").save(tmp_path / "x.jpg", quality=100)
+    arr, meta = read_signal(tmp_path / "x.jpg")
+    assert meta["mode"] == "RGB" and arr.shape == x.shape and "icc_profile" not in meta
+    # An RGB profile on CMYK pixels cannot convert them: refused, not guessed.
+    Image.fromarray(x).convert("CMYK").save(tmp_path / "y.jpg", icc_profile=icc)
+    with pytest.raises(ValueError, match="profile does not describe CMYK"):
+        read_signal(tmp_path / "y.jpg")
+
+
+def test_a_profile_of_another_colour_space_is_never_written(tmp_path, rng, icc):
+    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g.png", icc_profile=icc)  # RGB profile
+    _, meta = read_signal(tmp_path / "g.png")
+    assert "icc_profile" not in meta
+    # Nor from metadata that says otherwise (a .wlc file from elsewhere).
+    meta = {"icc_profile": base64.b64encode(icc).decode()}
+    with Image.open(_write(tmp_path, "h.png", grey, meta, "png")) as img:
+        assert "icc_profile" not in img.info
+    rgb = np.dstack([grey] * 3)
+    with Image.open(_write(tmp_path, "i.png", rgb, meta, "png")) as img:
+        assert img.info["icc_profile"] == icc
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected", "dtype"),
+    [
+        ("1", "L", np.uint8),
+        ("I;16", "I;16", np.uint16),
+        ("I;16B", "I;16", np.uint16),
+        ("I", "I", np.int32),
+        ("F", "F", np.float32),
+        ("P", "RGB", np.uint8),
+        ("PA", "RGBA", np.uint8),
+        ("La", "LA", np.uint8),
+        ("RGBa", "RGBA", np.uint8),
+        ("RGBX", "RGB", np.uint8),
+        ("YCbCr", "RGB", np.uint8),
+        ("HSV", "RGB", np.uint8),
+        ("CMYK", "RGB", np.uint8),
+        ("LAB", "RGB", np.uint8),
+    ],
+)
+def test_every_mode_is_converted_or_kept_explicitly(mode, expected, dtype):
+    from sklearn_walloc._media import _to_array_mode
+
+    img, got, _ = _to_array_mode(Image.new(mode, (10, 12)), None)
+    arr = np.asarray(img)
+    assert got == expected and arr.shape[:2] == (12, 10)
+    assert arr.astype(dtype).dtype == dtype and img.mode.startswith(expected)
+
+
+def test_unknown_modes_are_refused():
+    from types import SimpleNamespace
+
+    from sklearn_walloc._media import _to_array_mode
+
+    with pytest.raises(ValueError, match="unsupported image mode BGR;24"):
+        _to_array_mode(SimpleNamespace(mode="BGR;24", info={}), None)
+
+
+# ------------------------------------------------- through the command line
+DATA = Path(__file__).parent / "data"
+MODEL = DATA / "golden_codec_v3_model.npz"  # a small RGB model (uint8)
+
+
+def _cli(*args):
+    from sklearn_walloc.cli import main
+
+    quiet = ["-q"] if args[0] != "info" else []
+    return main([*map(str, args), *quiet])
+
+
+def test_cli_carries_alpha_losslessly(tmp_path, rng, capsys):
+    h, w = 40, 36
+    colour = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x = np.dstack([colour, _soft_alpha(h, w)])
+    Image.fromarray(x).save(tmp_path / "x.png")
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png") == 0
+    wlc = tmp_path / "x.png.wlc"
+    assert wlc.read_bytes()[4] == 2  # version 2: it has a section
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", tmp_path / "out") == 0
+    (decoded,) = (tmp_path / "out").glob("*.png")  # whatever the naming rule
+    with Image.open(decoded) as img:
+        assert img.mode == "RGBA"
+        back = np.asarray(img)
+    assert np.array_equal(back[..., 3], x[..., 3])
+    capsys.readouterr()
+    assert _cli("info", wlc) == 0
+    assert "'alpha': '<" in capsys.readouterr().out
+
+
+def test_cli_decodes_the_golden_version_2_file(tmp_path):
+    wlc = tmp_path / "golden.png.wlc"
+    wlc.write_bytes((DATA / "golden_v2_alpha.wlc").read_bytes())
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", tmp_path / "out") == 0
+    (decoded,) = (tmp_path / "out").glob("*.png")
+    with Image.open(decoded) as img:
+        assert img.mode == "RGBA" and img.size == (27, 30)
+        alpha = np.asarray(img)[..., 3]
+    ramp = np.arange(30 * 27).reshape(30, 27) * 255 // (30 * 27 - 1)
+    assert np.array_equal(alpha, ramp)
+
+
+def test_cli_refuses_animations_and_endless_files(tmp_path, rng, capsys):
+    frames = [
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert _cli("compress", "-m", MODEL, tmp_path / "a.gif") == 1
+    assert not (tmp_path / "a.gif.wlc").exists()
+    err = capsys.readouterr().err
+    assert "a.gif: has 3 frames" in err
+    for command in ("info", "decompress"):
+        assert _cli(command, "/dev/zero") == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("walloc: error: /dev/zero: ") and "unexpected" not in err
+
+
+def test_check_size_refuses_what_decompress_would_refuse(rng):
+    x = np.zeros((10, 12, 3), np.uint8)
+    check_size(x, 360)
+    check_size(x, None)  # the decoder's default
+    huge = np.broadcast_to(np.uint8(0), (2**14, 2**14, 3))  # no memory behind it
+    with pytest.raises(ValueError, match="more than --max-values 134217728"):
+        check_size(huge, None)
+    with pytest.raises(
+        ValueError,
+        match=r"360 values \(10x12x3\), more than --max-values 359.*values 360 ",
+    ):
+        check_size(x, 359)
+
+
+def test_cli_compress_refuses_what_decompress_would_refuse(tmp_path, rng, capsys):
+    # The same limit on both sides: what compress writes, decompress decodes.
+    Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+        tmp_path / "x.png"
+    )
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png", "--max-values", 4319) == 1
+    assert "pass --max-values 4320" in capsys.readouterr().err
+    assert not (tmp_path / "x.png.wlc").exists()
+    assert _cli("compress", "-m", MODEL, tmp_path / "x.png", "--max-values", 4320) == 0
+    wlc = tmp_path / "x.png.wlc"
+    out = tmp_path / "out"
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4319) == 1
+    assert _cli("decompress", "-m", MODEL, wlc, "-o", out, "--max-values", 4320) == 0
+
+
+def test_cli_grey_plus_alpha_through_a_grey_model(tmp_path, small_photos):
+    # LA: the grey channel goes through a 1-channel model, alpha beside it.
+    grey = [np.asarray(Image.fromarray(p).convert("L")) for p in small_photos]
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    for i, g in enumerate(grey):
+        Image.fromarray(g).save(folder / f"{i}.png")
+    model = tmp_path / "grey.npz"
+    fit = ["--max-iter", "0", "--levels", "2", "--decoder-width", "8"]
+    assert _cli("fit", folder, "-o", model, *fit) == 0
+    h, w = grey[0].shape
+    x = np.dstack([grey[0], _soft_alpha(h, w)])
+    Image.fromarray(x).save(tmp_path / "la.png")
+    assert _cli("compress", "-m", model, tmp_path / "la.png") == 0
+    out = tmp_path / "out"
+    assert _cli("decompress", "-m", model, tmp_path / "la.png.wlc", "-o", out) == 0
+    (decoded,) = out.glob("*.png")
+    with Image.open(decoded) as img:
+        assert img.mode == "LA"
+        assert np.array_equal(np.asarray(img)[..., 1], x[..., 1])
+
+
+def _png16(a, colour_type):
+    """A 16-bit PNG, written by hand: Pillow writes no 16-bit colour."""
+    import zlib
+
+    def chunk(tag, data):
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data))
+        )
+
+    h, w = a.shape[:2]
+    rows = b"".join(b"\0" + a[i].astype(">u2").tobytes() for i in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("channels", "colour_type"), [(3, 2), (4, 6), (2, 4)])
+def test_16_bit_colour_is_refused_not_truncated(tmp_path, rng, channels, colour_type):
+    a = rng.integers(0, 65536, (8, 8, channels)).astype(np.uint16)
+    (tmp_path / "x.png").write_bytes(_png16(a, colour_type))
+    with pytest.raises(ValueError, match="16 bits per sample, of which Pillow reads"):
+        read_signal(tmp_path / "x.png")
+    # 16-bit greyscale is read whole.
+    (tmp_path / "g.png").write_bytes(_png16(a[..., 0], 0))
+    arr, meta = read_signal(tmp_path / "g.png")
+    assert meta["mode"] == "I;16" and np.array_equal(arr, a[..., 0])
