@@ -405,6 +405,18 @@ def _read_audio(path):
         raise ValueError(f"cannot read audio file: {e}") from None
     if data.size == 0:
         raise ValueError("empty audio file")
+    if info.subtype not in _READ_DTYPE:
+        # Lossy decoders (MP3, Vorbis, Opus) overshoot full scale on loud
+        # material; such samples were never in the source, and the models
+        # read floats in [-1, 1] only.
+        over = np.abs(data) > 1
+        if over.any():
+            warnings.warn(
+                f"{info.subtype} decoder output reaches {np.abs(data).max():.3f} "
+                f"of full scale; {int(over.sum())} samples clipped to [-1, 1]",
+                stacklevel=2,
+            )
+            np.clip(data, -1, 1, out=data)
     meta = {
         "media": "audio",
         "format": info.format,

@@ -21,6 +21,7 @@ nothing half-written is left behind); 2 on a usage error; 130 on Ctrl-C and
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__, _atomic
@@ -406,7 +407,9 @@ def _run(argv):
     except SystemExit as e:  # --help, --version, or a usage error already reported
         return e.code if isinstance(e.code, int) else 2
     # SIGTERM raises, so the finally blocks of atomic writes remove temp files.
-    with sigterm_raises():
+    with sigterm_raises(), warnings.catch_warnings():
+        # A library warning (clipped lossy audio, say) is one line, like ours.
+        warnings.showwarning = lambda message, *_: common.warn(str(message))
         try:
             return args.func(args)
         except (CliError, OutputExists) as e:
