@@ -19,6 +19,7 @@ PRETRAINED = {
     "rgb-4x": "RGB photos, uint8; levels=2, latent_dim=12 (4x fewer values)",
     "stereo-5x": "stereo audio, int16, 44.1 kHz; levels=5, latent_dim=13 (4.9x)",
     "mono-5x": "mono audio, int16, 44.1 kHz; levels=6, latent_dim=13 (4.9x)",
+    "grey-16x": "grey photos, uint8; levels=3, latent_dim=4 (16x fewer values)",
 }
 
 
@@ -41,7 +42,7 @@ def list_pretrained():
     --------
     >>> from sklearn_walloc import list_pretrained
     >>> list_pretrained()
-    ['mono-5x', 'rgb-16x', 'rgb-4x', 'stereo-5x']
+    ['grey-16x', 'mono-5x', 'rgb-16x', 'rgb-4x', 'stereo-5x']
     """
     return sorted(name for name in PRETRAINED if _path(name).is_file())
 
