@@ -42,9 +42,10 @@ MAX_BANDS = 2**16
 #: exact edge rows of the packet analysis and synthesis, the fused kernels, the
 #: end-of-axis least squares and the codec's gain search, as estimated by
 #: :meth:`ModelSpec.inference_bytes` before anything is built. It grows with
-#: ``4**levels`` and the wavelet's length (and with ``latent_dim`` times the
-#: band count): bior4.4 passes up to ``levels=6`` (mono-5x: about 0.7 GiB
-#: estimated, 0.53 GiB measured); ``levels=7`` in 1D would need about 2 GiB.
+#: ``4**levels`` and the wavelet's length, and with ``latent_dim`` times the
+#: band count: with bior4.4, 1D models pass up to ``levels=6`` (mono-5x: 0.77
+#: GiB estimated, 0.53 GiB measured; ``levels=7`` measured 2 GB), RGB models
+#: up to ``levels=4`` with ``latent_dim`` 33 there, 140 at ``levels=3``.
 MAX_INFERENCE_BYTES = 2**30
 
 #: The sample dtypes a model can be fitted in (see ``_domain``); also the dtypes
@@ -228,7 +229,9 @@ class ModelSpec:
         An upper estimate, in bytes, of what ``transform``, ``compress`` and
         ``decompress`` allocate once per model (float64) beyond what grows with
         the signals, from the formulas of ``_wavelets``, ``_edges`` and the gain
-        search, with the peak-to-tensor factors measured on CPU: the 1D
+        search, with the peak-to-tensor factors measured on CPU (the estimate
+        was 5-20% above the measured peaks of the parts it could be compared
+        with): the 1D
         composite filter (``F`` taps, ``s = 2**levels``, support
         ``L = (F - 1)(s - 1) + 1``; the analysis of ``s`` impulses on a grid
         of about ``2L``, times ``F`` in autograd), the synthesis impulse
@@ -274,12 +277,19 @@ class ModelSpec:
             s_span = min(s_reference, max(s_left, s_right) + 2 * taps)
             others = n_bands // s
             parts["analysis edge rows"] = 5 * 2 * span * reference
-            parts["synthesis edge rows"] = 6 * 2 * s * s_span * s * s_reference
+            # At the reference length, and at the least squares' probe grid
+            # of 16 positions (its own rows).
+            probe_span = 16 if 16 <= s_left + s_right else min(16, s_span)
+            parts["synthesis edge rows"] = (
+                6 * 2 * s * s * (s_span * s_reference + probe_span * 16)
+            )
             parts["edge weights"] = (
                 2 * d * others * (n_left * span + s_span * max(s_left, s_right) * s)
             )
+            # The probes' synthesis, analysis along the other axis and the
+            # products after it: 5-10 times the probes' samples, measured.
             probes = (12 * d + 1) * c * 16 * s * (2 * s) ** (nd - 1)
-            parts["end-of-axis least squares"] = 2 * probes
+            parts["end-of-axis least squares"] = 12 * probes
         if nd == 1:
             parts["gain search"] = 4 * d * n_bands * 64
         return {k: 8 * int(v) for k, v in parts.items()}
