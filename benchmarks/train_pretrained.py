@@ -376,6 +376,14 @@ def markdown(record):
     for kind, items in record["sources"].items():
         for s in items:
             lines.append(f"| {kind} | {s['package']} | {s['file']} | {s['licence']} |")
+    if any(m["data"] == "grey-photos" for m in record["models"].values()):
+        lines += [
+            "",
+            "grey-photos: the photos above converted to grey with ITU-R BT.601 luma, "
+            "`L = (299 R + 587 G + 114 B) / 1000` rounded, as Pillow's "
+            '`convert("L")` computes it (`_pretrain_data.to_grey`); the held-out '
+            "photos are converted the same way for scoring.",
+        ]
     lines += ["", "## Models", ""]
     for name, m in record["models"].items():
         lines += [
