@@ -87,7 +87,9 @@ MODELS = {
         0,
     ),
     "mono-5x": ("mono", dict(signal_ndim=1, levels=6, latent_dim=13, **_DECODER), 0),
-    # The same 32 photos in grey (``to_grey``): 64 bands, 4 latents (16x).
+    # The same 32 photos in grey (``to_grey``): 64 bands, 4 latents (16x). A
+    # closed form: decoder-only training (``--max-iter``) had gained +0.06 dB
+    # of validation after 3190 steps (6.5 min on the shared 2 cores), no pay.
     "grey-16x": (
         "grey-photos",
         dict(levels=3, latent_dim=4, train_encoder=False, **_DECODER),
