@@ -9,7 +9,8 @@ or ``~/.cache/sklearn-walloc/pretrained-data`` (nothing is installed):
   ``plasma-workspace-wallpapers`` (LGPLv3 and CC-BY-SA-4.0, per wallpaper in
   its ``metadata.json``), drawings and renders left out, each downscaled
   (Lanczos) to each long side in ``PHOTO_SIDES``, plus the bundled fit photos
-  (``load_photos(split="fit")``);
+  (``load_photos(split="fit")``); the grey model takes the same photos
+  through :func:`to_grey`;
 - music: ``singularity-music`` (CC-BY-SA-3.0, Max McCracken; Ogg Vorbis at
   48 kHz, resampled to 44.1 kHz), ``CLIP_S`` seconds from each track.
 
@@ -40,6 +41,7 @@ __all__ = [
     "fetch",
     "load_training_music",
     "load_training_photos",
+    "to_grey",
 ]
 
 # Long sides the wallpapers are downscaled to: each photo at each scale.
@@ -180,6 +182,15 @@ def load_training_photos():
             }
         )
     return photos, sources
+
+
+def to_grey(photo):
+    """An RGB uint8 photo as grey uint8 ``(H, W)``: ITU-R BT.601 luma,
+    ``L = (299 R + 587 G + 114 B) / 1000`` rounded, as Pillow's
+    ``convert("L")`` computes it (which this calls; its fixed-point arithmetic
+    differs from the rounded formula by one level in about 0.05% of pixels),
+    and as most grey JPEGs and PNGs that users will compress were made."""
+    return np.asarray(Image.fromarray(photo).convert("L"))
 
 
 def load_training_music():

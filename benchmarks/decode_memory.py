@@ -29,7 +29,9 @@ model, 1 for a periodic one, where ``pack_blob`` takes it).
 Cases (every blob is well under 1 kB):
 
 - ``rgb-6688``: a 6688 x 6688 x 3 uint8 image (just under the default
-  ``max_values = MAX_DECODED_VALUES = 2**27``), ``decompress`` float32;
+  ``max_values = MAX_DECODED_VALUES = 2**27``), ``decompress`` float32
+  (``restore=False``); ``rgb-6688-uint8``: the same blob decoded to its uint8
+  photo (``restore=True``, the default since the caller's units became it);
 - ``rgb-1row``: a 1 x 5,600,000 x 3 image (padded to 8 rows inside the
   decoder), ``max_values=2**27``;
 - ``mono-1d``: 2**27 samples of mono int16 audio at the default ``max_values``;
@@ -81,6 +83,7 @@ CACHE = (
 # name -> (kind, description)
 CASES = {
     "rgb-6688": ("image", "6688 x 6688 x 3 image, default max_values"),
+    "rgb-6688-uint8": ("image", "the same, decoded to uint8 (restore=True)"),
     "rgb-1row": ("image", "1 x 5,600,000 x 3 image, max_values=2**27"),
     "mono-1d": ("audio", "2**27 mono int16 samples, default max_values"),
     "model-levels11": ("model", "model file whose header says levels=11"),
@@ -131,7 +134,7 @@ def _audio_codec():
 
 def _signal(case):
     """(signal_ndim, signal_shape, dtype, max_values or None for the default)."""
-    if case == "rgb-6688":
+    if case in ("rgb-6688", "rgb-6688-uint8"):
         return 2, (6688, 6688, 3), np.uint8, None
     if case == "rgb-1row":
         return 2, (1, 5_600_000, 3), np.uint8, 2**27
@@ -339,8 +342,12 @@ def _run_case(case, workdir):
         kwargs = {} if max_values is None else {"max_values": max_values}
         result["max_values"] = max_values
 
+        # Float32 model units (the old default), or the photo's own uint8.
+        restore = case.endswith("-uint8")
+        result["restore"] = restore
+
         def action():
-            return codec.decompress([blob], restore=False, **kwargs)
+            return codec.decompress([blob], restore=restore, **kwargs)
 
     from _common import Timer
 

@@ -10,9 +10,14 @@ soundfile read them:
   bool) is a *value* dtype: numbers as they are.
 - An input of dtype E is converted into D (and everything inside the model is
   float32 in D's units): E == D, or both value dtypes: as is; both full-scale
-  integers: ``x * FS(D) / FS(E)``; D full-scale and E floating: ``x * FS(D)``,
-  refused if ``max|x| > 1``; D full-scale and E int64/uint64/bool: as is, refused
-  outside D's integer range; D a value dtype and E full-scale: refused.
+  integers: ``x * FS(D) / FS(E)``, refused if D is unsigned and ``x`` has
+  negative samples (a signed E into an unsigned D); D full-scale and E
+  floating: ``x * FS(D)``, refused outside ``[0, 1]`` for an unsigned D and
+  outside ``[-1, 1]`` for a signed one, with a tolerance of ``1e-6`` (of full
+  scale) at both ends for float rounding (``x / 255`` in float32 is off by at
+  most ``6e-8``); D full-scale and E int64/uint64/bool: as is, refused outside
+  D's integer range; D a value dtype and E full-scale: refused. Nothing
+  outside the domain's range is clipped silently.
 - ``decompress(restore=True)`` applies the inverse rule, then rounds and clips
   into E. Legacy models (D is None) never convert.
 """
@@ -39,7 +44,8 @@ _FULL_SCALE = {
     "int16": 2**15,
     "int32": 2**31,
 }
-# Rounding of values exactly at full scale (1.0 written as float32, say).
+# Float rounding at the ends of the full-scale range (1.0 or 0.0 computed in
+# float32, say), in units of full scale: far below half a level of uint16.
 _TOLERANCE = 1e-6
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -128,17 +134,27 @@ def to_domain(x, source, domain, name="X"):
             f"full scale: pass {name}.astype({domain!r}) to use the numbers as "
             "they are."
         )
-    if fs_e is not None:
-        return x * (fs_d / fs_e)
+    unsigned = domain.startswith("u")
     if x.size == 0:
         return x
+    if fs_e is not None:
+        if unsigned and not src.startswith("u") and float(np.min(x)) < 0:
+            lo, hi = _range(x)
+            raise ValueError(
+                f"{name} is {src} with values in [{_fmt(lo)}, {_fmt(hi)}]; this "
+                f"model was fitted on {domain} samples, which are never negative "
+                f"(both are read at full scale, {domain} in [0, 1]): pass samples "
+                "of at least 0."
+            )
+        return x * (fs_d / fs_e)
     lo, hi = _range(x)
     if np.dtype(src).kind == "f":
-        if max(abs(lo), abs(hi)) > 1 + _TOLERANCE:
-            span = "[0, 1]" if domain.startswith("u") else "[-1, 1]"
+        low = 0.0 if unsigned else -1.0
+        if lo < low - _TOLERANCE or hi > 1 + _TOLERANCE:
+            span = "[0, 1]" if unsigned else "[-1, 1]"
             how = (
                 "as scikit-image's img_as_float"
-                if domain.startswith("u")
+                if unsigned
                 else "as soundfile reads them"
             )
             raise ValueError(

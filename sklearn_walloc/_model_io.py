@@ -10,6 +10,10 @@ spec) still load, as legacy models with periodization boundaries.
 Members are stored, never compressed (``save`` writes them so), which keeps
 ``load``'s memory bounded by the file's size: a compressed member is refused,
 and each ``.npy`` header is checked against the spec before its data is read.
+The JSON header is at most :data:`MAX_HEADER_BYTES` (4 MiB), checked before it
+is read or parsed: parsing costs up to about 25 times the text's size (JSON made
+of empty lists), so at most about 100 MB; ``save`` refuses a model whose header
+would be larger (a per-step loss curve of more than about 200,000 steps).
 """
 
 import json
@@ -32,8 +36,9 @@ __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT_VERSION = 2
 _MAGIC = "sklearn-walloc-model"
-#: Largest header JSON read from a file (a loss curve of a million steps fits).
-MAX_HEADER_BYTES = 2**26
+#: Largest header JSON written or read (bytes): a loss curve of about 200,000
+#: steps fits; parsing the worst 4 MiB of JSON peaks near 100 MB.
+MAX_HEADER_BYTES = 2**22
 _MAX_MEMBERS = 4096
 _MAX_LIST = 10**7
 _HEADER_KEYS = {
@@ -125,6 +130,13 @@ def save(est, path):
         for name in spec.tensor_shapes()
     }
     text = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    if text.size > MAX_HEADER_BYTES:
+        raise ValueError(
+            f"the model's header would be {text.size} bytes of JSON, more than the "
+            f"{MAX_HEADER_BYTES} that load reads (MAX_HEADER_BYTES), mostly its "
+            f"loss_curve_ of {len(getattr(est, 'loss_curve_', []))} steps: thin it "
+            "first, e.g. est.loss_curve_ = est.loss_curve_[::10]"
+        )
     with open(path, "wb") as f:
         np.savez(f, header=text, **arrays)
 
@@ -157,7 +169,15 @@ def _load(cls, path):
         members = _check_members(zf, size)
         if "header.npy" not in members:
             raise _Malformed("no header.npy member")
-        text = _read_npy(zf, members["header.npy"], np.dtype("u1"), None)
+        info = members["header.npy"]
+        # The .npy preamble is at most a few hundred bytes; _read_npy checks
+        # the declared length exactly before it reads the text.
+        if info.file_size > MAX_HEADER_BYTES + 4096:
+            raise _Malformed(
+                f"header.npy is {info.file_size} bytes, more than the "
+                f"{MAX_HEADER_BYTES} bytes of JSON a model header may hold"
+            )
+        text = _read_npy(zf, info, np.dtype("u1"), None)
         header = json.loads(text.tobytes().decode("utf-8"))
         version, params, spec, fitted = _check_header(cls, header)
         if version == 1:
@@ -252,7 +272,11 @@ def _read_npy(zf, info, dtype, shape):
         else:
             ok = tuple(got_shape) == tuple(shape)
         if not ok:
-            want = "a 1D text array" if shape is None else f"{tuple(shape)}"
+            want = (
+                f"a 1D text array of at most {MAX_HEADER_BYTES} bytes"
+                if shape is None
+                else f"{tuple(shape)}"
+            )
             raise _Malformed(f"{name}: shape {got_shape}, expected {want}")
         if fortran and len(got_shape) > 1:
             raise _Malformed(f"{name}: Fortran order, which save never writes")

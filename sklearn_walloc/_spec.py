@@ -2,13 +2,15 @@
 
 :class:`ModelSpec` is the single place that lists the structural parameters of a
 fitted model. It validates them (exact types, ranges, a bound on the parameter
-count computed from the formula), builds the torch module, names the shapes of
-the learned tensors without building it (so a model file can be checked before
-any allocation), serialises to JSON and fingerprints a model for the blob
-container.
+count computed from the formula, a bound on the working memory that inference
+needs for the model's fixed operators, :meth:`ModelSpec.inference_bytes`),
+builds the torch module, names the shapes of the learned tensors without
+building it (so a model file can be checked before any allocation), serialises
+to JSON and fingerprints a model for the blob container.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -16,11 +18,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._wavelets import BOUNDARIES, default_boundary, resolve_wavelet
+from ._wavelets import BOUNDARIES, WaveletPacket, default_boundary, resolve_wavelet
 
 __all__ = [
     "FINGERPRINT_TAG",
     "LEGACY_FINGERPRINT_TAG",
+    "MAX_INFERENCE_BYTES",
     "MAX_PARAMETERS",
     "SAMPLE_DTYPES",
     "ModelSpec",
@@ -33,6 +36,17 @@ MAX_PARAMETERS = 2**26
 
 #: Largest number of wavelet packet bands, ``in_channels * 2**(levels*ndim)``.
 MAX_BANDS = 2**16
+
+#: Largest working memory (bytes) that inference may need for a model's fixed
+#: operators, beyond what grows with the signals: the composite filters, the
+#: exact edge rows of the packet analysis and synthesis, the fused kernels, the
+#: end-of-axis least squares and the codec's gain search, as estimated by
+#: :meth:`ModelSpec.inference_bytes` before anything is built. It grows with
+#: ``4**levels`` and the wavelet's length, and with ``latent_dim`` times the
+#: band count: with bior4.4, 1D models pass up to ``levels=6`` (mono-5x: 0.77
+#: GiB estimated, 0.53 GiB measured; ``levels=7`` measured 2 GB), RGB models
+#: up to ``levels=4`` with ``latent_dim`` 33 there, 140 at ``levels=3``.
+MAX_INFERENCE_BYTES = 2**30
 
 #: The sample dtypes a model can be fitted in (see ``_domain``); also the dtypes
 #: the blob container can record.
@@ -200,6 +214,7 @@ class ModelSpec:
                 f"model spec: boundary 'symmetric' does not invert for wavelet "
                 f"{self.wavelet!r}; only 'periodization' does"
             )
+        self._check_inference_bytes()
         if self.sample_dtype is not None and (
             type(self.sample_dtype) is not str or self.sample_dtype not in SAMPLE_DTYPES
         ):
@@ -207,6 +222,101 @@ class ModelSpec:
                 f"model spec: sample_dtype must be None or one of "
                 f"{', '.join(SAMPLE_DTYPES)}; got {self.sample_dtype!r}"
             )
+
+    def inference_bytes(self):
+        """Working memory that inference needs for the model's fixed operators.
+
+        An upper estimate, in bytes, of what ``transform``, ``compress`` and
+        ``decompress`` allocate once per model (float64) beyond what grows with
+        the signals, from the formulas of ``_wavelets``, ``_edges`` and the gain
+        search, with the peak-to-tensor factors measured on CPU (the estimate
+        was 5-20% above the measured peaks of the parts it could be compared
+        with): the 1D
+        composite filter (``F`` taps, ``s = 2**levels``, support
+        ``L = (F - 1)(s - 1) + 1``; the analysis of ``s`` impulses on a grid
+        of about ``2L``, times ``F`` in autograd), the synthesis impulse
+        responses (``s**2`` per position), the exact edge rows of the
+        symmetric analysis (about ``2L x 4L``) and synthesis (``s**2`` times
+        the squared polyphase length), the fused kernels and edge weights
+        (``latent_dim`` times the bands times the filter lengths), the
+        end-of-axis least squares (``12 latent_dim + 1`` probes through the
+        synthesis) and, for 1D models, the gain search (``latent_dim``
+        impulses, 64 positions each). Computed without building anything.
+
+        Returns
+        -------
+        parts : dict of str to int
+            Bytes by part; :data:`MAX_INFERENCE_BYTES` bounds their sum.
+        """
+        F = resolve_wavelet(self.wavelet).dec_len
+        s = 2**self.levels
+        support = (F - 1) * (s - 1) + 1
+        c, d, nd = self.in_channels, self.latent_dim, self.signal_ndim
+        n_bands = self.n_bands
+        grid = s * -(-(2 * support + s) // s)
+        # The backward pass of the tap loops holds about one grid per tap.
+        composite = F * s * grid
+        if 8 * composite <= MAX_INFERENCE_BYTES:
+            taps, t0 = _synthesis_taps(self.levels, self.wavelet)
+        else:  # refused anyway: bounds, without the (then slow) exact lengths
+            taps = resolve_wavelet(self.wavelet).rec_len
+            t0 = taps - 1
+        parts = {
+            "composite filter": composite,
+            "synthesis impulse responses": 4 * s * s * (2 * -(-support // s) + 8),
+            "fused kernels": 2 * d * n_bands * (-(-support // s) + taps),
+        }
+        if self.boundary == "symmetric":
+            offset = (F // 2 - 1) * (s - 1)
+            n_left = -(-offset // s)
+            n_right = -(-(support - 1 - offset) // s)
+            reference = s * -(-4 * support // s)
+            span = min(reference, s * max(n_left, n_right) + support)
+            s_left, s_right = t0, taps - 1 - t0
+            s_reference = 4 * (s_left + s_right + taps) + 8
+            s_span = min(s_reference, max(s_left, s_right) + 2 * taps)
+            others = n_bands // s
+            parts["analysis edge rows"] = 5 * 2 * span * reference
+            # At the reference length, and at the least squares' probe grid
+            # of 16 positions (its own rows).
+            probe_span = 16 if 16 <= s_left + s_right else min(16, s_span)
+            parts["synthesis edge rows"] = (
+                6 * 2 * s * s * (s_span * s_reference + probe_span * 16)
+            )
+            parts["edge weights"] = (
+                2 * d * others * (n_left * span + s_span * max(s_left, s_right) * s)
+            )
+            # The probes' synthesis, analysis along the other axis and the
+            # products after it: 5-10 times the probes' samples, measured.
+            probes = (12 * d + 1) * c * 16 * s * (2 * s) ** (nd - 1)
+            parts["end-of-axis least squares"] = 12 * probes
+        if nd == 1:
+            parts["gain search"] = 4 * d * n_bands * 64
+        return {k: 8 * int(v) for k, v in parts.items()}
+
+    def _check_inference_bytes(self):
+        parts = self.inference_bytes()
+        total = sum(parts.values())
+        if total <= MAX_INFERENCE_BYTES:
+            return
+        part = max(parts, key=parts.get)
+        by_latents = part in ("fused kernels", "edge weights", "gain search")
+        by_latents |= part == "end-of-axis least squares"
+        if by_latents:
+            what = (
+                f"latent_dim={self.latent_dim} with {self.n_bands} wavelet packet bands"
+            )
+            fix = "a smaller latent_dim or fewer levels"
+        else:
+            taps = resolve_wavelet(self.wavelet).dec_len
+            what = f"levels={self.levels} with wavelet {self.wavelet!r} ({taps} taps)"
+            fix = "fewer levels or a shorter wavelet"
+        raise ValueError(
+            f"model spec: {what} needs about {total / 2**30:.2g} GiB of working "
+            f"memory at inference (most of it for the {part}), more than the "
+            f"{MAX_INFERENCE_BYTES / 2**30:.3g} GiB supported "
+            f"(MAX_INFERENCE_BYTES); use {fix}"
+        )
 
     def tensor_shapes(self):
         """Shapes of the learned tensors, by ``state_dict`` name, in module order.
@@ -311,6 +421,29 @@ class ModelSpec:
             digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
             digest.update(a.tobytes())
         return digest.digest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _synthesis_taps(levels, wavelet):
+    """``(K, t0)`` of ``_wavelets._polyphase_synthesis`` (band-grid filter
+    length and its centre), found from the union of the band supports: every
+    band's impulse at one position through the synthesis with the filters'
+    absolute values, so nothing cancels. ``s`` impulses instead of the ``s**2``
+    that the real responses take, so it stays cheap at any level."""
+    import torch
+
+    line = WaveletPacket(levels, wavelet, 1, "periodization").double()
+    line._synthesis = [[[abs(v) for v in band] for band in r] for r in line._synthesis]
+    s = 2**levels
+    support = (resolve_wavelet(wavelet).rec_len - 1) * (s - 1) + 1
+    positions = 2 * -(-support // s) + 8
+    j0 = positions // 2
+    c = torch.zeros((1, s, positions), dtype=torch.float64)
+    c[0, :, j0] = 1.0
+    x = line.inverse(c).reshape(positions, s)  # (m, r)
+    used = torch.nonzero(x.sum(dim=1)).flatten()
+    m_lo, m_hi = int(used.min()), int(used.max())
+    return m_hi - m_lo + 1, m_hi - j0
 
 
 def legacy_fingerprint(spec, state_dict):

@@ -957,8 +957,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         name : str
             One of :func:`sklearn_walloc.list_pretrained`: ``"rgb-16x"``
             (RGB photos, ``levels=3, latent_dim=12``), ``"rgb-4x"``
-            (``levels=2``), ``"stereo-5x"`` (44.1 kHz stereo music and speech,
-            ``levels=5, latent_dim=13``), ``"mono-5x"`` (mono, ``levels=6``).
+            (``levels=2``), ``"grey-16x"`` (grey photos, ``levels=3,
+            latent_dim=4``), ``"stereo-5x"`` (44.1 kHz stereo music and
+            speech, ``levels=5, latent_dim=13``), ``"mono-5x"`` (mono,
+            ``levels=6``).
 
         Returns
         -------

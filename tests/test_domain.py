@@ -69,6 +69,33 @@ def test_float_photos_in_0_255_are_refused(photo_codec, small_photos):
         photo_codec.transform([small_photos[0], X[0]])
 
 
+def test_negative_floats_into_an_unsigned_model_are_refused(photo_codec, small_photos):
+    # Issue 20: -0.5 was accepted and clipped silently; floats are [0, 1] here.
+    X = np.stack(small_photos[:1]).astype(np.float64) / 255
+    bad = X.copy()
+    bad[0, 3, 4, 1] = -0.5
+    msg = r"X is float64 with values in \[-0.5, .*fitted on uint8.*\[0, 1\]"
+    for method in ("transform", "compress", "score"):
+        with pytest.raises(ValueError, match=msg):
+            getattr(photo_codec, method)(bad)
+    # Float rounding at the ends (1e-6 of full scale) is no error.
+    edge = X.copy()
+    edge[0, 0, 0] = (-1e-7, 1 + 1e-7, 0.0)
+    R = photo_codec.decompress(photo_codec.compress(edge), restore=True)
+    assert R.min() >= 0 and R.max() <= 1
+    with pytest.raises(ValueError, match="fitted on uint8"):
+        photo_codec.transform(X - 1e-5)
+
+
+def test_signed_integers_into_an_unsigned_model(photo_codec, small_photos):
+    # int16 is read at full scale ([-1, 1]); negative samples have no uint8 value.
+    X16 = np.stack(small_photos[:1]).astype(np.int16) * 128
+    assert np.isfinite(photo_codec.score(X16))
+    X16[0, 0, 0, 0] = -3
+    with pytest.raises(ValueError, match=r"X is int16 with values in \[-3, .*never"):
+        photo_codec.compress(X16)
+
+
 def test_16_bit_photos_through_an_8_bit_model(photo_codec, small_photos):
     X = np.stack(small_photos[:2])
     X16 = X.astype(np.uint16) * 257
@@ -140,6 +167,7 @@ def test_values_beyond_float32_are_refused(photo_codec):
         ("uint8", "int16", 255.0, 2.0**15),
         ("float64", "uint8", 0.5, 127.5),
         ("float32", "int16", -1.0, -(2.0**15)),
+        ("int8", "int16", -128.0, -(2.0**15)),
         ("int64", "uint8", 200.0, 200.0),
         ("uint8", None, 200.0, 200.0),
         ("float64", None, 200.0, 200.0),

@@ -301,6 +301,74 @@ def test_levels_11_is_refused_before_anything_is_allocated(model_bytes, tmp_path
     assert peak < 2**24
 
 
+def _deep_model_file(tmp_path, signal_ndim, levels):
+    """A model as the library's own ``save`` would write it at ``levels``
+    (1 channel, 1 latent, linear decoder): a fitted shallow model with the
+    spec, the parameters and the tensors rewritten to the deeper structure."""
+    rng = np.random.default_rng(0)
+    shape = (2, 64, 1) if signal_ndim == 1 else (2, 16, 16, 1)
+    X = rng.integers(-999, 999, shape).astype(np.int16)
+    small = WallocCodec(
+        signal_ndim=signal_ndim, levels=1, latent_dim=1, decoder_width=0,
+        decoder_depth=0, max_iter=0, random_state=0,
+    ).fit(X)  # fmt: skip
+    small.save(tmp_path / "small.npz")
+    header, arrays = _members((tmp_path / "small.npz").read_bytes())
+    header["spec"]["levels"] = header["params"]["levels"] = levels
+    bands = 2 ** (levels * signal_ndim)
+    k1 = (1,) * signal_ndim
+    arrays["tensor/encoder.weight"] = np.full((1, bands, *k1), 0.01, np.float32)
+    arrays["tensor/decoder.linear.weight"] = np.ones((bands, 1, *k1), np.float32)
+    arrays["tensor/decoder.linear.bias"] = np.zeros(bands, np.float32)
+    return _write(tmp_path / f"levels{levels}.npz", header, arrays)
+
+
+@pytest.mark.parametrize("signal_ndim,levels", [(1, 10), (2, 8)])
+def test_model_files_costing_gigabytes_at_inference_are_refused(
+    tmp_path, signal_ndim, levels
+):
+    # Issue 20: a 15 KB file (1D, levels=10) made the first compress ask for
+    # 20 GiB, a 771 KB one (2D, levels=8) took 9 GB. Refused from the spec,
+    # before any tensor is read or anything is built (no big allocation: the
+    # estimate is arithmetic plus, at most, s impulses through the synthesis).
+    import tracemalloc
+
+    path = _deep_model_file(tmp_path, signal_ndim, levels)
+    tracemalloc.start()
+    msg = _refused(path, f"levels={levels} .* GiB of working memory at inference")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "MAX_INFERENCE_BYTES" in msg and peak < 2**24
+    # The same file at levels=5 is a model like any other.
+    WallocCodec.load(_deep_model_file(tmp_path, signal_ndim, 5))
+
+
+def test_the_header_is_capped_before_it_is_read(model_bytes, tmp_path):
+    import tracemalloc
+
+    header, arrays = _members(model_bytes)
+    assert _model_io.MAX_HEADER_BYTES == 2**22
+    # Valid JSON, but 64 MB of it would take 2 GB to parse: never read.
+    header["fitted"]["loss_curve_"] = [0.5] * (_model_io.MAX_HEADER_BYTES // 5 + 1)
+    path = _write(tmp_path / "big_header.npz", header, arrays)
+    tracemalloc.start()
+    _refused(path, r"header\.npy.* 4194304 bytes")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2**20
+    # save refuses to write what load would refuse, saying what to thin.
+    est = WallocCodec.load(_write(tmp_path / "ok.npz", *_members(model_bytes)))
+    est.loss_curve_ = [0.123456789] * (_model_io.MAX_HEADER_BYTES // 10)
+    with pytest.raises(ValueError, match=r"MAX_HEADER_BYTES.*loss_curve_"):
+        est.save(tmp_path / "long.npz")
+    assert not (tmp_path / "long.npz").exists()
+    est.loss_curve_ = est.loss_curve_[::10]
+    est.save(tmp_path / "thinned.npz")
+    assert len(WallocCodec.load(tmp_path / "thinned.npz").loss_curve_) == len(
+        est.loss_curve_
+    )
+
+
 def test_version_1_files_are_validated_too(tmp_path):
     data = (DATA / "golden_codec_model.npz").read_bytes()
     header, arrays = _members(data)

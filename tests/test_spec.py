@@ -10,10 +10,13 @@ import torch
 
 from sklearn_walloc import WallocCodec, WallocTransformer
 from sklearn_walloc._spec import (
+    MAX_INFERENCE_BYTES,
     MAX_PARAMETERS,
     ModelSpec,
+    _synthesis_taps,
     legacy_fingerprint,
 )
+from sklearn_walloc._wavelets import _polyphase_synthesis
 
 TINY = dict(decoder_width=8, decoder_depth=1, max_iter=0, random_state=0)
 BASE = dict(
@@ -90,6 +93,73 @@ def test_parameter_bound_is_checked_from_the_formula():
         _spec(decoder_width=4096, decoder_depth=64)
     ok = _spec(decoder_width=256, decoder_depth=8)
     assert sum(np.prod(s) for s in ok.tensor_shapes().values()) <= MAX_PARAMETERS
+
+
+PERIODIC = dict(
+    signal_ndim=1, in_channels=1, boundary="periodization", sample_dtype=None
+)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        # The model files of issue 20: 1D at levels=10 (20 GiB in the synthesis
+        # edge rows) and 2D at levels=8 (9 GB resident).
+        (dict(signal_ndim=1, in_channels=1, latent_dim=1, levels=10), "levels=10"),
+        (dict(in_channels=1, latent_dim=1, levels=8), "levels=8"),
+        (dict(signal_ndim=1, in_channels=1, latent_dim=13, levels=7), "levels=7"),
+        (dict(signal_ndim=1, latent_dim=13, levels=6, wavelet="bior6.8"), "levels=6"),
+        (dict(PERIODIC, levels=10, wavelet="db38"), "levels=10 with wavelet 'db38'"),
+        # The end-of-axis least squares probe 12 * latent_dim + 1 latents
+        # (measured: 1.2 GB for both).
+        (dict(levels=4, latent_dim=48), "latent_dim=48 with 768"),
+        (dict(levels=3, latent_dim=192), "latent_dim=192 with 192"),
+    ],
+)
+def test_inference_memory_is_bounded_from_the_spec(changes, match):
+    with pytest.raises(ValueError, match=match) as info:
+        _spec(**{"decoder_width": 0, "decoder_depth": 0, **changes})
+    assert "MAX_INFERENCE_BYTES" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # and the shipped models' structures:
+        dict(levels=3, latent_dim=12, decoder_width=48, decoder_depth=2),
+        dict(levels=2, latent_dim=12, decoder_width=48, decoder_depth=2),
+        dict(in_channels=1, levels=3, latent_dim=4, decoder_width=48, decoder_depth=2),
+        dict(signal_ndim=1, in_channels=2, levels=5, latent_dim=13),
+        dict(signal_ndim=1, in_channels=1, levels=6, latent_dim=13),
+        # Ordinary settings beyond them.
+        dict(levels=4, latent_dim=12),
+        dict(levels=3, latent_dim=48),
+        dict(in_channels=4, levels=3, latent_dim=64),
+        dict(in_channels=1, levels=5, latent_dim=4),
+        dict(signal_ndim=1, in_channels=2, levels=6, latent_dim=26),
+        dict(signal_ndim=1, in_channels=8, levels=5, latent_dim=64),
+        dict(signal_ndim=1, in_channels=1, levels=7, wavelet="haar"),
+        dict(PERIODIC, levels=6, wavelet="db38"),
+    ],
+)
+def test_ordinary_models_fit_the_inference_bound(changes):
+    parts = _spec(**changes).inference_bytes()
+    assert 0 < sum(parts.values()) <= MAX_INFERENCE_BYTES
+
+
+def test_fit_refuses_a_model_beyond_the_inference_bound(rng):
+    X = rng.integers(-1000, 1000, (2, 256, 1)).astype(np.int16)
+    w = WallocTransformer(signal_ndim=1, levels=7, latent_dim=2, **TINY)
+    with pytest.raises(ValueError, match=r"levels=7 .*GiB.*MAX_INFERENCE_BYTES"):
+        w.fit(X)
+    WallocTransformer(signal_ndim=1, levels=6, latent_dim=2, **TINY).fit(X)
+
+
+@pytest.mark.parametrize("wavelet", ["bior4.4", "bior6.8", "haar", "db3", "sym4"])
+@pytest.mark.parametrize("levels", [1, 2, 3, 5])
+def test_synthesis_taps_without_the_impulse_responses(wavelet, levels):
+    g, t0 = _polyphase_synthesis(levels, wavelet, "periodization")
+    assert _synthesis_taps(levels, wavelet) == (g.shape[2], t0)
 
 
 def test_json_round_trip_is_strict():
