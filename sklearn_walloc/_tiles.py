@@ -22,12 +22,17 @@ import torch
 
 from ._signal import _canonical_layout, run_in_chunks
 
-__all__ = ["TILE_VALUES", "decode_grids", "receptive_radius"]
+__all__ = ["LARGE_OUTPUT", "TILE_VALUES", "decode_grids", "receptive_radius"]
 
 #: Output values (samples x channels) of one decoded tile: 2**23 float32 values
 #: are 32 MiB, e.g. 1672 x 1672 RGB pixels or 8 M audio samples; a grid whose
 #: output is smaller decodes in one piece.
 TILE_VALUES = 2**23
+#: Outputs of more values than this (a 21 MP RGB photo, or a small blob
+#: declaring a huge signal) decode in tiles of half as many values: the tile's
+#: working set (a few float copies of it) then weighs less against the output,
+#: for about 10% more halo work; smaller outputs keep the faster tiles.
+LARGE_OUTPUT = 2**26
 
 
 def receptive_radius(module):
@@ -56,7 +61,8 @@ def _tile_sides(grid, channels, stride):
     out_values = channels * math.prod(g * stride for g in grid)
     if out_values <= TILE_VALUES:
         return None
-    budget = TILE_VALUES / (channels * stride ** len(grid))  # latent positions
+    tile = TILE_VALUES // 2 if out_values > LARGE_OUTPUT else TILE_VALUES
+    budget = tile / (channels * stride ** len(grid))  # latent positions
     sides = [0] * len(grid)
     order = sorted(range(len(grid)), key=lambda a: grid[a])
     for k, axis in enumerate(order):
