@@ -15,9 +15,9 @@ random_state=0)`` fitted on the bundled "fit" photos, on the held-out photos
 - for reference, Pillow JPEG (quality 50) ``save`` and ``open + load``, and
   ``decompress`` with a trained decoder's cost: the same codec with its
   residual decoder path (the default 64-wide, 2-block network) given small
-  random weights (``_common.activate_refinement``), so that it runs unfused,
+  random weights (``_common.activate_refinement``), so that the network runs,
   as after training. (The pretrained ``rgb-16x`` has a trained residual path,
-  48 wide: it decodes at about that cost.)
+  48 wide: ``pretrained_decode.py`` times it.)
 
 Each repeat times every (photo, operation) once, in a fixed interleaved order,
 so that a change in the machine's load hits every operation alike; a rate is

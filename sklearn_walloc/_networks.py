@@ -8,6 +8,7 @@ packet analysis and the 1x1 layer, factorised into one strided convolution per
 axis (:meth:`WallocAutoencoder.fused_encoder`).
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -222,24 +223,71 @@ class WallocAutoencoder(nn.Module):
             float(self.data_offset),
         ).to(dtype)
 
+    @torch.no_grad()
+    def refined_decoder(self, dtype=torch.float32):
+        """The inference decoder of a model whose residual path is active.
+
+        Returns
+        -------
+        RefinedDecoder
+            Equal to :meth:`decode` of expanded latents up to float rounding:
+            the residual features with the latent scale folded into their
+            first layer, channels-last, then one synthesis of the latents and
+            the features that fuses the linear path, the residual path's last
+            1x1 layer, the packet synthesis and the data scale
+            (:func:`~sklearn_walloc._wavelets.separable_decoder`, factored).
+        """
+        if self.decoder.refine is None:
+            raise ValueError("this model's decoder has no residual path")
+        return RefinedDecoder(self, dtype)
+
+    def _inference_decoder(self, fused, like):
+        """``fused`` while the residual path is absent or exactly zero (closed
+        form); else the :meth:`refined_decoder` for ``like``'s dtype and device,
+        built once per state of the weights."""
+        decoder = self.decoder
+        if decoder.refine is None or decoder._refine_is_zero():
+            return fused
+        if torch.is_grad_enabled():  # differentiable: the training path
+            return lambda z: self._decode_expanded(z)
+        # In-place updates (an optimiser step, load_state_dict) bump a tensor's
+        # version: a changed weight never meets a stale fused copy.
+        state = tuple(
+            (t.data_ptr(), t._version)
+            for t in (*decoder.parameters(), *self.buffers())
+        )
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_inference_cache", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] != state:
+            hit = (state, self.refined_decoder(like.dtype).to(like.device))
+            cache[key] = hit
+        return hit[1]
+
+    def __getstate__(self):
+        # The inference cache is derived from the weights: never pickled, so a
+        # copy (deepcopy, pickle, clone) rebuilds its own.
+        state = dict(self.__dict__)
+        state.pop("_inference_cache", None)
+        return state
+
+    def _decode_expanded(self, z):
+        y = self.decoder(z / self.latent_scale)
+        return self.wpt.inverse(y) * self.data_scale + self.data_offset
+
     def decode_fused(self, q, fused, gain_steps=0, latent_bits=None):
         """Inference decoder: ``fused`` from :meth:`fused_decoder` while the
         residual path is absent or exactly zero (closed form), else
-        :meth:`decode`; ``gain_steps`` and ``latent_bits`` as there."""
-        refine = self.decoder.refine
-        if refine is not None and not self.decoder._refine_is_zero():
-            return self.decode(q, gain_steps, latent_bits)
-        return fused(_ungain(self._bottleneck(latent_bits).expand(q), gain_steps))
+        :meth:`refined_decoder` (cached); ``gain_steps`` and ``latent_bits``
+        as :meth:`decode`."""
+        z = _ungain(self._bottleneck(latent_bits).expand(q), gain_steps)
+        return self._inference_decoder(fused, z)(z)
 
     def synthesize(self, z, fused):
         """Signals from real latents ``z`` (the scale :meth:`encode_gained`
         compands, before any gain): :meth:`decode_fused` without the
         quantiser."""
-        refine = self.decoder.refine
-        if refine is not None and not self.decoder._refine_is_zero():
-            y = self.decoder(z / self.latent_scale)
-            return self.wpt.inverse(y) * self.data_scale + self.data_offset
-        return fused(z)
+        return self._inference_decoder(fused, z)(z)
 
     def _bottleneck(self, latent_bits):
         if latent_bits is None or latent_bits == self.bottleneck.latent_bits:
@@ -309,6 +357,56 @@ class WallocAutoencoder(nn.Module):
             gain = _gain_factor(steps[rows], zb)
             q[rows] = Bottleneck(b).quantize(zb * gain, "symbols")
         return q, steps, bits
+
+
+class RefinedDecoder:
+    """Latents to signals through an active residual decoder path, for
+    inference (:meth:`WallocAutoencoder.refined_decoder`).
+
+    ``features`` is a copy of the residual path up to its last 1x1 layer, with
+    ``1 / latent_scale`` folded into its first convolution (channels-last for
+    images, the layout oneDNN's convolutions run fastest on); ``synthesis``
+    maps the latents and the features, stacked, to signals: the linear path
+    and the last 1x1 layer as one 1x1 layer to the bands, then the grouped
+    packet synthesis passes with the data scale and offset. Without
+    gradients: inference only.
+    """
+
+    def __init__(self, module, dtype=torch.float32):
+        decoder, scale = module.decoder, module.latent_scale.double()
+        features = copy.deepcopy(decoder.refine[:-1]).to(dtype)
+        first = features[0]
+        first.weight.copy_((first.weight.double() / scale).to(dtype))
+        if module.signal_ndim == 2:
+            features = features.to(memory_format=torch.channels_last)
+        self.features = features.eval().requires_grad_(False)
+        last = decoder.refine[-1]
+        weight = torch.cat(
+            [
+                decoder.linear.weight.flatten(1).double() / scale,
+                last.weight.flatten(1).double(),
+            ],
+            dim=1,
+        )
+        bias = decoder.linear.bias.double() + last.bias.double()
+        self.synthesis = separable_decoder(
+            module.wpt,
+            weight,
+            bias,
+            float(module.data_scale),
+            float(module.data_offset),
+            factored=True,
+        ).to(dtype)
+
+    def __call__(self, z):
+        with torch.no_grad():
+            return self.synthesis((z, self.features(z)))
+
+    def to(self, *args, **kwargs):
+        """Moved/cast in place, as a module's ``to``; returns itself."""
+        self.features = self.features.to(*args, **kwargs)
+        self.synthesis = self.synthesis.to(*args, **kwargs)
+        return self
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,15 @@ def test_fused_decoder_equals_linear_path_then_synthesis(
     two_step = 1.7 * wpt.inverse(bands + bias.view(1, -1, *[1] * ndim)) + 0.3
     fused = separable_decoder(wpt, weight, bias, 1.7, 0.3)
     torch.testing.assert_close(fused(z), two_step, rtol=1e-10, atol=1e-10)
+    # Factored: the 1x1 layer alone, then grouped passes; the same operator,
+    # also given the input channels as separate tensors (no stacked copy).
+    factored = separable_decoder(wpt, weight, bias, 1.7, 0.3, factored=True)
+    assert factored.head is not None and all(s.groups > 1 for s in factored.stages)
+    torch.testing.assert_close(factored(z), two_step, rtol=1e-10, atol=1e-10)
+    parts = (z[:, :2], z[:, 2:])
+    torch.testing.assert_close(factored(parts), two_step, rtol=1e-10, atol=1e-10)
+    for boundary in ("periodization",) if wavelet != "db3" else ():
+        periodic = WaveletPacket(levels, wavelet, ndim, boundary).double()
+        expected = periodic.inverse(bands + bias.view(1, -1, *[1] * ndim))
+        got = separable_decoder(periodic, weight, bias, factored=True)(z)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
