@@ -16,7 +16,8 @@ from torch import nn
 
 from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
-from ._wavelets import WaveletPacket, separable_decoder, separable_encoder
+from ._synthesis import separable_decoder
+from ._wavelets import WaveletPacket, separable_encoder
 
 __all__ = ["GainSearch", "WallocAutoencoder", "gain_search"]
 
@@ -235,7 +236,7 @@ class WallocAutoencoder(nn.Module):
             first layer, channels-last, then one synthesis of the latents and
             the features that fuses the linear path, the residual path's last
             1x1 layer, the packet synthesis and the data scale
-            (:func:`~sklearn_walloc._wavelets.separable_decoder`, factored).
+            (:func:`~sklearn_walloc._synthesis.separable_decoder`, factored).
         """
         if self.decoder.refine is None:
             raise ValueError("this model's decoder has no residual path")

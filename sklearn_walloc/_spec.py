@@ -425,7 +425,7 @@ class ModelSpec:
 
 @functools.lru_cache(maxsize=64)
 def _synthesis_taps(levels, wavelet):
-    """``(K, t0)`` of ``_wavelets._polyphase_synthesis`` (band-grid filter
+    """``(K, t0)`` of ``_synthesis._polyphase_synthesis`` (band-grid filter
     length and its centre), found from the union of the band supports: every
     band's impulse at one position through the synthesis with the filters'
     absolute values, so nothing cancels. ``s`` impulses instead of the ``s**2``

@@ -20,11 +20,11 @@ from ._container import (
     pack_blob,
     unpack_blob,
 )
-from ._domain import dtype_of, from_domain
 from ._entropy import decode_latents, encode_latents
 from ._networks import gain_search
-from ._signal import crop, merge_padded, pad_to_multiple, run_in_chunks
+from ._signal import merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
+from ._units import describe_input, finish_signal, restore_values
 from .transformer import WallocTransformer
 
 __all__ = [
@@ -52,26 +52,6 @@ GAIN_MAX_LOSS_DB = 1.5
 #: always accepted: near-lossless clips would otherwise take up to 16 bits per
 #: latent for SNRs of 50-65 dB.
 GAIN_MAX_SNR_DB = 45.0
-
-# The 12 dtypes the container can record (docs/format.md).
-_CODED_DTYPES = frozenset(
-    np.dtype(d)
-    for d in (
-        "uint8",
-        "int8",
-        "<u2",
-        "<i2",
-        "<u4",
-        "<i4",
-        "<u8",
-        "<i8",
-        "<f2",
-        "<f4",
-        "<f8",
-        "bool",
-    )
-)
-
 
 class WallocCodec(WallocTransformer):
     """WaLLoC with entropy coding: signals to self-contained byte strings.
@@ -399,7 +379,7 @@ class WallocCodec(WallocTransformer):
             check_is_fitted(self)
             return _dask.compress(self, X)
         arrays, layout = self._read(X)
-        described = _describe_input(self, X, layout, arrays)
+        described = describe_input(self, X, layout, arrays)
         fingerprint = _fingerprint(self)
         version = _blob_version(self)
         blobs = [None] * layout.n_signals
@@ -621,7 +601,7 @@ class WallocCodec(WallocTransformer):
                     finish = None
                     if restore and len(part) == 1:
                         b = parsed[part[0]]
-                        convert = partial(_restore_values, b=b, spec=self.spec_)
+                        convert = partial(restore_values, b=b, spec=self.spec_)
                         finish = (b.dtype, convert)
                     signals = self._decode_gained(
                         z,
@@ -631,7 +611,7 @@ class WallocCodec(WallocTransformer):
                         finish,
                     )
                     for i, x in zip(part, signals):
-                        out[i] = _finish(
+                        out[i] = finish_signal(
                             x, parsed[i], restore, self.spec_, finish is not None
                         )
                     bar.update(len(part))
@@ -811,89 +791,6 @@ def _blob_versions(est):
 def _chunk(per_signal):
     """Signals per slice: the transformer's chunk size, so slices are its chunks."""
     return max(1, _signal._CHUNK_SCALARS // max(1, int(per_signal)))
-
-
-def _coded_dtype(dtype):
-    """The dtype a blob records for an input of ``dtype``."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        return np.dtype("float64")
-    if dt.kind in "iufb" and dt.itemsize > 1:
-        dt = dt.newbyteorder("<")
-    if dt in _CODED_DTYPES:
-        return dt
-    if dt.kind in "iu":
-        return np.dtype("<i8") if dt.kind == "i" else np.dtype("<u8")
-    return np.dtype("<f8")
-
-
-def _describe_input(est, X, layout, arrays):
-    """Per signal: (original shape, channels last, as given; recorded dtype)."""
-    ndim = est.signal_ndim
-    out = [None] * layout.n_signals
-    for arr, (idx, spatial) in zip(arrays, layout.groups):
-        channels = arr.shape[1]
-        for i in idx:
-            i = int(i)
-            if layout.kind == "list":
-                item = X[i]
-                with_axis = np.ndim(item) == ndim + 1
-                dtype = dtype_of(item)
-            elif layout.kind == "batch":
-                with_axis = np.ndim(X) == ndim + 2
-                dtype = dtype_of(X)
-            else:  # flat rows
-                shape = est.signal_shape
-                with_axis = shape is not None and len(shape) == ndim + 1
-                dtype = dtype_of(X)
-            shape = (
-                (*spatial, channels) if with_axis or channels != 1 else tuple(spatial)
-            )
-            out[i] = (tuple(int(s) for s in shape), _coded_dtype(dtype))
-    return out
-
-
-def _finish(x, b, restore, spec, converted=False):
-    """Crop one decoded signal ``(C, *S')`` to its original size, channels last;
-    with ``restore``, back in the recorded dtype's own scale and rank (the
-    values already are if ``converted``)."""
-    ndim = spec.signal_ndim
-    spatial = b.signal_shape[:ndim]
-    y = np.ascontiguousarray(np.moveaxis(crop(x[None], spatial)[0], 0, -1))
-    if not restore:
-        return y
-    if len(b.signal_shape) == ndim:
-        y = y[..., 0]
-    return y if converted else _restore_values(y, b, spec)
-
-
-def _restore_values(y, b, spec):
-    """Float32 decoded values in the units and dtype the blob recorded."""
-    return _to_dtype(from_domain(y, b.dtype, spec.sample_dtype), b.dtype)
-
-
-def _to_dtype(y, dtype):
-    """Round/clip float ``y`` into ``dtype`` (see ``decompress(restore=True)``)."""
-    if dtype.kind == "b":
-        return y >= 0.5
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        # float32 holds every integer below 2**24 exactly, so rounding and
-        # clipping there is exact for 8- and 16-bit samples at half the
-        # memory; wider integers need float64.
-        work = np.float32 if dtype.itemsize <= 2 else np.float64
-        lo, hi = work(info.min), work(info.max)
-        if int(hi) > info.max:  # 32/64-bit bounds are not exact in floats
-            hi = np.nextafter(hi, work(0))
-        y = np.array(y, dtype=work)  # a copy: rounded in place below
-        np.rint(y, out=y)
-        np.clip(y, lo, hi, out=y)
-        return y.astype(dtype)
-    if dtype.itemsize < 4:
-        info = np.finfo(dtype)
-        y = np.clip(y, float(info.min), float(info.max))
-    return y.astype(dtype)
 
 
 def _as_blob_list(blobs):

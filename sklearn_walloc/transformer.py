@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _model_io, _streaming, _wavelets
-from ._domain import data_range, full_scale, sample_dtype_name, to_domain
+from ._domain import data_range, sample_dtype_name, to_domain
 from ._signal import (
     check_signal_shape,
     crop,
@@ -35,6 +35,7 @@ from ._spec import ModelSpec
 from ._tiles import decode_grids
 from ._training import TRAINING_OPTIONS, closed_form_start, optimise
 from ._wavelets import WaveletPacket, resolve_wavelet
+from .metrics import _round_trip_db
 
 __all__ = ["AUTO_LATENT_BITS", "WallocTransformer"]
 
@@ -729,14 +730,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         score : float
             Mean over signals, in dB, in the model's sample domain (``X``
-            converted as :meth:`transform` reads it). In an integer domain
-            (uint8 photos, int16 audio) the reconstruction is first rounded
-            and clipped to the dtype's range, as a stored or compared output
-            is (``WallocCodec.decompress`` returns it so): the score is the
-            PSNR a user measures against other codecs. A float domain has no
-            range to clip to and scores the reconstruction as decoded. Each
-            signal's error is floored at ``1e-12`` times its reference, so an
-            exact round trip scores 120 dB rather than infinity.
+            converted as :meth:`transform` reads it); in an integer domain
+            (uint8, int16) of the output rounded and clipped to its range, as
+            ``WallocCodec.decompress`` returns it and codecs are compared.
+            Errors are floored at ``1e-12`` times the reference: an exact
+            round trip scores 120 dB rather than infinity.
 
         Examples
         --------
@@ -754,27 +752,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"metric must be 'psnr' or 'snr', got {metric!r}")
         arrays, layout = self._read(X)
         decoded = self._decode(self._encode(arrays))
-        domain = self.spec_.sample_dtype
-        bounds = None
-        if full_scale(domain) is not None:
-            info = np.iinfo(domain)
-            bounds = (float(info.min), float(info.max))
-        scores = []
-        for a, d, (_, spatial) in zip(arrays, decoded, layout.groups):
-            d = crop(d, spatial)
-            if bounds is not None:
-                d = np.clip(np.rint(d), *bounds)
-            mse = (d - a).astype(np.float64) ** 2
-            mse = mse.reshape(len(a), -1).mean(axis=1)
-            if metric == "psnr":
-                ref = np.full(len(a), float(self.data_range_) ** 2)
-            else:
-                ref = (a.astype(np.float64) ** 2).reshape(len(a), -1).mean(axis=1)
-            floor = ref * 1e-12
-            with np.errstate(divide="ignore", invalid="ignore"):
-                db = 10 * np.log10(ref / np.maximum(mse, floor))
-            # A silent signal decoded exactly: no error, no energy; 120 dB.
-            scores.append(np.where((ref == 0) & (mse == 0), 120.0, db))
+        rng, domain = self.data_range_, self.spec_.sample_dtype
+        scores = [
+            _round_trip_db(a, crop(d, spatial), metric, rng, domain)
+            for a, d, (_, spatial) in zip(arrays, decoded, layout.groups)
+        ]
         return float(np.mean(np.concatenate(scores)))
 
     def get_feature_names_out(self, input_features=None):
@@ -955,12 +937,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         name : str
-            One of :func:`sklearn_walloc.list_pretrained`: ``"rgb-16x"``
-            (RGB photos, ``levels=3, latent_dim=12``), ``"rgb-4x"``
-            (``levels=2``), ``"grey-16x"`` (grey photos, ``levels=3,
-            latent_dim=4``), ``"stereo-5x"`` (44.1 kHz stereo music and
-            speech, ``levels=5, latent_dim=13``), ``"mono-5x"`` (mono,
-            ``levels=6``).
+            One of :func:`sklearn_walloc.list_pretrained`: ``"rgb-16x"``,
+            ``"rgb-4x"``, ``"grey-16x"``, ``"stereo-5x"``, ``"mono-5x"``
+            (``_pretrained.PRETRAINED`` describes each).
 
         Returns
         -------

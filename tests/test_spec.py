@@ -16,7 +16,7 @@ from sklearn_walloc._spec import (
     _synthesis_taps,
     legacy_fingerprint,
 )
-from sklearn_walloc._wavelets import _polyphase_synthesis
+from sklearn_walloc._synthesis import _polyphase_synthesis
 
 TINY = dict(decoder_width=8, decoder_depth=1, max_iter=0, random_state=0)
 BASE = dict(

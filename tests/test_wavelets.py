@@ -6,6 +6,7 @@ import pytest
 import pywt
 import torch
 
+from sklearn_walloc._synthesis import separable_decoder
 from sklearn_walloc._wavelets import (
     WaveletPacket,
     _edge_rows,
@@ -14,7 +15,6 @@ from sklearn_walloc._wavelets import (
     default_boundary,
     fused_encoder,
     resolve_wavelet,
-    separable_decoder,
     separable_encoder,
 )
 
