@@ -110,12 +110,14 @@ class ExactRounding:
         if g is None:
             g = torch.ones(n, dtype=torch.float64, device=z.device)
         tol = self.tolerance(x) if tol is None else tol
-        u = bottleneck.compand(z.double() * g.view(view))
+        u = z.to(torch.float64, copy=True)
+        u = bottleneck.compand(u.mul_(g.view(view)))
         # |du/dz| <= bound * sqrt(2/pi) / scale (the slope of erf at 0).
         slope = bottleneck.bound * math.sqrt(2 / math.pi) / bottleneck.scale
         band = (tol * g * slope).view(view)
-        near = ((u - torch.floor(u)) - 0.5).abs() <= band
-        q = torch.round(u)
+        # |frac(u) - 1/2|, in place: a large photo has millions of latents.
+        near = torch.floor(u).sub_(u).add_(0.5).abs_() <= band
+        q = u.round_()
         if bool(near.any()):
             index = near.any(dim=1).nonzero()  # (F, 1 + ndim): signal, position
             zr = self.values(x, index)  # (F, D)
@@ -152,13 +154,15 @@ class ExactRounding:
         if not len(index):
             return out
         # Per axis: 0 away from the borders (the latent is one correlation
-        # with its support), 1 near a border (computed on a window of that
-        # axis), 2 solved at the end (EdgeEncoder: a window of the signal).
+        # with its support), 1 / 3 near the start / end (edge rows), 2 solved
+        # at the end (EdgeEncoder: computed on a window of the signal).
         modes = torch.ones((len(index), len(grid)), dtype=torch.int64)
         for a, m in enumerate(grid):
             p = index[:, 1 + a].cpu()
             lo, hi = self._inner(m)
+            # 1: near the start (or a short axis), 3: near the end.
             modes[:, a] = torch.where((p >= lo) & (p < hi), 0, 1)
+            modes[:, a] = torch.where((p >= hi) & (hi > 0), 3, modes[:, a])
             if self.solved and m >= _PROBE:
                 modes[:, a] = torch.where(p >= m - DEPTH, 2, modes[:, a])
         solved = (modes == 2).any(1).to(index.device)
@@ -203,52 +207,66 @@ class ExactRounding:
 
     def _separable(self, x, index, mode, grid):
         """Reference latents ``(F, D)`` at positions not solved at an end,
-        through the stages of the separable encoder one axis at a time: along
-        an axis of mode 0, on the latent's support; along one of mode 1, the
-        encoder's own stage (edge rows included) on a window of that axis."""
+        through the stages of the separable encoder one axis at a time, each
+        on the samples the latent reads along it: its support (mode 0, or a
+        wrapped one with the periodic rule), else the edge rows of the
+        symmetric analysis (mode 1), as the encoder computes them."""
         sep = self.separable
-        axes, targets = [], []
+        axes, weights = [], []
         for a, (k, m) in enumerate(zip(mode, grid)):
             p = index[:, 1 + a]
-            if k == 0:
+            if k == 0 or self.periodic:
                 first = p * self.stride - self.offset
-                axes.append(first[:, None] + torch.arange(self.size, device=p.device))
-                targets.append(None)
+                span = torch.arange(self.size, device=p.device)
+                axes.append((first[:, None] + span) % (m * self.stride))
+                weights.append(None)
+                continue
+            rows = _edge_rows(*sep.line[:2], m * self.stride)
+            if rows.right is None:  # short axis: every output reads all of it
+                w, first, at = rows.left, torch.zeros_like(p), p
+            elif k == 1:
+                w, first, at = rows.left, torch.zeros_like(p), p
             else:
-                start, length = self._start(p, m, 1)
-                axes.append(self._samples(start, length, m))
-                targets.append((p - start) % m)
-        if any(mode):
+                w, n_right = rows.right, rows.right.shape[1]
+                first = torch.full_like(p, m * self.stride - w.shape[2])
+                at = p - (m - n_right)
+            span = torch.arange(w.shape[2], device=p.device)
+            axes.append(first[:, None] + span)
+            weights.append((w.to(x.device), at))  # (n_bands, outputs, samples)
+        if any(mode) or self.periodic:
             z = _gather(x, index[:, 0], axes)
         else:  # the supports as strided views (much cheaper to gather)
             view, blocks = x, [index[:, 0], slice(None)]
+            skip = -self.offset % self.stride
             for a in range(len(grid)):
-                skip = -self.offset % self.stride
                 view = view.narrow(2 + a, skip, view.shape[2 + a] - skip)
                 view = view.unfold(2 + a, self.size, self.stride)
                 blocks.append(index[:, 1 + a] - (self.offset + skip) // self.stride)
             z = view[tuple(blocks)]
         z = z.double().contiguous()  # (F, C, n_0, ...)
-        stage_of = sep._periodic_stage if self.periodic else sep._symmetric_stage
         f = len(index)
+        if not any(mode):  # one product with the composite filter
+            return z.flatten(1) @ self._composite().T + sep.bias
         for stage in sep.stages:  # each consumes its axis, the last one left
-            a = stage.axis
-            if stage.mix is None and mode[a] == 0:  # grouped, on the support
-                g, rows = z.shape[1], z.shape[2:-1]
-                kernel = stage.kernel.reshape(g, -1, self.size).transpose(1, 2)
-                y = z.movedim(1, 0).reshape(g, -1, self.size) @ kernel  # (g, ., nb)
-                y = y.reshape(g, f, *rows, -1).movedim(-1, 2).movedim(0, 1)
-                z = y.flatten(1, 2)
-            elif stage.mix is None:
-                y = stage_of(z, stage, None)
-                t = targets[a].view(f, 1, 1, 1).expand(*y.shape[:-1], 1)
-                z = y.gather(-1, t)[..., 0]
-            elif mode[0] == 0:  # dense along axis 0, on the support
+            a, w = stage.axis, weights[stage.axis]
+            if stage.mix is None:  # grouped: each channel into its 1D bands
+                g = z.shape[1]
+                if w is None:  # one batched product per channel
+                    lines = z.shape[2:-1]
+                    kernel = stage.kernel.reshape(g, -1, self.size).transpose(1, 2)
+                    y = z.movedim(1, 0).reshape(g, -1, self.size) @ kernel
+                    z = y.reshape(g, f, *lines, -1).movedim(-1, 2).movedim(0, 1)
+                else:
+                    rows, at = w
+                    z = torch.einsum("fg...k,fbk->fgb...", z, rows[:, at].movedim(1, 0))
+                z = z.flatten(1, 2)
+            elif w is None:  # dense along axis 0
                 z = z.flatten(1) @ stage.kernel.reshape(len(stage.kernel), -1).T
             else:
-                pad = (1,) * (len(grid) - 1)
-                y = stage_of(z.reshape(*z.shape, *pad), stage, None).flatten(2)
-                z = y[torch.arange(f), :, targets[0]]
+                rows, at = w
+                mix = stage.mix.to(rows)  # (out, G, n_bands)
+                edge = torch.einsum("ogb,bfk->fogk", mix, rows[:, at])
+                z = torch.einsum("fgk,fogk->fo", z, edge)
         return z + sep.bias
 
     def _inner(self, m):
@@ -265,6 +283,19 @@ class ExactRounding:
         if self.solved and m >= _PROBE:
             hi = min(hi, m - DEPTH)
         return lo, hi
+
+    def _composite(self):
+        """The stages' composite filter ``(D, C * size**ndim)`` float64."""
+        if getattr(self, "_composite_filter", None) is None:
+            *grouped, last = self.separable.stages
+            k = last.kernel.reshape(len(last.kernel), -1, self.size)  # (D, G, r)
+            for stage in grouped:  # 2D: (D, C * nb, r) -> (D, C, r, k)
+                c = stage.groups
+                line = stage.kernel.reshape(c, -1, self.size)  # (C, nb, k)
+                k = k.reshape(len(k), c, line.shape[1], self.size)
+                k = torch.einsum("ocbr,cbk->ocrk", k, line)
+            self._composite_filter = k.reshape(len(k), -1).contiguous()
+        return self._composite_filter
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
