@@ -13,6 +13,7 @@ not once per task. Dask is imported only when a dask collection is passed;
 detecting one never imports dask.
 """
 
+import re
 import sys
 
 import numpy as np
@@ -166,10 +167,47 @@ def _compress_signals(signals, est):
 
 
 def decompress(est, blobs, **kwargs):
-    """Signals of a bag of blobs: a bag, partition by partition, in order."""
-    return blobs.map_partitions(_decompress_partition, _model_key(est), **kwargs)
+    """Signals of a bag of blobs: a bag, partition by partition, in order.
+
+    Each partition learns where it starts in the bag (the lengths of the
+    partitions before it, counted in the graph), so an error names a blob by
+    its index in the bag, as the in-memory ``decompress`` does.
+    """
+    db = require("dask.bag")
+    dask = require("dask")
+    n = blobs.npartitions
+    counts = blobs.map_partitions(_count).to_delayed()
+    starts = dask.delayed(_starts)(counts)
+    parts = db.from_sequence(range(n), npartitions=n)
+    return blobs.map_partitions(
+        _decompress_partition, parts, starts, _model_key(est), **kwargs
+    )
 
 
-def _decompress_partition(blobs, est, **kwargs):
-    out = est.decompress(list(blobs), **kwargs)
+def _count(blobs):
+    return [len(list(blobs))]
+
+
+def _starts(counts):
+    """Index in the bag of each partition's first item."""
+    out, total = [], 0
+    for (c,) in counts:
+        out.append(total)
+        total += c
+    return out
+
+
+_BLOB_INDEX = re.compile(r"^blobs\[(\d+)\]")
+
+
+def _decompress_partition(blobs, part, starts, est, **kwargs):
+    (k,) = part
+    try:
+        out = est.decompress(list(blobs), **kwargs)
+    except (ValueError, TypeError) as e:
+        # est.decompress names blobs by their index in this partition.
+        msg = _BLOB_INDEX.sub(lambda m: f"blobs[{starts[k] + int(m[1])}]", str(e))
+        if msg == str(e):
+            raise
+        raise type(e)(msg) from None
     return list(out)

@@ -19,8 +19,12 @@ The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``nccl`` on CUDA, one GPU per process (``cuda:LOCAL_RANK``).
 """
 
+import contextlib
 import inspect
 import os
+import signal
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -126,6 +130,61 @@ def _init_process_group(device):
     return True
 
 
+@contextlib.contextmanager
+def _signals_end_the_process(what):
+    """Let SIGINT and SIGTERM end this process while it may block in native
+    code (the rendezvous, the collectives), with a one-line message.
+
+    A Python handler runs only when the main thread runs Python again: blocked
+    in gloo's rendezvous, waiting for a rank that never comes, the process
+    ignored both signals (``walloc fit`` turns SIGTERM into an exception) and
+    needed SIGKILL. Python's C-level handler still writes the signal number to
+    the wakeup fd at once; a thread waiting on it ends the process. Exit
+    status ``128 + signal``, as a shell reports a process killed by it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = threading.Event()
+
+    def end(signum, frame=None):
+        name = signal.Signals(signum).name
+        sys.stderr.write(
+            f"walloc: {name} received while {what}; exiting (rank "
+            f"{os.environ.get('RANK', '?')}; the other ranks stop on their own "
+            "or at their timeout).\n"
+        )
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, end)
+    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def watch():
+        while not stop.is_set():
+            data = os.read(read, 64)
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    end(signum)
+
+    watcher = threading.Thread(target=watch, name="walloc-signals", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stop.set()
+        os.close(write)  # the watcher's read returns b""
+        watcher.join(timeout=5)
+        os.close(read)
+
+
 def _rank_device(est):
     """``est.device`` resolved for this rank: ``cuda:LOCAL_RANK`` for CUDA."""
     from ._signal import resolve_device
@@ -181,6 +240,11 @@ def fit_distributed(estimator, X, output=None):
     """
     estimator._validate_params()
     device = _rank_device(estimator)
+    with _signals_end_the_process("waiting for or training with the other ranks"):
+        return _fit_distributed(estimator, X, output, device)
+
+
+def _fit_distributed(estimator, X, output, device):
     created = _init_process_group(device)
     saved = estimator.device, estimator.verbose, estimator.random_state
     try:

@@ -17,6 +17,7 @@ from torch import nn
 from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
 from ._synthesis import separable_decoder
+from ._ties import exact_rounding
 from ._wavelets import WaveletPacket, separable_encoder
 
 __all__ = ["GainSearch", "WallocAutoencoder", "gain_search"]
@@ -296,8 +297,10 @@ class WallocAutoencoder(nn.Module):
         return Bottleneck(latent_bits)
 
     def encode_fused(self, x, fused):
-        """Inference encoder: ``fused`` from :meth:`fused_encoder`; rounded."""
-        return self.bottleneck.quantize(fused(x), "symbols")
+        """Inference encoder: ``fused`` from :meth:`inference_encoder`;
+        rounded the same way on any thread count
+        (:class:`~sklearn_walloc._ties.ExactRounding`)."""
+        return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)
 
     def encode_gained(self, x, fused, max_steps, search=None):
         """:meth:`encode_fused` with a gain per signal.
@@ -330,7 +333,12 @@ class WallocAutoencoder(nn.Module):
         """
         z = fused(x)
         bn = self.bottleneck
-        peak = z.abs().flatten(1).amax(dim=1).double() / bn.scale
+        # Decisions below are thresholds: they take the reference peak and
+        # rounding (ExactRounding), not the float32 values, whose last bits
+        # change with the thread count.
+        ties = exact_rounding(fused, self)
+        tol = ties.tolerance(x)
+        peak = ties.peak(z, x, tol) / bn.scale
         steps = torch.floor(
             GAIN_STEPS_PER_OCTAVE * torch.log2(_GAIN_TARGET / peak.clamp_min(1e-30))
         )
@@ -338,7 +346,7 @@ class WallocAutoencoder(nn.Module):
         quiet = (peak > 0) & (peak < _GAIN_TARGET / 4)
         steps = torch.where(quiet, steps, torch.zeros_like(steps))
         steps = steps.clamp(0, max_steps).to(torch.int64)
-        q = bn.quantize(z * _gain_factor(steps, z), "symbols")
+        q = ties.round(bn, z, x, _gain_factor(steps, peak), tol)
         bits = torch.full_like(steps, bn.latent_bits)
         if search is None:
             return q, steps, bits
@@ -354,9 +362,8 @@ class WallocAutoencoder(nn.Module):
         # One pass per bit depth present (at most 15), each row its own.
         for b in torch.unique(bits[wide]).tolist():
             rows = wide & (bits == b)
-            zb = z[rows]
-            gain = _gain_factor(steps[rows], zb)
-            q[rows] = Bottleneck(b).quantize(zb * gain, "symbols")
+            gain = _gain_factor(steps[rows], peak)
+            q[rows] = ties.round(Bottleneck(b), z[rows], x[rows], gain, tol[rows])
         return q, steps, bits
 
 

@@ -16,6 +16,7 @@ import torch
 from sklearn.utils import check_array
 from sklearn.utils.validation import validate_data
 
+from . import _fork  # noqa: F401  (fork safety, on import)
 from ._domain import check_float32_range, dtype_of
 
 __all__ = [

@@ -134,7 +134,9 @@ class WallocCodec(WallocTransformer):
         Smallest improvement, in dB, that counts.
 
     warm_start : bool, default=False
-        Continue training the fitted model on ``fit``.
+        Continue training the fitted model on ``fit``, in place: not while
+        other threads compress or decompress with it (their outputs would
+        come from a half-trained model and still pass the fingerprint check).
 
     device : str, default="auto"
         "auto", "cpu", "cuda", "cuda:1", ...: where the network runs. Entropy

@@ -160,7 +160,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     warm_start : bool, default=False
         If True, ``fit`` continues training the fitted model instead of
-        starting again from the closed form.
+        starting again from the closed form. The model is updated in place:
+        not while other threads use the estimator (see ``fit``).
 
     device : str, default="auto"
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
@@ -371,6 +372,13 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         -------
         self : object
             Fitted transformer.
+
+        Notes
+        -----
+        Fitting, warm start included, updates the model in place. As everywhere
+        in scikit-learn, do not fit an estimator that other threads are using:
+        their outputs may come from a half-trained model and still pass the
+        fingerprint check. Fit a copy and swap it in.
 
         Examples
         --------

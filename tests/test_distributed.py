@@ -136,3 +136,50 @@ def test_fit_distributed_outside_torchrun_says_how_to_launch(photos, monkeypatch
     assert not launched_by_torchrun()
     with pytest.raises(RuntimeError, match="torchrun --standalone"):
         sklearn_walloc.fit_distributed(WallocCodec(max_iter=1), photos)
+
+
+_WAITING_RANK = """
+import os, signal, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+os.environ.update(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
+                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+import numpy as np
+from sklearn_walloc import WallocTransformer, fit_distributed
+
+def interrupt(signum, frame):  # as walloc fit does: SIGTERM becomes an exception
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, interrupt)
+X = np.random.default_rng(0).random((4, 32, 32))
+print("ready", flush=True)
+fit_distributed(WallocTransformer(latent_dim=2, levels=1, max_iter=1), X)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_rank_waiting_for_its_peers_ends_on_sigterm_and_sigint(name):
+    # A 2-rank job with only rank 0: it waits in gloo's rendezvous (native
+    # code), where Python handlers never ran: only SIGKILL ended it.
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    p = subprocess.Popen(
+        [sys.executable, "-c", _WAITING_RANK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=root,
+    )
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(2)  # into the rendezvous
+        p.send_signal(getattr(signal, name))
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 128 + getattr(signal, name)
+    assert f"walloc: {name} received while waiting" in p.stderr.read().decode()

@@ -1,0 +1,155 @@
+"""Latents round to the same integers whatever the thread count, batch or
+process: ties are decided on the float64 reference (``_ties``)."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_walloc import WallocCodec
+from sklearn_walloc._signal import _canonical_layout, pad_to_multiple
+from sklearn_walloc._ties import exact_rounding
+
+
+@pytest.fixture(scope="module")
+def stereo():
+    return WallocCodec.from_pretrained("stereo-5x")
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return WallocCodec.from_pretrained("rgb-16x")
+
+
+def _noise_clips(n=3, length=20000, amp=30000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, length, 2)) * amp
+    return list(x.clip(-32768, 32767).astype(np.int16))
+
+
+def _model_input(codec, signals):
+    arrays, _ = codec._read(signals)
+    x = pad_to_multiple(arrays[0], 2**codec.levels)
+    return _canonical_layout(torch.from_numpy(x))
+
+
+@pytest.mark.parametrize(
+    "name, shapes",
+    [("stereo-5x", [(700, 2), (3000, 2)]), ("rgb-16x", [(150, 304, 3), (37, 96, 3)])],
+)
+def test_windowed_reference_equals_the_whole_reference_everywhere(name, shapes):
+    # The recomputation of a latent on its window (or its support) must give
+    # the float64 encoder's value at every position, borders and solved ends
+    # included.
+    codec = WallocCodec.from_pretrained(name)
+    module, fused, _ = codec._runtime_model()
+    ties = exact_rounding(fused, module)
+    rng = np.random.default_rng(1)
+    for shape in shapes:
+        x = _model_input(codec, list(rng.integers(0, 256, (2, *shape))))
+        with torch.no_grad():
+            full = ties.reference(x.double())
+        grid = [range(g) for g in full.shape[2:]]
+        index = torch.tensor(
+            [(n, *p) for n in range(2) for p in itertools.product(*grid)]
+        )
+        got = ties.values(x, index)
+        want = full[(index[:, 0], slice(None), *index[:, 1:].T)]
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-9)
+        # The tolerance bounds the float32 encoder's distance to it, widely.
+        with torch.no_grad():
+            err = (fused(x).double() - full).abs().flatten(1).amax(1)
+        assert bool((err < ties.tolerance(x) / 3).all())
+
+
+@pytest.mark.parametrize("gained", [False, True])
+def test_rounding_ignores_float32_noise_in_the_latents(stereo, gained):
+    # Latents moved as another summation order could move them (plain
+    # rounding then changes some) round to the same integers, and the gain
+    # decisions stay (one clip is quiet: it takes the gain search path).
+    module, fused, _ = stereo._runtime_model()
+    ties = exact_rounding(fused, module)
+    x = _model_input(stereo, _noise_clips(length=20000) + _noise_clips(1, 20000, 30, 1))
+    search = stereo._gain_search() if gained else None
+    outs = []
+    flips = 0
+    for scale in (0.0, 1.0, -1.0):
+
+        class Noisy:  # the same encoder, its float32 output jittered
+            __dict__ = fused.__dict__
+
+            def __call__(self, t):
+                z = fused(t)
+                # A quarter of the tolerance: more than any summation order
+                # moves a latent, and less than the tolerance's margin.
+                step = (ties.tolerance(t) * scale / 4).float().view(-1, 1, 1)
+                g = torch.Generator().manual_seed(1)
+                return z + step * torch.sign(torch.randn(z.shape, generator=g))
+
+        noisy = Noisy()
+        with torch.no_grad():  # plain rounding would not hold
+            u = module.bottleneck.compand(fused(x)), module.bottleneck.compand(noisy(x))
+        flips += int((torch.round(u[0]) != torch.round(u[1])).sum())
+        with torch.no_grad():
+            if gained:
+                outs.append(module.encode_gained(x, noisy, 40, search))
+            else:
+                outs.append((module.encode_fused(x, noisy),))
+    assert flips > 0
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)
+
+
+def _compress_with_threads(codec, signals, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return codec.compress(signals)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_blobs_do_not_depend_on_the_thread_count(stereo, rgb):
+    clips = _noise_clips()  # loud noise: 1 latent in ~20,000 sat on a tie
+    quiet = _noise_clips(2, 5000, 40, 2)  # the gain search path
+    rng = np.random.default_rng(3)
+    photos = list(rng.integers(0, 256, (3, 120, 200, 3), dtype=np.uint8))
+    for codec, signals in ((stereo, clips), (stereo, quiet), (rgb, photos)):
+        one = _compress_with_threads(codec, signals, 1)
+        two = _compress_with_threads(codec, signals, 2)
+        assert one == two
+        # Alone or in a batch: the same bytes.
+        assert _compress_with_threads(codec, signals[:1], 2)[0] == one[0]
+
+
+_CHILD = """
+import sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+from sklearn_walloc import WallocCodec
+rng = np.random.default_rng(0)
+x = (rng.standard_normal((2, 20000, 2)) * 30000).clip(-32768, 32767)
+blobs = WallocCodec.from_pretrained("stereo-5x").compress(list(x.astype(np.int16)))
+sys.stdout.buffer.write(b"".join(blobs))
+"""
+
+
+def test_blobs_are_the_same_in_processes_with_other_thread_counts():
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", _CHILD, str(n)],
+            capture_output=True,
+            check=True,
+            timeout=300,
+            env=env,
+            cwd=root,
+        ).stdout
+        for n in (1, 2)
+    ]
+    assert outs[0] and outs[0] == outs[1]
