@@ -17,6 +17,7 @@ from torch import nn
 from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
 from ._synthesis import separable_decoder
+from . import _ties
 from ._ties import exact_rounding
 from ._wavelets import WaveletPacket, separable_encoder
 
@@ -297,9 +298,12 @@ class WallocAutoencoder(nn.Module):
         return Bottleneck(latent_bits)
 
     def encode_fused(self, x, fused):
-        """Inference encoder: ``fused`` from :meth:`inference_encoder`;
-        rounded the same way on any thread count
-        (:class:`~sklearn_walloc._ties.ExactRounding`)."""
+        """Inference encoder: ``fused`` from :meth:`inference_encoder`; 1D
+        signals rounded the same way on any thread count
+        (:class:`~sklearn_walloc._ties.ExactRounding`), images too with
+        ``_ties.EXACT_IMAGES``."""
+        if self.wpt.signal_ndim == 2 and not _ties.EXACT_IMAGES:
+            return self.bottleneck.quantize(fused(x), "symbols")
         return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)
 
     def encode_gained(self, x, fused, max_steps, search=None):

@@ -41,6 +41,13 @@ __all__ = ["ExactRounding", "exact_rounding"]
 #: noise photos; audio: under 1); 24 leaves a margin of about 5x and flags
 #: about 1 photo latent in 500 and 1 audio latent in 10,000.
 TOL_UNITS = 24.0
+#: Images too? Off: the float64 recomputation of near-tie latents (whole-signal
+#: references where a near tie falls in a least-squares last row or column)
+#: halves a photo's ``compress`` speed today (1.2x -> 0.54x WebP's encoder on
+#: the held-out photos), for latents that rounded alike in every test of 1 and
+#: 2 threads, processes and dask workers. Audio pays nothing measurable and is
+#: always exact (where the issue saw blobs differ).
+EXACT_IMAGES = False
 # Latents per batch of recomputation (bounds its memory).
 _BATCH = 512
 
