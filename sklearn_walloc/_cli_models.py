@@ -6,7 +6,6 @@ build a model, so describing a blob (``walloc info x.wlc``) never pays for
 them.
 """
 
-import math
 from pathlib import Path
 
 from . import _pretrained
@@ -17,24 +16,9 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 def blob_info(blob):
     """:func:`sklearn_walloc.codec.blob_info`, without importing the codec."""
-    from ._container import unpack_blob
+    from ._container import describe_blob
 
-    b = unpack_blob(blob)
-    total = len(bytes(blob))
-    return {
-        "format_version": b.version,
-        "signal_ndim": b.signal_ndim,
-        "signal_shape": b.signal_shape,
-        "dtype": str(b.dtype),
-        "levels": b.levels,
-        "latent_shape": b.latent_shape,
-        "latent_bits": b.latent_bits,
-        "fingerprint": b.fingerprint.hex(),
-        "gain_steps": b.gain_steps,
-        "payload_bytes": len(b.payload),
-        "total_bytes": total,
-        "bits_per_sample": 8 * total / math.prod(b.signal_shape),
-    }
+    return describe_blob(blob)
 
 
 def channels_of(shape, ndim):

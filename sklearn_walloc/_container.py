@@ -12,6 +12,7 @@ checked against fixed limits before anything is allocated, and every failure is 
 """
 
 import hashlib
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_VALUES",
     "VERSIONS",
     "Blob",
+    "describe_blob",
     "model_fingerprint",
     "pack_blob",
     "unpack_blob",
@@ -409,3 +411,24 @@ def unpack_blob(blob, expected_fingerprint=None):
         payload=blob[pos : pos + length],
         gain_steps=gain_steps,
     )
+
+
+def describe_blob(blob):
+    """What a blob's header says, as a dict (``codec.blob_info``; no model,
+    no payload decoding)."""
+    b = unpack_blob(blob)
+    total = len(bytes(blob))
+    return {
+        "format_version": b.version,
+        "signal_ndim": b.signal_ndim,
+        "signal_shape": b.signal_shape,
+        "dtype": str(b.dtype),
+        "levels": b.levels,
+        "latent_shape": b.latent_shape,
+        "latent_bits": b.latent_bits,
+        "fingerprint": b.fingerprint.hex(),
+        "gain_steps": b.gain_steps,
+        "payload_bytes": len(b.payload),
+        "total_bytes": total,
+        "bits_per_sample": 8 * total / math.prod(b.signal_shape),
+    }

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import _ties
 from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
 from ._synthesis import separable_decoder
-from . import _ties
 from ._ties import exact_rounding
 from ._wavelets import WaveletPacket, separable_encoder
 

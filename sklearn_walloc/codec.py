@@ -17,6 +17,7 @@ from ._container import (
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
     MAX_GAIN_STEPS,
+    describe_blob,
     pack_blob,
     unpack_blob,
 )
@@ -52,6 +53,7 @@ GAIN_MAX_LOSS_DB = 1.5
 #: always accepted: near-lossless clips would otherwise take up to 16 bits per
 #: latent for SNRs of 50-65 dB.
 GAIN_MAX_SNR_DB = 45.0
+
 
 class WallocCodec(WallocTransformer):
     """WaLLoC with entropy coding: signals to self-contained byte strings.
@@ -542,9 +544,7 @@ class WallocCodec(WallocTransformer):
             # Workers are other processes: give them this process's limit.
             if max_values is None:
                 max_values = MAX_DECODED_VALUES
-            return _dask.decompress(
-                self, blobs, restore=restore, max_values=max_values
-            )
+            return _dask.decompress(self, blobs, restore=restore, max_values=max_values)
         blobs = _as_blob_list(blobs)
         if max_values is None:
             max_values = MAX_DECODED_VALUES
@@ -866,19 +866,4 @@ def blob_info(blob):
     >>> info["signal_shape"], info["latent_shape"], info["dtype"]
     ((15, 16), (2, 8, 8), 'float64')
     """
-    b = unpack_blob(blob)
-    total = len(bytes(blob))
-    return {
-        "format_version": b.version,
-        "signal_ndim": b.signal_ndim,
-        "signal_shape": b.signal_shape,
-        "dtype": str(b.dtype),
-        "levels": b.levels,
-        "latent_shape": b.latent_shape,
-        "latent_bits": b.latent_bits,
-        "fingerprint": b.fingerprint.hex(),
-        "gain_steps": b.gain_steps,
-        "payload_bytes": len(b.payload),
-        "total_bytes": total,
-        "bits_per_sample": 8 * total / math.prod(b.signal_shape),
-    }
+    return describe_blob(blob)
