@@ -36,7 +36,6 @@ _CODED_DTYPES = frozenset(
 )
 
 
-
 def coded_dtype(dtype):
     """The dtype a blob records for an input of ``dtype``."""
     try:
