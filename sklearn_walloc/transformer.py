@@ -8,6 +8,7 @@ import dataclasses
 import math
 import sys
 import time
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -375,10 +376,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
         Notes
         -----
-        Fitting, warm start included, updates the model in place. As everywhere
-        in scikit-learn, do not fit an estimator that other threads are using:
-        their outputs may come from a half-trained model and still pass the
-        fingerprint check. Fit a copy and swap it in.
+        Fitting (warm start included) updates the model in place: as in
+        scikit-learn, do not fit an estimator other threads use (they may get a
+        half-trained model's outputs); fit a copy and swap it in.
 
         Examples
         --------
@@ -615,16 +615,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         return run_merged(encode, arrays, stride, device)
 
     def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
-        module, _, device = self._runtime_model()
-        fused = self._runtime[f"{device}/decode"]
-
-        def decode(q):
-            return fused(q, gain_steps)
-
-        return [
-            decode_grids(module, z, device, out_spatial, decode, finish)
-            for z in latents
-        ]
+        module, _, dev = self._runtime_model()
+        decode = partial(self._runtime[f"{dev}/decode"], gain_steps=gain_steps)
+        out = out_spatial
+        return [decode_grids(module, z, dev, out, decode, finish) for z in latents]
 
     def transform(self, X):
         """Encode signals to integer-valued latents (float32).
