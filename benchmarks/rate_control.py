@@ -2,9 +2,12 @@
 
 What it measures
 ----------------
-``WallocCodec.from_pretrained("rgb-16x")`` at its own rate and through
-``compress(X, target_bpp=b)`` for several ``b``, and ``target_psnr``, on photos
-no model was fitted on (issue #21's check):
+``WallocCodec.from_pretrained("rgb-16x")`` at its own rate (gain 0), at the
+default gain it loads with (``_pretrained.DEFAULT_GAINS``, chosen on the fit
+photos by ``default_gain.py``), through ``compress(X, target_bpp=b)`` for
+several ``b`` and ``target_psnr``, and the ladder of shipped RGB models
+(rgb-16x, rgb-4x; ``_rate.best_of``, what the CLI does without ``-m``), on
+photos no model was fitted on (issue #21's check):
 
 - the bundled held-out photos (astronaut 512x512, coffee 600x400, china
   640x427);
@@ -16,8 +19,8 @@ Per photo and setting: the blob's bits per pixel against the target (every
 blob must be at most the target; the mean ratio should be at least 0.85), the
 PSNR of ``decompress(blobs)`` (uint8, as the photos went in) and the PSNR of
 the Pillow JPEG (4:2:0, quality 1..95) whose size is closest to the blob's
-without exceeding it. Cost: ``compress`` of each photo alone, timed with and
-without the target in the same loop, and the number of candidate gains coded.
+without exceeding it. Cost: ``compress`` of each photo alone, timed with the
+setting and at gain 0 in the same loop, and the number of candidate gains coded.
 
 Run: ``python benchmarks/rate_control.py`` (a few minutes; ``--quick``: the
 bundled photos and two targets). Writes ``rate_control.md`` / ``.json`` /
@@ -40,6 +43,7 @@ from _machine import machine_line
 from PIL import Image
 
 from sklearn_walloc import WallocCodec, _rate
+from sklearn_walloc._pretrained import DEFAULT_GAINS
 from sklearn_walloc.datasets import load_photos
 
 TARGETS_BPP = (0.15, 0.3, 0.6, 0.9)
@@ -101,12 +105,28 @@ class _Counter:
 
 
 def _settings(quick):
+    """(label, compress's targets, through the ladder?)"""
     targets = (0.3, 0.9) if quick else TARGETS_BPP
     return (
-        [("own rate", {})]
-        + [(f"target_bpp={b}", {"target_bpp": b}) for b in targets]
-        + [(f"target_psnr={TARGET_PSNR}", {"target_psnr": TARGET_PSNR})]
+        [("own rate (gain 0)", {"gain": 0}, False)]
+        + [(f"default gain ({DEFAULT_GAINS['rgb-16x']})", {}, False)]
+        + [(f"target_bpp={b}", {"target_bpp": b}, False) for b in targets]
+        + [(f"target_psnr={TARGET_PSNR}", {"target_psnr": TARGET_PSNR}, False)]
+        + [(f"ladder, target_bpp={b}", {"target_bpp": b}, True) for b in (0.6, 0.9)]
     )
+
+
+def _code(codec, ladder, x, target, through_ladder):
+    """The blob of ``x`` for a setting (``gain``: that codec parameter)."""
+    if through_ladder:
+        return _rate.best_of(ladder, x, target)[1]
+    if "gain" in target:
+        saved = codec.gain
+        try:
+            return codec.set_params(gain=target["gain"]).compress([x])[0]
+        finally:
+            codec.gain = saved
+    return codec.compress([x], **target)[0]
 
 
 def main():
@@ -114,6 +134,7 @@ def main():
     args = parser.parse_args()
     run = BenchmarkRun("rate_control", args)
     codec = WallocCodec.from_pretrained("rgb-16x")
+    ladder = [codec, WallocCodec.from_pretrained("rgb-4x")]
     sets = {"bundled holdout": (load_photos(split="holdout"), None)}
     if not args.quick:
         mate, _ = _mate()
@@ -124,18 +145,18 @@ def main():
     rows, summary = [], []
     for set_name, (photos, _) in sets.items():
         ladders = [_jpeg_ladder(x) for x in photos]
-        for label, target in _settings(args.quick):
+        for label, target, through_ladder in _settings(args.quick):
             per = []
             for x, ladder in zip(photos, ladders):
                 pixels = x.shape[0] * x.shape[1]
                 t0 = time.perf_counter()
-                codec.compress([x])
+                _code(codec, ladder, x, {"gain": 0}, False)
                 own_s = time.perf_counter() - t0
                 counter.n = 0
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    (blob,) = codec.compress([x], **target)
+                    blob = _code(codec, ladder, x, target, through_ladder)
                 target_s = time.perf_counter() - t0
                 (y,) = codec.decompress([blob])
                 db = psnr(x, y)
@@ -148,7 +169,7 @@ def main():
                     "target_bpp": target.get("target_bpp"),
                     "psnr": db,
                     "jpeg_psnr": jpeg,
-                    "candidates": counter.n if target else 0,
+                    "candidates": counter.n,
                     "time_s": target_s,
                     "own_time_s": own_s,
                     "out_of_reach": bool(caught),

@@ -37,6 +37,11 @@ PRETRAINED = {
     "grey-16x": "grey photos, uint8; levels=3, latent_dim=4 (16x fewer values)",
 }
 
+#: The codec's ``gain`` each shipped image model loads with (quarter octaves):
+#: the coarsest gain whose mean PSNR on the bundled fit photos stays within
+#: 0.5 dB of gain 0's, for 22-47% fewer bytes (``benchmarks/default_gain.py``).
+DEFAULT_GAINS = {"rgb-16x": -5, "rgb-4x": -3, "grey-16x": -9}
+
 #: The model chosen for a kind of signal, (signal_ndim, channels) -> name, when
 #: several shipped models could code it; any other kind gets the first shipped
 #: model (by name) whose spec has its dimensionality and channel count.
@@ -153,4 +158,6 @@ def load_pretrained(cls, name):
     # The files record the verbosity they were trained with; a library call
     # must print nothing unless asked (the CLI turns progress on itself).
     model.verbose = 0
+    if "gain" in model.get_params(deep=False):  # a codec
+        model.gain = DEFAULT_GAINS.get(name, 0)
     return model

@@ -85,7 +85,8 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     pack : callable
         ``pack(grid, bits, gain, i)``: the blob of integer latents ``grid``.
     targets : dict
-        ``target_bpp`` or ``target_psnr`` (:func:`check_targets`).
+        ``target_bpp`` or ``target_psnr`` (:func:`check_targets`), or
+        ``gain``: that gain for every signal.
     """
     target_bpp = targets.get("target_bpp")
     target_psnr = targets.get("target_psnr")
@@ -103,7 +104,9 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
             spatial = tuple(shape[:ndim])
             coded = _Candidates(codec, module, fused, t[j : j + 1], z[j : j + 1])
             coded.pack = lambda grid, bits, gain, i=i: pack(grid, bits, gain, i)
-            if target_bpp is not None:
+            if "gain" in targets:  # the codec's fixed gain
+                gain = targets["gain"]
+            elif target_bpp is not None:
                 # PCM's convention: bits per sample and channel for 1D.
                 values = math.prod(shape) if ndim == 1 else math.prod(spatial)
                 limit = math.floor(target_bpp * values / 8)

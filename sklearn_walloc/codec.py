@@ -7,9 +7,11 @@
 
 import math
 from functools import partial
+from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _signal
@@ -23,7 +25,7 @@ from ._container import (
 )
 from ._entropy import decode_latents, encode_latents
 from ._networks import gain_search
-from ._rate import check_targets, compress_to_target
+from ._rate import HIGHEST_GAIN, LOWEST_GAIN, check_targets, compress_to_target
 from ._signal import merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
 from ._units import describe_input, finish_signal, restore_values
@@ -168,7 +170,17 @@ class WallocCodec(WallocTransformer):
         from its own latents and one synthesis (``compress`` of audio takes
         about 1.3-1.4x as long); a rounding error ``GAIN_MAX_SNR_DB`` (45 dB)
         under the signal is always accepted. False: no gain, the identity
-        holds for every signal. Images never get a gain.
+        holds for every signal. Images get a gain only from ``gain`` or a
+        rate target.
+
+    gain : int, default=0
+        The quantiser gain of :meth:`compress` without a rate target, in
+        quarter octaves (``2**(gain/4)``, 1.5 dB each), from -40 to 24: each
+        signal's latents are companded at that gain and coded with it
+        (``adaptive_gain`` then does not apply); negative means coarser steps,
+        fewer bytes. 0: the model's own rate. The shipped ``rgb-16x``,
+        ``rgb-4x`` and ``grey-16x`` load with a negative default
+        (``from_pretrained``), where their bits buy the most quality.
 
     Attributes
     ----------
@@ -258,6 +270,7 @@ class WallocCodec(WallocTransformer):
     _parameter_constraints: dict = {
         **WallocTransformer._parameter_constraints,
         "adaptive_gain": ["boolean"],
+        "gain": [Interval(Integral, LOWEST_GAIN, HIGHEST_GAIN, closed="both")],
     }
 
     def __init__(
@@ -285,6 +298,7 @@ class WallocCodec(WallocTransformer):
         random_state=None,
         verbose=0,
         adaptive_gain=True,
+        gain=0,
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -311,10 +325,11 @@ class WallocCodec(WallocTransformer):
             verbose=verbose,
         )
         self.adaptive_gain = adaptive_gain
+        self.gain = gain
 
     @classmethod
     def _added_params(cls):
-        return {**super()._added_params(), "adaptive_gain": True}
+        return {**super()._added_params(), "adaptive_gain": True, "gain": 0}
 
     # ---------------------------------------------------------------- identity
     def fingerprint(self):
@@ -407,6 +422,9 @@ class WallocCodec(WallocTransformer):
         arrays, layout = self._read(X)
         described = describe_input(self, X, layout, arrays)
         fingerprint, version = _fingerprint(self), _blob_version(self)
+        if not targets and self.gain:
+            self._validate_params()  # set_params does not check
+            targets = {"gain": self.gain}
 
         def pack(grid, bits, gain, i):
             shape, dtype = described[i]

@@ -1,7 +1,6 @@
 """WallocTransformer: WaLLoC's autoencoder as a scikit-learn transformer."""
 
-# The estimator only speaks scikit-learn; wavelets, the network, training and
-# layouts live in their own modules.
+# The estimator speaks scikit-learn; the rest lives in its own modules.
 
 import copy
 import dataclasses
@@ -946,10 +945,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         estimator : instance of cls
-            Fitted, on the CPU, ready for ``transform`` (and, for a
-            codec, ``compress``) without ``fit``. Fitting it again trains a new
-            model from these parameters (``warm_start=True`` continues from the
-            shipped weights).
+            Fitted, on the CPU, ready for ``transform`` (a codec for
+            ``compress``, at the model's ``_pretrained.DEFAULT_GAINS``) without
+            ``fit``. Fitting again trains a new model from these parameters
+            (``warm_start=True`` continues from the shipped weights).
 
         Raises
         ------

@@ -290,3 +290,37 @@ def test_cli_without_a_model_picks_from_the_ladder(tmp_path, small_photos, capsy
     assert "with rgb-4x" in capsys.readouterr().out
     assert main(["decompress", str(tmp_path / "x.png.wlc"), "-q"]) == 0
     assert (tmp_path / "x.png.walloc.png").exists()
+
+
+def test_gain_parameter_sets_the_default_rate(codec, photos):
+    import copy
+
+    from sklearn.base import clone
+
+    own = codec.compress(photos)
+    assert clone(codec).set_params(gain=-6).get_params()["gain"] == -6
+    coarse = copy.deepcopy(codec).set_params(gain=-6)  # fitted, no refit
+    blobs = coarse.compress(photos)
+    assert [_gain(b) for b in blobs] == [-6] * len(photos)
+    assert all(len(b) < len(o) for b, o in zip(blobs, own))
+    # The same blobs as a rate target that lands on -6 would give: one path.
+    assert blobs[0] == coarse.compress(photos[:1])[0]
+    # A target overrides it; gain=0 is the model's own rate, no gain field.
+    assert _gain(coarse.compress(photos[:1], target_bpp=50.0)[0]) > -6
+    assert coarse.set_params(gain=0).compress(photos) == own
+    with pytest.raises(ValueError, match="gain"):
+        coarse.set_params(gain=25).compress(photos[:1])
+
+
+def test_shipped_codecs_load_at_their_default_gain():
+    from sklearn_walloc._pretrained import DEFAULT_GAINS
+    from sklearn_walloc.transformer import WallocTransformer
+
+    codec = WallocCodec.from_pretrained("rgb-16x")
+    assert codec.gain == DEFAULT_GAINS["rgb-16x"] < 0
+    assert WallocCodec.from_pretrained("stereo-5x").gain == 0
+    assert "gain" not in WallocTransformer.from_pretrained("rgb-16x").get_params()
+    x = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    (blob,) = codec.compress([x])
+    assert _gain(blob) == codec.gain
+    assert codec.decompress([blob])[0].shape == x.shape
