@@ -21,28 +21,37 @@ reports, per latent channel:
   unchanged) given contexts: (a) spatial, from the coder's already-coded
   neighbours (its own 32 activity contexts, and coarse buckets of them),
   (b) cross-channel, from the already-coded channels at the same position,
-  (c) both. Each with three estimators: the plug-in conditional entropy (a
-  lower bound that ignores what a decoder must learn), an adaptive count-based
-  code (Krichevsky-Trofimov, a sequential Dirichlet(1/2) mixture per context
-  over the coder's token alphabet, whose length does not depend on the order
-  of the symbols), and the coder's own two-part code (the best of its 256
-  stored integer tables per (channel, context) plus 8 bits to send each
-  index: what format 3 would cost with that context function in place of its
-  own);
-- a "scale mixture": each residual coded with a discretised Laplacian whose
-  scale per position is ``exp(a + b*log1p(g/4) + d*log1p(m))``, ``g`` the
-  coder's spatial spread and ``m`` the mean residual magnitude of the
-  already-coded channels at that position (three parameters per channel,
+  (c) both. Estimators: the plug-in conditional entropy (a lower bound that
+  ignores what a decoder must learn); two adaptive count-based codes
+  (Krichevsky-Trofimov, a sequential Dirichlet(1/2) mixture per context over
+  the coder's token alphabet, whose length does not depend on the order of
+  the symbols; and counts started from the best stored table with
+  ``PRIOR_MASS`` pseudo-counts); and the coder's own two-part code (the best
+  of its 256 stored integer tables per (channel, context) plus 8 bits to send
+  each index: what format 3 would cost with that context function in place
+  of its own). "Or today": per channel the shorter of that and today's code,
+  plus one bit (the encoder's choice);
+- a blend of today's half-octave context with the coded channels' (one
+  weight per channel, still 32 contexts), and a fitted *scale context*
+  (:func:`fit_scale_context`: integer coefficients of a log-linear scale
+  model in today's context and each coded channel's magnitudes, bucketed
+  into 32 half-octave contexts with today's stored tables);
+- linear cross-channel prediction of the residuals (:func:`cross_prediction`);
+- "scale mixtures": each residual coded with a discretised Laplacian whose
+  log-scale per position is linear in the log of the coder's spread and of
+  the coded channels' residual magnitudes (:func:`scale_mixture`; parameters
   fitted on the channel itself and charged ``0.5*log2(n)`` bits each).
 
-Then, as a prototype in this script only (not the library), the context that
-pays most coded for real: an integer-exact coder with ``constriction``'s
-categorical models over the stored tables, in channel-major order so that a
-channel's contexts can read the earlier channels, with its coded bits against
-today's payload and its encode/decode time.
+Then, as a prototype in this script only (not the library), the integer-exact
+context that pays most, the scale context, coded for real
+(:func:`proto_encode`, :func:`proto_decode`): ``constriction``'s categorical
+models over the stored tables, in channel-major order so that a channel's
+contexts can read the coded channels, with its coded bits against today's
+payload and its encode/decode time, interleaved with today's coder.
 
-Run: ``python benchmarks/latent_context.py [--quick]`` (about 3 minutes on 2
-shared cores; writes ``latent_context.{md,json,csv}`` into ``--out``).
+Run: ``PYTHONPATH=. python benchmarks/latent_context.py [--quick]`` from the
+repository root (about 100 s of CPU, 4 minutes on 2 shared cores at load
+7-12; writes ``latent_context.{md,json,csv}`` into ``--out``).
 """
 
 import math
@@ -105,9 +114,7 @@ def _box_mean(a, height, width):
     """Rounded 3x3 box mean of each ``(C, H*W)`` channel (edge-replicated)."""
     g = a.reshape(-1, height, width)
     p = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge").astype(np.int64)
-    s = sum(
-        p[:, i : i + height, j : j + width] for i in range(3) for j in range(3)
-    )
+    s = sum(p[:, i : i + height, j : j + width] for i in range(3) for j in range(3))
     return ((s + 4) // 9).reshape(a.shape)
 
 
@@ -480,7 +487,7 @@ def order0(q, bits):
     for c in range(n_chan):
         k = np.bincount(x[c]).astype(np.float64)
         k = k[k > 0]
-        out[c] = (k.sum() * math.log2(k.sum()) - (k * np.log2(k)).sum())
+        out[c] = k.sum() * math.log2(k.sum()) - (k * np.log2(k)).sum()
     return out
 
 
@@ -863,9 +870,9 @@ def summary_rows(report):
                 row[f"{name}_bpp"] = bits[key] / px
                 row[f"{name}_saving"] = 1 - bits[key] / coded
             pr = r["prototype"]
-            row["scale_context_estimate_saving"] = 1 - bits[
-                f"{SCALE_CTX} | two_part"
-            ] / coded
+            row["scale_context_estimate_saving"] = (
+                1 - bits[f"{SCALE_CTX} | two_part"] / coded
+            )
             row["prototype_saving"] = 1 - pr["proto_bits"] / pr["today_bits"]
             row["prototype_decode_slowdown"] = pr["proto_dec"] / pr["today_dec"]
             rows.append(row)
@@ -881,8 +888,12 @@ def prototype_table(report):
             est = sum(r["per_channel_bits"][f"{SCALE_CTX} | two_part"])
             rows.append(
                 [
-                    model, set_name, str(pr["photos"]), str(pr["today_bits"]),
-                    f"{est:.0f}", str(pr["proto_bits"]),
+                    model,
+                    set_name,
+                    str(pr["photos"]),
+                    str(pr["today_bits"]),
+                    f"{est:.0f}",
+                    str(pr["proto_bits"]),
                     f"{100 * (1 - pr['proto_bits'] / pr['today_bits']):.2f}%",
                     f"{ml / pr['today_enc']:.2f} / {ml / pr['today_dec']:.2f}",
                     f"{ml / pr['proto_enc']:.2f} / {ml / pr['proto_dec']:.2f}",
@@ -891,9 +902,19 @@ def prototype_table(report):
                 ]
             )
     return markdown_table(
-        ["model", "set", "photos", "today's payload bits", "estimate bits",
-         "prototype bits", "saving", "today enc / dec M latents/s",
-         "prototype enc / dec M latents/s", "decode time", "repeats (median)"],
+        [
+            "model",
+            "set",
+            "photos",
+            "today's payload bits",
+            "estimate bits",
+            "prototype bits",
+            "saving",
+            "today enc / dec M latents/s",
+            "prototype enc / dec M latents/s",
+            "decode time",
+            "repeats (median)",
+        ],
         rows,
     )
 
@@ -944,20 +965,46 @@ def markdown(report):
                 )
             sc = bits[f"{SCALE_CTX} | two_part"]
             rows.append(
-                [SCALE_CTX, "", "", "", f"{sc / px:.4f}", f"{sc / px:.4f}",
-                 _pct(sc, coded)]
+                [
+                    SCALE_CTX,
+                    "",
+                    "",
+                    "",
+                    f"{sc / px:.4f}",
+                    f"{sc / px:.4f}",
+                    _pct(sc, coded),
+                ]
             )
-            for m in ("mix_spatial", "mix_cross", "mix_both", "mix_rich",
-                      "CCP + mix_rich"):
+            for m in (
+                "mix_spatial",
+                "mix_cross",
+                "mix_both",
+                "mix_rich",
+                "CCP + mix_rich",
+            ):
                 alt = bits[f"{m} (or today)"]
                 rows.append(
-                    [f"scale mixture: {m.replace('mix_', '')}", "", "", "",
-                     f"{bits[m] / px:.4f}", f"{alt / px:.4f}", _pct(alt, coded)]
+                    [
+                        f"scale mixture: {m.replace('mix_', '')}",
+                        "",
+                        "",
+                        "",
+                        f"{bits[m] / px:.4f}",
+                        f"{alt / px:.4f}",
+                        _pct(alt, coded),
+                    ]
                 )
             lines.append(
                 markdown_table(
-                    ["context", "plug-in", "KT", "table prior", "two-part",
-                     "two-part or today", "saving"],
+                    [
+                        "context",
+                        "plug-in",
+                        "KT",
+                        "table prior",
+                        "two-part",
+                        "two-part or today",
+                        "saving",
+                    ],
                     rows,
                 )
             )
@@ -1006,7 +1053,9 @@ def summary_table(summary):
     for r in summary:
         rows.append(
             [
-                r["model"], r["set"], f"{r['payload_bpp']:.4f}",
+                r["model"],
+                r["set"],
+                f"{r['payload_bpp']:.4f}",
                 f"{r['today_plugin_bpp']:.4f}",
                 f"{r['best_bpp']:.4f} ({100 * r['best_saving']:.1f}%)",
                 r["best"].replace(" | ", ", "),
@@ -1020,10 +1069,21 @@ def summary_table(summary):
             ]
         )
     return markdown_table(
-        ["model", "set", "payload bpp", "today's contexts, plug-in", "best code",
-         "which", "spatial only", "cross-channel scale", "with CCP",
-         "mixture, shared scale", "mixture, rich", "scale context",
-         "its prototype"],
+        [
+            "model",
+            "set",
+            "payload bpp",
+            "today's contexts, plug-in",
+            "best code",
+            "which",
+            "spatial only",
+            "cross-channel scale",
+            "with CCP",
+            "mixture, shared scale",
+            "mixture, rich",
+            "scale context",
+            "its prototype",
+        ],
         rows,
     )
 
@@ -1050,9 +1110,7 @@ def main():
             t0 = time.perf_counter()
             # Timings: median of 3 on the small set, one run on the large one.
             repeats = 3 if len(photos) <= 3 else 1
-            report["results"][model][set_name] = measure(
-                codec, photos, names, repeats
-            )
+            report["results"][model][set_name] = measure(codec, photos, names, repeats)
             print(f"{model} {set_name}: {time.perf_counter() - t0:.1f} s")
     report["summary"] = summary_rows(report)
     run.finish(report, markdown, report["summary"])
