@@ -248,6 +248,11 @@ def contexts(a):
 W_STEPS = 8  # blend weights w / 8, w = 0..8
 BLEND = "blend: today's and Xb's half-octaves"
 SCALE_CTX = "scale context: fitted half-octaves"
+SCALE_ORDERS = {
+    "channel": SCALE_CTX,
+    "pass": "scale context, pass-major order",
+    "batched": "scale context, format 3's batched order",
+}
 
 
 def _blend(coder_ctx, cross_ctx, w):
@@ -320,18 +325,34 @@ def fit_scale_context(tok, today, absr, prev, n_valid):
     return q, lo, ctx, bits + side
 
 
-def scale_context(a):
-    """Bits per channel of the scale context (see :func:`fit_scale_context`)."""
+def scale_context(a, order="channel"):
+    """Bits per channel of the scale context (see :func:`fit_scale_context`).
+
+    ``order`` says which features a decoder has when it needs the context:
+    ``"channel"`` (channel-major order, the prototype's): each coded channel's
+    ``|r|`` at the position and its 3x3 mean; ``"pass"`` (format 3's
+    pass-major order, the channels of a pass decoded one after another): the
+    coded channels' ``|r|`` at the position and every other channel's
+    context from the earlier passes; ``"batched"`` (format 3 as it is, one
+    step per pass for all channels): every other channel's context only.
+    """
     _, em, _, _, _ = _coder()
     absr = np.abs(a["r"])
     pt = em._context(absr)
     bx = em._context(a["box"])
-    out = np.zeros(absr.shape[0])
-    for c in range(absr.shape[0]):
-        prev = np.concatenate([pt[:c], bx[:c]], 0)
-        out[c] = fit_scale_context(
-            a["tok"][c], a["coder_ctx"][c], absr[c], prev, a["n_valid"]
-        )[3]
+    today = a["coder_ctx"]
+    n_chan = absr.shape[0]
+    out = np.zeros(n_chan)
+    for c in range(n_chan):
+        others = np.delete(today, c, axis=0)
+        prev = {
+            "channel": lambda c=c: np.concatenate([pt[:c], bx[:c]], 0),
+            "pass": lambda c=c, o=others: np.concatenate([pt[:c], o], 0),
+            "batched": lambda o=others: o,
+        }[order]()
+        out[c] = fit_scale_context(a["tok"][c], today[c], absr[c], prev, a["n_valid"])[
+            3
+        ]
     return out
 
 
@@ -524,10 +545,11 @@ class _Proto:
         self.end_model = m.Uniform(1 << 16)
 
     def predict(self, x, k, shrink):
-        """Prediction and today's context of pass ``k`` of one channel ``(1, HW)``."""
+        """Prediction and today's context of pass ``k`` of channels ``(C, HW)``."""
         step = self.steps[k]
         if step.nbr is None:
-            return np.zeros((1, 1), np.int32), np.full((1, 1), 31, np.int32)
+            rows = x.shape[0]
+            return np.zeros((rows, 1), np.int32), np.full((rows, 1), 31, np.int32)
         return self.eb._predict_pass(x, step, shrink, self.ctx_lut)
 
     def box(self, absr):
@@ -688,38 +710,195 @@ def proto_decode(words, shape, bits):
     return x.reshape(shape)
 
 
-def prototype(grids, repeats=3):
-    """Real coded bits and times of the prototype against today's coder.
+def _pass_coefs(coef, c, n_chan):
+    """Split channel ``c``'s coefficients (pass-major features: today's
+    context, the coded channels' ``|r|`` buckets, the other channels' contexts)
+    into a row over all channels' contexts and a row over the coded ``|r|``."""
+    on_today = np.zeros(n_chan, np.int64)
+    on_today[c] = coef[0]
+    on_today[np.arange(n_chan) != c] = coef[1 + c :]
+    return on_today, coef[1 : 1 + c]
 
-    Times are medians of ``repeats`` runs, the two coders interleaved per grid.
+
+def proto_encode_pass(q, bits):
+    """The scale context in format 3's pass-major order; uint32 words.
+
+    Features: each channel's own context, the other channels' contexts (from
+    earlier passes) and the coded channels' ``|r|`` at the position (decoded
+    earlier in the same pass). The stream: every channel's mode U(4), then
+    per channel its ``C + c`` coefficients U(1024) and offset U(2**24); then
+    per pass, channel after channel, the table indices of that channel's new
+    contexts U(256), its tokens sorted stably by table and its raw bits; the
+    end marker.
+    """
+    import constriction
+
+    t = _Proto(q.shape, bits)
+    eb, em = t.eb, t.em
+    n_chan = t.n_chan
+    x = q.reshape(n_chan, -1).astype(np.int32)
+    modes = eb._choose(x, t.bound, eb._plan(t.height, t.width, True)).modes
+    shrinks = np.asarray(em._SHRINK, np.int32)[modes][:, None]
+    passes = []
+    for k, step in enumerate(t.steps):
+        pred, today = t.predict(x, k, shrinks)
+        z = t.zigzag[(x[:, step.pos] - pred + 2 * t.bound).astype(np.intp)]
+        z = z.astype(np.int64)
+        passes.append((today.astype(np.int64), z, t.ctx_lut[(z + 1) >> 1]))
+    today_all = np.concatenate([p[0] for p in passes], 1)
+    z_all = np.concatenate([p[1] for p in passes], 1)
+    pt_all = np.concatenate([p[2] for p in passes], 1).astype(np.int64)
+    tok_all = em._tokenize(z_all)[0]
+    coefs, los, tabs = [], [], []
+    for c in range(n_chan):
+        prev = np.concatenate([pt_all[:c], np.delete(today_all, c, axis=0)], 0)
+        coef, lo, ctx, _ = fit_scale_context(
+            tok_all[c], today_all[c], (z_all[c] + 1) >> 1, prev, t.n_valid
+        )
+        counts = np.bincount(ctx * t.n_valid + tok_all[c], minlength=32 * t.n_valid)
+        tabs.append(eb._best_tables(counts.reshape(32, t.n_valid), t.n_valid)[0])
+        coefs.append(coef)
+        los.append(lo)
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(modes.astype(np.int32), t.mode_model)
+    split = []
+    for c in range(n_chan):
+        enc.encode((coefs[c] + 512).astype(np.int32), t.coef_model)
+        enc.encode(np.array([los[c] + (1 << 23)], np.int32), t.lo_model)
+        split.append(_pass_coefs(coefs[c], c, n_chan))
+    on_today = np.array([s[0] for s in split])
+    seen = np.zeros((n_chan, 32), bool)
+    for today, z, pt in passes:
+        base = on_today @ today
+        tok, nbits, extra = em._tokenize(z)
+        for c in range(n_chan):
+            eta = base[c] + split[c][1] @ pt[:c].astype(np.int64)
+            ctx = np.clip((eta - los[c] + (1 << (Q_SHIFT - 1))) >> Q_SHIFT, 0, 31)
+            present = np.unique(ctx)
+            new = present[~seen[c, present]]
+            if new.size:
+                enc.encode(tabs[c][new].astype(np.int32), t.table_model)
+                seen[c, new] = True
+            tab = tabs[c][ctx]
+            order = np.argsort(tab, kind="stable")
+            sorted_tok = tok[c, order].astype(np.int32)
+            for sel, model, arg in t.groups(tab[order]):
+                if isinstance(arg, np.ndarray):
+                    enc.encode(sorted_tok[sel], model, arg)
+                else:
+                    enc.encode(sorted_tok[sel], model)
+            big = nbits[c] > 0
+            if big.any():
+                enc.encode(
+                    extra[c, big].astype(np.int32),
+                    t.raw_model,
+                    (np.int64(1) << nbits[c, big]).astype(np.int32),
+                )
+    enc.encode(np.array([em._SENTINEL], np.int32), t.end_model)
+    return enc.get_compressed()
+
+
+def proto_decode_pass(words, shape, bits):
+    """Inverse of :func:`proto_encode_pass`: each pass predicted for all
+    channels at once, its tokens decoded channel after channel."""
+    t = _Proto(shape, bits)
+    em = t.em
+    n_chan = t.n_chan
+    dec = _replaying()(words)
+    x = np.zeros((n_chan, t.height * t.width), np.int32)
+    modulus = 2 * t.bound + 1
+    modes = dec.decode(t.mode_model, n_chan)
+    shrinks = np.asarray(em._SHRINK, np.int32)[modes][:, None]
+    split, los = [], []
+    for c in range(n_chan):
+        coef = dec.decode(t.coef_model, n_chan + c).astype(np.int64) - 512
+        los.append(int(dec.decode(t.lo_model, 1)[0]) - (1 << 23))
+        split.append(_pass_coefs(coef, c, n_chan))
+    on_today = np.array([s[0] for s in split])
+    tables = np.zeros((n_chan, 32), np.int64)
+    seen = np.zeros((n_chan, 32), bool)
+    for k, step in enumerate(t.steps):
+        pred, today = t.predict(x, k, shrinks)
+        base = on_today @ today.astype(np.int64)
+        pt = np.zeros((n_chan, step.pos.size), np.int64)
+        for c in range(n_chan):
+            eta = base[c] + split[c][1] @ pt[:c]
+            ctx = np.clip((eta - los[c] + (1 << (Q_SHIFT - 1))) >> Q_SHIFT, 0, 31)
+            present = np.unique(ctx)
+            new = present[~seen[c, present]]
+            if new.size:
+                tables[c, new] = dec.decode(t.table_model, new.size)
+                seen[c, new] = True
+            tab = tables[c, ctx]
+            order = np.argsort(tab, kind="stable")
+            tok_sorted = np.empty(tab.size, np.int32)
+            for sel, model, arg in t.groups(tab[order]):
+                tok_sorted[sel] = dec.decode(model, arg)
+            if tok_sorted.min() < 0 or tok_sorted.max() >= t.n_valid:
+                raise ValueError("corrupt: token out of range")
+            tok = np.empty_like(tok_sorted)
+            tok[order] = tok_sorted
+            nbits = t.tok_bits[tok]
+            z = tok.astype(np.int64)
+            big = np.flatnonzero(nbits)
+            if big.size:
+                sizes = (np.int32(1) << nbits[big]).astype(np.int32)
+                raw = dec.decode(t.raw_model, sizes)
+                top = 4 | ((tok[big] - em._DIRECT) & 3)
+                z[big] = (top.astype(np.int64) << nbits[big]) | raw
+            if z.max() > 2 * t.bound:
+                raise ValueError("corrupt: residual out of range")
+            r = (z >> 1) ^ -(z & 1)
+            value = pred[c].astype(np.int64) + r
+            value -= modulus * (value > t.bound)
+            value += modulus * (value < -t.bound)
+            x[c, step.pos] = value
+            pt[c] = t.ctx_lut[np.abs(r)]
+    if int(dec.decode(t.end_model, 1)[0]) != em._SENTINEL:
+        raise ValueError("corrupt: end marker")
+    if not dec.canonical():
+        raise ValueError("corrupt: not canonical")
+    return x.reshape(shape)
+
+
+PROTOTYPES = {
+    "channel": (proto_encode, proto_decode),
+    "pass": (proto_encode_pass, proto_decode_pass),
+}
+
+
+def prototype(grids, repeats=3):
+    """Real coded bits and times of the prototypes against today's coder.
+
+    Times are medians of ``repeats`` runs, the coders interleaved per grid.
     """
     from sklearn_walloc._entropy import decode_latents, encode_latents
 
-    out = {"today_bits": 0, "proto_bits": 0, "latents": 0}
-    times = dict.fromkeys(("today_enc", "today_dec", "proto_enc", "proto_dec"), 0.0)
+    coders = {"today": (encode_latents, decode_latents), **PROTOTYPES}
+    out = {"latents": 0}
+    for name in coders:
+        out[f"{name}_bits"] = 0
+        out[f"{name}_enc"] = out[f"{name}_dec"] = 0.0
     for q, bits in grids:
-        shape = q.shape
-        runs = {k: [] for k in times}
+        runs = {name: [] for name in coders}
+        sizes = {}
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            pay = encode_latents(q, bits)
-            t1 = time.perf_counter()
-            back = decode_latents(pay, shape, bits)
-            t2 = time.perf_counter()
-            words = proto_encode(q, bits)
-            t3 = time.perf_counter()
-            mine = proto_decode(words, shape, bits)
-            t4 = time.perf_counter()
-            for k, d in zip(runs, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                runs[k].append(d)
-        if not (np.array_equal(back, q) and np.array_equal(mine, q)):
-            raise RuntimeError("the prototype does not round-trip")
-        for k in times:
-            times[k] += float(np.median(runs[k]))
-        out["today_bits"] += 8 * len(pay)
-        out["proto_bits"] += 32 * words.size
+            for name, (encode, decode) in coders.items():
+                t0 = time.perf_counter()
+                words = encode(q, bits)
+                t1 = time.perf_counter()
+                back = decode(words, q.shape, bits)
+                t2 = time.perf_counter()
+                runs[name].append((t1 - t0, t2 - t1))
+                if not np.array_equal(back, q):
+                    raise RuntimeError(f"{name} does not round-trip")
+                sizes[name] = len(words) if isinstance(words, bytes) else 4 * words.size
+        for name in coders:
+            enc_t, dec_t = np.median(np.array(runs[name]), axis=0)
+            out[f"{name}_enc"] += float(enc_t)
+            out[f"{name}_dec"] += float(dec_t)
+            out[f"{name}_bits"] += 8 * sizes[name]
         out["latents"] += q.size
-    out.update(times)
     return out
 
 
@@ -758,7 +937,8 @@ def measure(codec, photos, names, repeats=3):
         blend = blend_context(a)
         for est, b in code_lengths(a["tok"], blend, 32, a["n_valid"]).items():
             rows[f"{BLEND} | {est}"] = b + a["raw"] + 2 + math.log2(W_STEPS + 1)
-        rows[f"{SCALE_CTX} | two_part"] = scale_context(a) + a["raw"] + 2
+        for order, key in SCALE_ORDERS.items():
+            rows[f"{key} | two_part"] = scale_context(a, order) + a["raw"] + 2
         rows.update(scale_mixture(a))
         ccp = cross_prediction(a)
         for scheme, (ctx, n_ctx) in contexts(a).items():
@@ -869,12 +1049,17 @@ def summary_rows(report):
                 row[name] = key
                 row[f"{name}_bpp"] = bits[key] / px
                 row[f"{name}_saving"] = 1 - bits[key] / coded
+            for order, key in SCALE_ORDERS.items():
+                row[f"scale_context_{order}_saving"] = (
+                    1 - bits[f"{key} | two_part"] / coded
+                )
             pr = r["prototype"]
             row["scale_context_estimate_saving"] = (
                 1 - bits[f"{SCALE_CTX} | two_part"] / coded
             )
-            row["prototype_saving"] = 1 - pr["proto_bits"] / pr["today_bits"]
-            row["prototype_decode_slowdown"] = pr["proto_dec"] / pr["today_dec"]
+            for o in PROTOTYPES:
+                row[f"prototype_{o}_saving"] = 1 - pr[f"{o}_bits"] / pr["today_bits"]
+                row[f"prototype_{o}_decode_slowdown"] = pr[f"{o}_dec"] / pr["today_dec"]
             rows.append(row)
     return rows
 
@@ -885,34 +1070,35 @@ def prototype_table(report):
         for set_name, r in sets.items():
             pr = r["prototype"]
             ml = pr["latents"] / 1e6
-            est = sum(r["per_channel_bits"][f"{SCALE_CTX} | two_part"])
-            rows.append(
-                [
-                    model,
-                    set_name,
-                    str(pr["photos"]),
-                    str(pr["today_bits"]),
-                    f"{est:.0f}",
-                    str(pr["proto_bits"]),
-                    f"{100 * (1 - pr['proto_bits'] / pr['today_bits']):.2f}%",
-                    f"{ml / pr['today_enc']:.2f} / {ml / pr['today_dec']:.2f}",
-                    f"{ml / pr['proto_enc']:.2f} / {ml / pr['proto_dec']:.2f}",
-                    f"{pr['proto_dec'] / pr['today_dec']:.1f}x",
-                    str(pr["repeats"]),
-                ]
-            )
+            today = pr["today_bits"]
+            row = [model, set_name, str(pr["photos"]), str(today)]
+            for order in PROTOTYPES:
+                key = SCALE_ORDERS[order]
+                est = sum(r["per_channel_bits"][f"{key} | two_part"])
+                got = pr[f"{order}_bits"]
+                row += [f"{est:.0f} / {got}", f"{100 * (1 - got / today):.2f}%"]
+            for name in ("today", *PROTOTYPES):
+                row.append(
+                    f"{ml / pr[f'{name}_enc']:.2f} / {ml / pr[f'{name}_dec']:.2f}"
+                )
+            row += [f"{pr[f'{o}_dec'] / pr['today_dec']:.1f}x" for o in PROTOTYPES]
+            row.append(str(pr["repeats"]))
+            rows.append(row)
     return markdown_table(
         [
             "model",
             "set",
             "photos",
-            "today's payload bits",
-            "estimate bits",
-            "prototype bits",
+            "today's bits",
+            "channel-major: estimate / real bits",
+            "saving",
+            "pass-major: estimate / real bits",
             "saving",
             "today enc / dec M latents/s",
-            "prototype enc / dec M latents/s",
-            "decode time",
+            "channel-major enc / dec",
+            "pass-major enc / dec",
+            "decode time, channel-major",
+            "pass-major",
             "repeats (median)",
         ],
         rows,
@@ -963,18 +1149,19 @@ def markdown(report):
                     + [f"{bits[f'{s} | {e}'] / px:.4f}" for e in ests]
                     + [f"{alt / px:.4f}", _pct(alt, coded)]
                 )
-            sc = bits[f"{SCALE_CTX} | two_part"]
-            rows.append(
-                [
-                    SCALE_CTX,
-                    "",
-                    "",
-                    "",
-                    f"{sc / px:.4f}",
-                    f"{sc / px:.4f}",
-                    _pct(sc, coded),
-                ]
-            )
+            for key in SCALE_ORDERS.values():
+                sc = bits[f"{key} | two_part"]
+                rows.append(
+                    [
+                        key,
+                        "",
+                        "",
+                        "",
+                        f"{sc / px:.4f}",
+                        f"{sc / px:.4f}",
+                        _pct(sc, coded),
+                    ]
+                )
             for m in (
                 "mix_spatial",
                 "mix_cross",
@@ -1036,10 +1223,15 @@ def markdown(report):
         "",
         "## Prototype: the scale context, coded for real",
         "",
-        "Integer-exact, in this script only: channel-major order, per channel",
-        "the integer coefficients and offset of the scale context, then today's",
-        "tokens, stored tables and raw bits with that context; decoded with the",
+        "Integer-exact, in this script only: per channel the integer",
+        "coefficients and offset of the scale context, then today's tokens,",
+        "stored tables and raw bits with that context; decoded with the",
         "library's canonical-word check, round trip verified on every grid.",
+        "Channel-major: all of a channel before the next (features: the coded",
+        "channels' |r| at the position and their 3x3 mean). Pass-major:",
+        "format 3's passes, each predicted for all channels at once, its tokens",
+        "decoded channel after channel (features: the coded channels' |r| at the",
+        "position, the other channels' contexts).",
         "Times: today's `encode_latents` / `decode_latents` and the prototype,",
         "interleaved per grid, summed over the set.",
         "",
@@ -1065,7 +1257,10 @@ def summary_table(summary):
                 f"{100 * r['mixture_shared_scale_saving']:.1f}%",
                 f"{100 * r['mixture_rich_saving']:.1f}%",
                 f"{100 * r['scale_context_estimate_saving']:.1f}%",
-                f"{100 * r['prototype_saving']:.1f}%",
+                f"{100 * r['prototype_channel_saving']:.1f}%",
+                f"{100 * r['scale_context_pass_saving']:.1f}%",
+                f"{100 * r['prototype_pass_saving']:.1f}%",
+                f"{100 * r['scale_context_batched_saving']:.1f}%",
             ]
         )
     return markdown_table(
@@ -1083,6 +1278,9 @@ def summary_table(summary):
             "mixture, rich",
             "scale context",
             "its prototype",
+            "scale context, pass-major",
+            "its prototype",
+            "scale context, batched",
         ],
         rows,
     )
