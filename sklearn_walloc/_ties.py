@@ -27,6 +27,7 @@ every position.
 
 import math
 
+import numpy as np
 import torch
 
 from ._edges import _PROBE, DEPTH, EdgeEncoder, _AxisSolver
@@ -49,7 +50,7 @@ TOL_UNITS = 24.0
 #: always exact (where the issue saw blobs differ).
 EXACT_IMAGES = False
 # Latents per batch of recomputation (bounds its memory).
-_BATCH = 512
+_BATCH = 64
 
 
 def exact_rounding(fused, module):
@@ -101,12 +102,30 @@ class ExactRounding:
         for stage in separable.stages:
             gain *= float(stage.kernel.double().abs().flatten(1).sum(1).max())
         self.gain = gain
-        self.bias = float(separable.bias.double().abs().max())
+        self.bias_peak = float(separable.bias.double().abs().max())
+        # The float64 reference's weights (the float32 encoder's, cast): the
+        # grouped stage's inner filter along axis 1 (2D), the dense stage's
+        # kernel and band mix along axis 0.
+        sep = self.separable
+        *grouped, last = sep.stages
+        assert [s.axis for s in sep.stages] == list(reversed(range(len(sep.stages))))
+        self.line_kernel = None
+        if grouped:
+            (stage,) = grouped
+            nb = stage.kernel.shape[0] // stage.groups
+            self.line_kernel = stage.kernel[:nb].reshape(nb, size).contiguous()
+        self.kernel = last.kernel.reshape(*last.kernel.shape[:2], size).contiguous()
+        self.mix = last.mix
+        self.mix_flat = self.mix.permute(2, 1, 0).reshape(-1, len(self.mix)).contiguous()
+        self.bias = sep.bias
+        self.depth = fused.depth if self.solved else 0
+        self.kernel_flat = self._flat(self.kernel)
+        self._cache = {}
 
     def tolerance(self, x):
         """Per-signal bound ``(N,)`` float64 on ``|z32 - z_ref|``."""
         peak = x.detach().abs().flatten(1).amax(1).double()
-        return TOL_UNITS * 2.0**-24 * (peak * self.gain + self.bias)
+        return TOL_UNITS * 2.0**-24 * (peak * self.gain + self.bias_peak)
 
     def round(self, bottleneck, z, x, gain=None, tol=None):
         """Integer latents (``z``'s dtype) of float32 latents ``z`` of ``x``,
@@ -127,9 +146,9 @@ class ExactRounding:
         q = u.round_()
         if bool(near.any()):
             index = near.any(dim=1).nonzero()  # (F, 1 + ndim): signal, position
+            at = (index[:, 0], slice(None), *index[:, 1:].T)
             zr = self.values(x, index)  # (F, D)
             ur = bottleneck.compand(zr * g[index[:, 0]][:, None])
-            at = (index[:, 0], slice(None), *index[:, 1:].T)
             q[at] = torch.where(near[at], torch.round(ur), q[at])
         return q.to(z.dtype)
 
@@ -151,193 +170,269 @@ class ExactRounding:
         """Reference latents ``(F, D)`` float64 of ``x`` at latent positions
         ``index`` ``(F, 1 + ndim)`` (signal, then position per axis).
 
-        Each position is computed on its window; a signal with so many
-        positions that their windows would outgrow it is computed whole.
+        Each latent is computed from the samples it reads: positions of the
+        same class along every axis (inner, edge row, solved end) share their
+        weights, so each class is one gather and a few batched products.
         """
         grid = [s // self.stride for s in x.shape[2:]]
-        out = torch.empty(
-            (len(index), self._latent_dim()), dtype=torch.float64, device=x.device
-        )
+        d = self._latent_dim()
+        out = torch.empty((len(index), d), dtype=torch.float64, device=x.device)
         if not len(index):
             return out
-        # Per axis: 0 away from the borders (the latent is one correlation
-        # with its support), 1 / 3 near the start / end (edge rows), 2 solved
-        # at the end (EdgeEncoder: computed on a window of the signal).
-        modes = torch.ones((len(index), len(grid)), dtype=torch.int64)
-        for a, m in enumerate(grid):
-            p = index[:, 1 + a].cpu()
-            lo, hi = self._inner(m)
-            # 1: near the start (or a short axis), 3: near the end.
-            modes[:, a] = torch.where((p >= lo) & (p < hi), 0, 1)
-            modes[:, a] = torch.where((p >= hi) & (hi > 0), 3, modes[:, a])
-            if self.solved and m >= _PROBE:
-                modes[:, a] = torch.where(p >= m - DEPTH, 2, modes[:, a])
-        solved = (modes == 2).any(1).to(index.device)
-        for mode in torch.unique(modes[~solved.cpu()], dim=0).tolist():
-            rows = ((modes == torch.tensor(mode)).all(1)).nonzero()[:, 0]
-            for part in rows.to(index.device).split(_BATCH):
-                out[part] = self._separable(x, index[part], mode, grid)
-        rest = solved.nonzero()[:, 0]
-        if not len(rest):
-            return out
-        window = math.prod(min(m, self.large) for m in grid)
-        counts = torch.bincount(index[rest, 0], minlength=len(x))
-        whole = counts[index[rest, 0]] * window >= math.prod(grid)
-        for n in torch.unique(index[rest[whole], 0]).tolist():
-            rows = rest[index[rest, 0] == n]
-            z = self.reference(x[n : n + 1].double())[0]
-            out[rows] = z[(slice(None), *index[rows, 1:].T)].T
-        rest = rest[~whole]
-        # Per axis: 0 the whole axis, 1 an inner window, 2 the end window.
-        kinds = torch.stack(
-            [self._kind(index[rest, 1 + a], m) for a, m in enumerate(grid)], 1
-        )
-        for kind in torch.unique(kinds, dim=0).tolist():
-            rows = rest[(kinds == torch.tensor(kind, device=x.device)).all(1)]
-            for part in rows.split(_BATCH):
-                axes, targets = [], []
-                for a, (k, m) in enumerate(zip(kind, grid)):
-                    start, length = self._start(index[part, 1 + a], m, k)
-                    axes.append(self._samples(start, length, m))
-                    targets.append((index[part, 1 + a] - start) % m)
-                z = self.reference(_gather(x, index[part, 0], axes).double())
-                out[part] = z[(torch.arange(len(part)), slice(None), *targets)]
+        # Bookkeeping in NumPy: a few hundred positions, dozens of tiny ops.
+        index = index.cpu().numpy()
+        axes = [self._classify(index[:, 1 + a], m, a) for a, m in enumerate(grid)]
+        key = np.zeros(len(index), dtype=np.int64)
+        for kind, _, _ in axes:  # one integer per class tuple (classes < 16)
+            key = key * 16 + kind
+        order = np.argsort(key, kind="stable")
+        cuts = np.flatnonzero(np.diff(key[order])) + 1
+        for rows in np.split(order, cuts):
+            code = int(key[rows[0]])
+            group = [code // 16 ** (len(grid) - 1 - a) % 16 for a in range(len(grid))]
+            for part in np.split(rows, range(_BATCH, len(rows), _BATCH)):
+                at = [(s[part], e[part]) for _, s, e in axes]
+                z = self._group(x, index[part], group, at, grid)
+                out[torch.from_numpy(part).to(x.device)] = z
         return out
 
-    def _samples(self, start, length, m):
-        """Sample indices ``(F, length * stride)`` of latent positions
-        ``start + [0, length)`` (wrapping around ``m``)."""
-        arange = torch.arange(length, device=start.device)
-        positions = (start[:, None] + arange) % m
-        offsets = torch.arange(self.stride, device=start.device)
-        return (positions[:, :, None] * self.stride + offsets).flatten(1)
-
-    def _separable(self, x, index, mode, grid):
-        """Reference latents ``(F, D)`` at positions not solved at an end,
-        through the stages of the separable encoder one axis at a time, each
-        on the samples the latent reads along it: its support (mode 0, or a
-        wrapped one with the periodic rule), else the edge rows of the
-        symmetric analysis (mode 1), as the encoder computes them."""
-        sep = self.separable
-        axes, weights = [], []
-        for a, (k, m) in enumerate(zip(mode, grid)):
-            p = index[:, 1 + a]
-            if k == 0 or self.periodic:
-                first = p * self.stride - self.offset
-                span = torch.arange(self.size, device=p.device)
-                axes.append((first[:, None] + span) % (m * self.stride))
-                weights.append(None)
-                continue
-            rows = _edge_rows(*sep.line[:2], m * self.stride)
-            if rows.right is None:  # short axis: every output reads all of it
-                w, first, at = rows.left, torch.zeros_like(p), p
-            elif k == 1:
-                w, first, at = rows.left, torch.zeros_like(p), p
-            else:
-                w, n_right = rows.right, rows.right.shape[1]
-                first = torch.full_like(p, m * self.stride - w.shape[2])
-                at = p - (m - n_right)
-            span = torch.arange(w.shape[2], device=p.device)
-            axes.append(first[:, None] + span)
-            weights.append((w.to(x.device), at))  # (n_bands, outputs, samples)
-        if any(mode) or self.periodic:
-            z = _gather(x, index[:, 0], axes)
-        else:  # the supports as strided views (much cheaper to gather)
-            view, blocks = x, [index[:, 0], slice(None)]
-            skip = -self.offset % self.stride
-            for a in range(len(grid)):
-                view = view.narrow(2 + a, skip, view.shape[2 + a] - skip)
-                view = view.unfold(2 + a, self.size, self.stride)
-                blocks.append(index[:, 1 + a] - (self.offset + skip) // self.stride)
-            z = view[tuple(blocks)]
-        z = z.double().contiguous()  # (F, C, n_0, ...)
-        f = len(index)
-        if not any(mode):  # one product with the composite filter
-            return z.flatten(1) @ self._composite().T + sep.bias
-        for stage in sep.stages:  # each consumes its axis, the last one left
-            a, w = stage.axis, weights[stage.axis]
-            if stage.mix is None:  # grouped: each channel into its 1D bands
-                g = z.shape[1]
-                if w is None:  # one batched product per channel
-                    lines = z.shape[2:-1]
-                    kernel = stage.kernel.reshape(g, -1, self.size).transpose(1, 2)
-                    y = z.movedim(1, 0).reshape(g, -1, self.size) @ kernel
-                    z = y.reshape(g, f, *lines, -1).movedim(-1, 2).movedim(0, 1)
-                else:
-                    rows, at = w
-                    z = torch.einsum("fg...k,fbk->fgb...", z, rows[:, at].movedim(1, 0))
-                z = z.flatten(1, 2)
-            elif w is None:  # dense along axis 0
-                z = z.flatten(1) @ stage.kernel.reshape(len(stage.kernel), -1).T
-            else:
-                rows, at = w
-                mix = stage.mix.to(rows)  # (out, G, n_bands)
-                edge = torch.einsum("ogb,bfk->fogk", mix, rows[:, at])
-                z = torch.einsum("fgk,fogk->fo", z, edge)
-        return z + sep.bias
-
-    def _inner(self, m):
-        """Positions ``[lo, hi)`` of an axis of ``m`` positions whose latents
-        are one correlation with the composite filter: support inside the
-        signal, no edge rows (symmetric rule), not solved at the end."""
-        lo = -(-self.offset // self.stride)
-        hi = m - (-(-(self.size - self.offset) // self.stride))
-        if not self.periodic:
-            rows = _edge_rows(*self.separable.line[:2], m * self.stride)
-            if rows.right is None:
-                return 0, 0
-            lo, hi = max(lo, rows.left.shape[1]), min(hi, m - rows.right.shape[1])
+    def _classify(self, p, m, axis):
+        """Class, first sample and edge-table row of positions ``p`` (NumPy)
+        on an axis of ``m`` positions. Class 0: one correlation with the inner
+        filter; 1: an edge row (``_table``); ``2 + k``: solved at the end
+        (EdgeEncoder), the ``k``-th of the last ``depth`` positions."""
+        start = p * self.stride - self.offset
+        zero = np.zeros_like(p)
+        if self.periodic:
+            return zero, start, zero
+        n_left, n_right, width, _ = self._table(m)
+        left, right = p < n_left, p >= m - n_right
+        start = np.where(left, 0, np.where(right, m * self.stride - width, start))
+        row = np.where(left, p, np.where(right, p - (m - n_right) + n_left, 0))
+        kind = (left | right).astype(np.int64)
         if self.solved and m >= _PROBE:
-            hi = min(hi, m - DEPTH)
-        return lo, hi
+            k = p - (m - self.depth)
+            if (k >= 0).any():
+                end = m * self.stride - self._width(2, m, axis)
+                kind = np.where(k >= 0, 2 + k, kind)
+                start = np.where(k >= 0, end, start)
+        return kind, start, row
+
+    def _group(self, x, index, group, at, grid):
+        """Reference latents ``(F, D)`` of positions of one class per axis."""
+        n = index[:, 0]
+        if len(grid) == 2 and group[0] >= 2 and group[1] >= 2:
+            return self._corner(x, index, grid)
+        widths = [self._width(c, m, a) for a, (c, m) in enumerate(zip(group, grid))]
+        z = _windows(x, n, [s for s, _ in at], widths)  # (F, C, w_0, ...) float64
+        f = len(index)
+        if not any(group):  # inside: one product with the composite filter
+            return z.flatten(1) @ self._composite() + self.bias
+        if len(grid) == 2 and group[1] >= 2:  # solved along axis 1 (last column)
+            end = self._end(1, grid[1])
+            k = group[1] - 2
+            if group[0] == 0:
+                return z.flatten(1) @ end["inner"][k] + end["bias"][k]
+            rows = self._rows(grid[0], at[0][1])  # (F, nb, w_0)
+            coef = rows @ z.movedim(2, 1).flatten(2)  # (F, nb, C * R)
+            return coef.flatten(1) @ end["edge"][k] + end["bias"][k]
+        if len(grid) == 2:  # the grouped stage along axis 1: (F, C, w_0, nb)
+            if group[1] == 0:
+                z = z @ self.line_kernel.T
+            else:
+                rows = self._rows(grid[1], at[1][1])
+                z = z @ rows.transpose(1, 2)[:, None]
+        if group[0] == 0:  # the dense stage inside
+            return z.flatten(1) @ self.kernel_flat + self.bias
+        if group[0] == 1:  # edge rows, then the stage's mix of their bands
+            rows = self._rows(grid[0], at[0][1])  # (F, nb, w_0)
+            coef = rows @ z.movedim(2, 1).reshape(f, z.shape[2], -1)
+            return coef.flatten(1) @ self.mix_flat + self.bias
+        end = self._end(0, grid[0])
+        k = group[0] - 2
+        return z.flatten(1) @ end["dense"][k] + end["bias"][k]
 
     def _composite(self):
-        """The stages' composite filter ``(D, C * size**ndim)`` float64."""
+        """The stages' composite filter ``(C * size**ndim, D)`` float64."""
         if getattr(self, "_composite_filter", None) is None:
             *grouped, last = self.separable.stages
-            k = last.kernel.reshape(len(last.kernel), -1, self.size)  # (D, G, r)
+            k = self.kernel  # (D, G, r)
             for stage in grouped:  # 2D: (D, C * nb, r) -> (D, C, r, k)
                 c = stage.groups
-                line = stage.kernel.reshape(c, -1, self.size)  # (C, nb, k)
-                k = k.reshape(len(k), c, line.shape[1], self.size)
-                k = torch.einsum("ocbr,cbk->ocrk", k, line)
-            self._composite_filter = k.reshape(len(k), -1).contiguous()
+                k = k.reshape(len(k), c, -1, self.size)
+                k = torch.einsum("ocbr,bk->ocrk", k, self.line_kernel)
+            self._composite_filter = k.reshape(len(k), -1).T.contiguous()
         return self._composite_filter
+
+    def _width(self, c, m, axis):
+        if c == 0:
+            return self.size
+        if c == 1:
+            return self._table(m)[2]
+        return self._end(axis, m)["width"]
+
+    def _flat(self, kernel):
+        """Dense-stage weights ``(D, G, w)`` as ``(C * w * nb, D)`` matching
+        the grouped stage's output ``(F, C, w, nb)`` (2D), ``(C * w, D)``
+        (1D)."""
+        d, g, w = kernel.shape
+        if self.line_kernel is None:
+            return kernel.reshape(d, -1).T.contiguous()
+        nb = len(self.line_kernel)
+        k = kernel.reshape(d, g // nb, nb, w).permute(1, 3, 2, 0)
+        return k.reshape(-1, d).contiguous()
+
+    def _cached(self, key, build):
+        cache = self._cache
+        if key not in cache:
+            if len(cache) > 256:  # many signal sizes: start over
+                cache.clear()
+            cache[key] = build()
+        return cache[key]
+
+    def _long(self, m):
+        """``m``, or -1 for every axis long enough to share its edge rows."""
+        rows = _edge_rows(*self.separable.line[:2], m * self.stride)
+        return -1 if rows is _edge_rows(*self.separable.line[:2], 2**40) else m
+
+    def _table(self, m):
+        """Edge rows of an axis of ``m`` positions: ``(n_left, n_right, width,
+        rows)``, ``rows`` ``(n_left + n_right, nb, width)`` float64, the
+        first ``n_left`` read samples ``[0, width)``, the others the last
+        ``width`` samples (zero-padded); a short axis has ``n_left = m``."""
+
+        def build():
+            length = m * self.stride
+            rows = _edge_rows(*self.separable.line[:2], length)
+            if rows.right is None:
+                return m, 0, length, rows.left.permute(1, 0, 2).contiguous()
+            (nb, n_left, p_left), (_, n_right, p_right) = rows.left.shape, rows.right.shape
+            width = min(max(p_left, p_right), length)
+            table = torch.zeros((n_left + n_right, nb, width), dtype=torch.float64)
+            table[:n_left, :, :p_left] = rows.left.permute(1, 0, 2)
+            table[n_left:, :, width - p_right :] = rows.right.permute(1, 0, 2)
+            return n_left, n_right, width, table
+
+        return self._cached(("table", self._long(m)), build)
+
+    def _rows(self, m, row):
+        """Edge rows ``(F, nb, width)`` of table rows ``row`` (NumPy)."""
+        return self._table(m)[3][torch.from_numpy(row)]
+
+    def _at(self, p, m, kernel, mix):
+        """First sample and weights ``(D, G, w)`` of a dense stage (``kernel``
+        inside, ``mix`` on edge rows) at position ``p`` of ``m``."""
+        n_left, n_right, width, table = self._table(m)
+        if n_left <= p < m - n_right:
+            return p * self.stride - self.offset, kernel
+        row = p if p < n_left else p - (m - n_right) + n_left
+        start = 0 if p < n_left else m * self.stride - width
+        return start, torch.einsum("ogb,bw->ogw", mix, table[row])
+
+    def _line_at(self, p, m):
+        """First sample and weights ``(nb, w)`` of the grouped stage at
+        position ``p`` of ``m``."""
+        n_left, n_right, width, table = self._table(m)
+        if n_left <= p < m - n_right:
+            return p * self.stride - self.offset, self.line_kernel
+        row = p if p < n_left else p - (m - n_right) + n_left
+        return (0 if p < n_left else m * self.stride - width), table[row]
+
+    def _end(self, axis, m):
+        """The solved latents at the end of ``axis`` (``m`` positions) as
+        linear functionals of the samples (:mod:`~sklearn_walloc._edges`):
+        ``new = P u - Q z_before - p0``, with ``z_before`` the separable
+        latents of the ``n_before`` positions before and ``u`` the samples
+        (1D) or the other axis' analysis of the last ``n_samples``."""
+        return self._cached(("end", axis, self._long(m)), lambda: self._build_end(axis, m))
+
+    def _build_end(self, axis, m):
+        solver = self.reference._solver(axis, "cpu", torch.float64)
+        depth, n_before, n_s = solver.depth, solver.n_before, solver.n_samples
+        d = self._latent_dim()
+        length = m * self.stride
+        first = [m - depth - n_before + t for t in range(n_before)]
+        q = solver.Q.reshape(depth * d, n_before, d)
+        bias = solver.p0.neg() - q.sum(1) @ self.bias
+        if axis == 0:  # u: the samples (1D) or the grouped stage's output
+            at = [self._at(p, m, self.kernel, self.mix) for p in first]
+            width = length - min(min(s for s, _ in at), length - n_s)
+            g = self.kernel.shape[1]
+            dense = torch.zeros((depth * d, g, width), dtype=torch.float64)
+            dense[:, :, width - n_s :] = solver.P.reshape(-1, n_s, g).transpose(1, 2)
+            for t, (s, k) in enumerate(at):
+                o = s - (length - width)
+                dense[:, :, o : o + k.shape[2]] -= torch.einsum("od,dgw->ogw", q[:, t], k)
+            dense = [self._flat(dense[i * d : (i + 1) * d]) for i in range(depth)]
+            return {"width": width, "dense": dense, "bias": bias.chunk(depth)}
+        # Axis 1: u is the axis-0 analysis of the last columns, applied by the
+        # solver's fused 1D encoder (channels: column, then signal channel).
+        at = [self._line_at(p, m) for p in first]
+        width = length - min(min(s for s, _ in at), length - n_s)
+        nb, c = len(self.line_kernel), self.kernel.shape[1] // len(self.line_kernel)
+        lines = torch.zeros((n_before, nb, width), dtype=torch.float64)
+        for t, (s, w) in enumerate(at):
+            o = s - (length - width)
+            lines[t, :, o : o + w.shape[1]] = w
+        (stage,) = solver.fused.stages
+        o = depth * d
+        kernel = stage.kernel.reshape(o, n_s, c, -1)  # (o, column, C, rows)
+        mix = stage.mix.reshape(o, n_s, c, -1)  # (o, column, C, nb)
+        inner = torch.zeros((o, c, kernel.shape[3], width), dtype=torch.float64)
+        inner[..., width - n_s :] = kernel.permute(0, 2, 3, 1)
+        before = self.kernel.reshape(d, c, nb, -1)  # (D, C, nb_1, rows)
+        inner -= torch.einsum("otd,dcbr,tbs->ocrs", q, before, lines)
+        edge = torch.zeros((o, nb, c, width), dtype=torch.float64)
+        edge[..., width - n_s :] = mix.permute(0, 3, 2, 1)
+        before = self.mix.reshape(d, c, nb, -1)  # (D, C, nb_1, nb_0)
+        edge -= torch.einsum("otd,dcbq,tbs->oqcs", q, before, lines)
+        bias = solver.fused.bias - q.sum(1) @ self.bias
+        return {
+            "width": width,
+            "inner": [t.reshape(d, -1).T.contiguous() for t in inner.split(d)],
+            "edge": [t.reshape(d, -1).T.contiguous() for t in edge.split(d)],
+            "bias": bias.chunk(depth),
+        }
+
+    def _corner(self, x, index, grid):
+        """Latents solved along both axes (at most one per signal): the
+        reference on the end window of each axis."""
+        out = []
+        for row in index.tolist():
+            n, *p = row
+            window = x[n : n + 1]
+            for a, m in enumerate(grid):
+                if m > self.large:
+                    start = (m - self.large) * self.stride
+                    window = window.narrow(2 + a, start, window.shape[2 + a] - start)
+                    p[a] -= m - self.large
+            z = self.reference(window.double())
+            out.append(z[(0, slice(None), *p)])
+        return torch.stack(out)
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
 
-    def _kind(self, p, m):
-        """Window kind of positions ``p`` on an axis of ``m`` positions: 0 the
-        whole axis, 1 an inner window, 2 the end window (real end included)."""
-        if m <= self.large:
-            return torch.zeros_like(p)
-        if self.periodic:
-            return torch.ones_like(p)
-        if self.solved and m >= _PROBE:
-            # Only the last latents are solved (EdgeEncoder): they need the
-            # end window the full signal has; the others an inner one.
-            return 1 + (p >= m - DEPTH).to(p.dtype)
-        return torch.ones_like(p)
 
-    def _start(self, p, m, kind):
-        """First position and length of windows of ``kind`` for positions ``p``."""
-        if kind == 0 or m <= self.small:
-            return torch.zeros_like(p), m
-        if kind == 2:
-            return torch.full_like(p, m - self.large), self.large
-        if self.periodic:
-            return p - self.before, self.small
-        return (p - self.before).clamp(0, m - self.small), self.small
-
-
-def _gather(x, n, axes):
-    """``x[n]`` at sample indices ``axes`` (one ``(F, length)`` tensor per
-    spatial axis): ``(F, C, *lengths)``, copying only those samples."""
-    nd = len(axes)
-    index = [n.view(-1, *[1] * nd)]
-    for a, t in enumerate(axes):
-        shape = [len(t)] + [1] * nd
-        shape[1 + a] = t.shape[1]
-        index.append(t.view(shape))
-    return x[(index[0], slice(None), *index[1:])].movedim(-1, 1)
+def _windows(x, n, starts, widths):
+    """``x[n]`` float64 on the windows ``[start, start + width)`` of each
+    spatial axis (wrapping around its end): ``(F, C, *widths)``; ``n`` and
+    ``starts`` are NumPy arrays."""
+    lengths = x.shape[2:]
+    if x.device.type == "cpu":
+        xn = x.detach().numpy()
+        if all(
+            ((s >= 0) & (s + w <= m)).all() for s, w, m in zip(starts, widths, lengths)
+        ):  # slices, copied and cast at once: several times faster than indexing
+            out = np.empty((len(n), x.shape[1], *widths))
+            for k, (i, *first) in enumerate(zip(n.tolist(), *[s.tolist() for s in starts])):
+                out[k] = xn[(i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])]
+            return torch.from_numpy(out)
+    nd = len(starts)
+    index = [torch.from_numpy(n).view(-1, *[1] * nd)]
+    for a, (s, w, m) in enumerate(zip(starts, widths, lengths)):
+        shape = [len(s)] + [1] * nd
+        shape[1 + a] = w
+        index.append(torch.from_numpy((s[:, None] + np.arange(w)) % m).view(shape))
+    index = [t.to(x.device) for t in index]
+    return x[(index[0], slice(None), *index[1:])].movedim(-1, 1).double()
