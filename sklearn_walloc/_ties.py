@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from ._edges import _PROBE, DEPTH, EdgeEncoder, _AxisSolver
+from ._edges import _PROBE, EdgeEncoder
 from ._wavelets import _edge_rows
 
 __all__ = ["ExactRounding", "exact_rounding"]
@@ -83,20 +83,6 @@ class ExactRounding:
         self.size, self.offset = size, offset
         self.solved = isinstance(fused, EdgeEncoder)
         self.separable = self.reference.encoder if self.solved else self.reference
-        # Outputs within n_left / n_right positions of a window end read
-        # samples beyond it.
-        n_left = -(-offset // self.stride)
-        n_right = max(-(-(size - offset) // self.stride), DEPTH)
-        if not self.periodic:  # outputs given by edge rows (any long axis)
-            rows = _edge_rows(*separable.line[:2], 64 * self.stride)
-            n_left = max(n_left, rows.left.shape[1])
-            n_right = max(n_right, rows.right.shape[1])
-        self.before = n_left
-        self.small = n_left + 1 + n_right
-        self.large = self.small
-        if isinstance(fused, EdgeEncoder):
-            solver = _AxisSolver(module, 0, fused.depth)
-            self.large = max(self.small, _PROBE, solver.n_before + DEPTH + n_left)
         # Gain of the stages from max|x| to max|z| (l1 norms of their kernels).
         gain = 1.0
         for stage in separable.stages:
@@ -116,7 +102,9 @@ class ExactRounding:
             self.line_kernel = stage.kernel[:nb].reshape(nb, size).contiguous()
         self.kernel = last.kernel.reshape(*last.kernel.shape[:2], size).contiguous()
         self.mix = last.mix
-        self.mix_flat = self.mix.permute(2, 1, 0).reshape(-1, len(self.mix)).contiguous()
+        self.mix_flat = (
+            self.mix.permute(2, 1, 0).reshape(-1, len(self.mix)).contiguous()
+        )
         self.bias = sep.bias
         self.depth = fused.depth if self.solved else 0
         self.kernel_flat = self._flat(self.kernel)
@@ -124,8 +112,12 @@ class ExactRounding:
 
     def tolerance(self, x):
         """Per-signal bound ``(N,)`` float64 on ``|z32 - z_ref|``."""
-        peak = x.detach().abs().flatten(1).amax(1).double()
-        return TOL_UNITS * 2.0**-24 * (peak * self.gain + self.bias_peak)
+        # max |x| without an |x| copy (amax / amin are also several times
+        # faster than vector_norm(inf) or aminmax on channels-last photos).
+        dims = tuple(range(1, x.dim()))
+        x = x.detach()
+        peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg())
+        return TOL_UNITS * 2.0**-24 * (peak.double() * self.gain + self.bias_peak)
 
     def round(self, bottleneck, z, x, gain=None, tol=None):
         """Integer latents (``z``'s dtype) of float32 latents ``z`` of ``x``,
@@ -136,21 +128,33 @@ class ExactRounding:
         if g is None:
             g = torch.ones(n, dtype=torch.float64, device=z.device)
         tol = self.tolerance(x) if tol is None else tol
-        u = z.to(torch.float64, copy=True)
-        u = bottleneck.compand(u.mul_(g.view(view)))
         # |du/dz| <= bound * sqrt(2/pi) / scale (the slope of erf at 0).
         slope = bottleneck.bound * math.sqrt(2 / math.pi) / bottleneck.scale
-        band = (tol * g * slope).view(view)
+        band = tol * g * slope  # (N,): |u32 - u_ref| <= band
+        # One pass in z's dtype decides every entry farther than band + slack
+        # from a tie, slack bounding its distance to the float64 compand of
+        # the same z (8 ulps of erf, the gain and the products; 64 taken):
+        # both round alike there. The rest (about 1 in 1000) is redone in
+        # float64, and the entries within band of a tie take the reference.
+        slack = 64 * torch.finfo(z.dtype).eps / 2 * bottleneck.bound
+        u = bottleneck.compand(z * g.to(z.dtype).view(view))
         # |frac(u) - 1/2|, in place: a large photo has millions of latents.
-        near = torch.floor(u).sub_(u).add_(0.5).abs_() <= band
+        maybe = torch.floor(u).sub_(u).add_(0.5).abs_() <= (band + slack).view(view)
         q = u.round_()
+        if not bool(maybe.any()):
+            return q
+        at = maybe.nonzero(as_tuple=True)
+        u = bottleneck.compand(z[at].double() * g[at[0]])
+        q[at] = torch.round(u).to(q.dtype)
+        near = torch.zeros_like(maybe)
+        near[at] = (torch.floor(u) - u + 0.5).abs() <= band[at[0]]
         if bool(near.any()):
             index = near.any(dim=1).nonzero()  # (F, 1 + ndim): signal, position
             at = (index[:, 0], slice(None), *index[:, 1:].T)
             zr = self.values(x, index)  # (F, D)
             ur = bottleneck.compand(zr * g[index[:, 0]][:, None])
-            q[at] = torch.where(near[at], torch.round(ur), q[at])
-        return q.to(z.dtype)
+            q[at] = torch.where(near[at], torch.round(ur).to(q.dtype), q[at])
+        return q
 
     def peak(self, z, x, tol=None):
         """``max |z_ref|`` per signal ``(N,)`` float64: the float32 peak can
@@ -222,7 +226,7 @@ class ExactRounding:
         """Reference latents ``(F, D)`` of positions of one class per axis."""
         n = index[:, 0]
         if len(grid) == 2 and group[0] >= 2 and group[1] >= 2:
-            return self._corner(x, index, grid)
+            return self._corner(x, index, group, grid)
         widths = [self._width(c, m, a) for a, (c, m) in enumerate(zip(group, grid))]
         z = _windows(x, n, [s for s, _ in at], widths)  # (F, C, w_0, ...) float64
         f = len(index)
@@ -255,7 +259,7 @@ class ExactRounding:
     def _composite(self):
         """The stages' composite filter ``(C * size**ndim, D)`` float64."""
         if getattr(self, "_composite_filter", None) is None:
-            *grouped, last = self.separable.stages
+            *grouped, _ = self.separable.stages
             k = self.kernel  # (D, G, r)
             for stage in grouped:  # 2D: (D, C * nb, r) -> (D, C, r, k)
                 c = stage.groups
@@ -306,7 +310,10 @@ class ExactRounding:
             rows = _edge_rows(*self.separable.line[:2], length)
             if rows.right is None:
                 return m, 0, length, rows.left.permute(1, 0, 2).contiguous()
-            (nb, n_left, p_left), (_, n_right, p_right) = rows.left.shape, rows.right.shape
+            (nb, n_left, p_left), (_, n_right, p_right) = (
+                rows.left.shape,
+                rows.right.shape,
+            )
             width = min(max(p_left, p_right), length)
             table = torch.zeros((n_left + n_right, nb, width), dtype=torch.float64)
             table[:n_left, :, :p_left] = rows.left.permute(1, 0, 2)
@@ -344,7 +351,9 @@ class ExactRounding:
         ``new = P u - Q z_before - p0``, with ``z_before`` the separable
         latents of the ``n_before`` positions before and ``u`` the samples
         (1D) or the other axis' analysis of the last ``n_samples``."""
-        return self._cached(("end", axis, self._long(m)), lambda: self._build_end(axis, m))
+        return self._cached(
+            ("end", axis, self._long(m)), lambda: self._build_end(axis, m)
+        )
 
     def _build_end(self, axis, m):
         solver = self.reference._solver(axis, "cpu", torch.float64)
@@ -362,7 +371,9 @@ class ExactRounding:
             dense[:, :, width - n_s :] = solver.P.reshape(-1, n_s, g).transpose(1, 2)
             for t, (s, k) in enumerate(at):
                 o = s - (length - width)
-                dense[:, :, o : o + k.shape[2]] -= torch.einsum("od,dgw->ogw", q[:, t], k)
+                dense[:, :, o : o + k.shape[2]] -= torch.einsum(
+                    "od,dgw->ogw", q[:, t], k
+                )
             dense = [self._flat(dense[i * d : (i + 1) * d]) for i in range(depth)]
             return {"width": width, "dense": dense, "bias": bias.chunk(depth)}
         # Axis 1: u is the axis-0 analysis of the last columns, applied by the
@@ -387,28 +398,42 @@ class ExactRounding:
         before = self.mix.reshape(d, c, nb, -1)  # (D, C, nb_1, nb_0)
         edge -= torch.einsum("otd,dcbq,tbs->oqcs", q, before, lines)
         bias = solver.fused.bias - q.sum(1) @ self.bias
+        fused = torch.zeros_like(edge)  # the corner's: its z_before are solved
+        fused[..., width - n_s :] = mix.permute(0, 3, 2, 1)
         return {
             "width": width,
             "inner": [t.reshape(d, -1).T.contiguous() for t in inner.split(d)],
             "edge": [t.reshape(d, -1).T.contiguous() for t in edge.split(d)],
             "bias": bias.chunk(depth),
+            "fused": [t.reshape(d, -1).T.contiguous() for t in fused.split(d)],
+            "fused_bias": solver.fused.bias.chunk(depth),
+            "q": [t.T.contiguous() for t in solver.Q.split(d)],
+            "before": n_before,
         }
 
-    def _corner(self, x, index, grid):
-        """Latents solved along both axes (at most one per signal): the
-        reference on the end window of each axis."""
-        out = []
-        for row in index.tolist():
-            n, *p = row
-            window = x[n : n + 1]
-            for a, m in enumerate(grid):
-                if m > self.large:
-                    start = (m - self.large) * self.stride
-                    window = window.narrow(2 + a, start, window.shape[2 + a] - start)
-                    p[a] -= m - self.large
-            z = self.reference(window.double())
-            out.append(z[(0, slice(None), *p)])
-        return torch.stack(out)
+    def _corner(self, x, index, group, grid):
+        """Latents solved along both axes: the solver of axis 1 on the
+        solved latents of axis 0 before them (``_end(1)``'s ``fused``
+        functional minus ``Q`` times those latents)."""
+        m0, m1 = grid
+        end = self._end(1, m1)
+        k = group[1] - 2
+        # The solved latents of the same row before the corner.
+        before = m1 - self.depth - end["before"] + np.arange(end["before"])
+        aux = np.repeat(index, len(before), axis=0)
+        aux[:, 2] = np.tile(before, len(index))
+        z = self.values(x, torch.from_numpy(aux)).reshape(len(index), -1)
+        # The axis-1 solver's own term: its row is an edge row of axis 0.
+        n_left, n_right, width, _ = self._table(m0)
+        p = index[:, 1]
+        row = p - (m0 - n_right) + n_left
+        start = np.full_like(p, m0 * self.stride - width)
+        w = [width, end["width"]]
+        first = [start, np.full_like(p, m1 * self.stride - end["width"])]
+        u = _windows(x, index[:, 0], first, w)  # (F, C, width, R)
+        coef = self._rows(m0, row) @ u.movedim(2, 1).flatten(2)
+        fused = coef.flatten(1) @ end["fused"][k] + end["fused_bias"][k]
+        return fused - z @ end["q"][k]
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
@@ -425,8 +450,12 @@ def _windows(x, n, starts, widths):
             ((s >= 0) & (s + w <= m)).all() for s, w, m in zip(starts, widths, lengths)
         ):  # slices, copied and cast at once: several times faster than indexing
             out = np.empty((len(n), x.shape[1], *widths))
-            for k, (i, *first) in enumerate(zip(n.tolist(), *[s.tolist() for s in starts])):
-                out[k] = xn[(i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])]
+            for k, (i, *first) in enumerate(
+                zip(n.tolist(), *[s.tolist() for s in starts])
+            ):
+                out[k] = xn[
+                    (i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])
+                ]
             return torch.from_numpy(out)
     nd = len(starts)
     index = [torch.from_numpy(n).view(-1, *[1] * nd)]
