@@ -11,18 +11,25 @@ in 20,000 made a blob differ between 1 and 2 threads.
 evaluated in float64. The float32 latents decide every entry farther than a
 tolerance from a tie (the tolerance bounds their distance to the reference,
 with a wide margin); the few entries within it, about 1 in 10^4 for audio and
-1 in 10^3 for photos, are recomputed in float64 on a small window of the signal
-around them, which gives their reference values. Blobs so depend on the input
-alone; only a reference that lands within float64 noise (about 1e-13) of a tie
-could still differ, and both roundings are then equally good.
+1 in 500 for photos, get their reference values recomputed in float64 from the
+samples they read. Blobs so depend on the input alone; only a reference that
+lands within float64 noise (about 1e-13) of a tie could still differ, and both
+roundings are then equally good.
 
-The window of a latent is a few latent positions wide along each axis: wide
-enough that no position of it but the target reads an artificial window end
-(the composite filter's reach, ``n_left`` / ``n_right`` positions), and, at the
-real end of an axis where the least-squares edge latents
-(:mod:`~sklearn_walloc._edges`) apply, the same end window as the full signal.
-``tests/test_ties.py`` checks the windowed values against the full reference at
-every position.
+The recomputation is exact, not windowed: along each axis a latent position is
+*inside* (one correlation with the inner filter), on an *edge row* of the
+symmetric analysis (:func:`~sklearn_walloc._wavelets._edge_rows`), or *solved*
+at the end (the least-squares latents of :mod:`~sklearn_walloc._edges`). Inside
+both axes, a latent is one product of its 57x57 support with the stages'
+composite filter; edge rows go through the separable stages with their rows;
+a solved latent is ``P u - Q z_before - p0``, a linear functional of the last
+samples of the axis (and of the other axis' analysis), precomputed once per
+model and axis length class (:meth:`ExactRounding._end`). A latent solved along
+both axes (the corner) is the axis-1 solve on the axis-0 solved latents before
+it. Positions of one class share their weights, so each class is one gather of
+the samples and two or three batched products. ``tests/test_ties.py`` checks
+the values against the full reference at every position (every shipped model,
+periodic models, odd and short axes).
 """
 
 import math
@@ -38,18 +45,25 @@ __all__ = ["ExactRounding", "exact_rounding"]
 #: Tolerance in units of ``2**-24 * (max|x| * gain + max|bias|)`` of a signal,
 #: the float32 rounding scale of its latents (``gain``: the product of the
 #: stages' largest kernel l1 norms). The largest distance measured between the
-#: float32 and float64 latents of the shipped models was 5 such units (uniform
-#: noise photos; audio: under 1); 24 leaves a margin of about 5x and flags
-#: about 1 photo latent in 500 and 1 audio latent in 10,000.
+#: float32 and float64 latents of the shipped models, 1 and 2 threads, was 6.2
+#: such units (rgb-16x on the held-out photos; uniform-noise photos 4.6, audio
+#: 3.9); 24 leaves a margin of about 4x and flags about 1 photo latent in 500
+#: and 1 audio latent in 10,000. (Units per channel, from each channel's own
+#: l1 norm, measured up to 9.6: no tighter bound there.)
 TOL_UNITS = 24.0
-#: Images too? Off: the float64 recomputation of near-tie latents (whole-signal
-#: references where a near tie falls in a least-squares last row or column)
-#: halves a photo's ``compress`` speed today (1.2x -> 0.54x WebP's encoder on
-#: the held-out photos), for latents that rounded alike in every test of 1 and
-#: 2 threads, processes and dask workers. Audio pays nothing measurable and is
-#: always exact (where the issue saw blobs differ).
+#: Images too? Off: the float64 recomputation of near-tie latents (about 130
+#: per 0.26 MP photo, ~45 us each on a loaded core, mostly gathering their
+#: 3x57x57 supports and one product with the composite filter) still costs
+#: about 40% of a photo's ``compress`` time (rgb-16x, held-out photos and a
+#: 1024x1536 tile, one torch thread, CPU time, load 9-12: +43% / +39%; the
+#: whole-signal references before cost +157% / +126%), against a target of
+#: 15%, for latents that rounded alike in every test of 1 and 2 threads,
+#: processes and dask workers. Audio pays nothing measurable and is always
+#: exact (where the issue saw blobs differ).
 EXACT_IMAGES = False
-# Latents per batch of recomputation (bounds its memory).
+# Whole references for signals whose near positions would read more samples.
+_WHOLE = 4.0
+# Positions per batch of recomputation (bounds its memory: 78 KB a position).
 _BATCH = 64
 
 
@@ -185,6 +199,24 @@ class ExactRounding:
             return out
         # Bookkeeping in NumPy: a few hundred positions, dozens of tiny ops.
         index = index.cpu().numpy()
+        # A signal whose positions would read more than _WHOLE times its
+        # samples (a flat photo whose every latent sits near a tie, a silent
+        # clip's peak) is cheaper as one whole reference.
+        reads = np.bincount(index[:, 0], minlength=len(x)) * x.shape[1]
+        whole = reads * self.size ** len(grid) > _WHOLE * x[0].numel()
+        for n in np.flatnonzero(whole).tolist():
+            rows = np.flatnonzero(index[:, 0] == n)
+            z = self.reference(x[n : n + 1].double())[0]
+            out[torch.from_numpy(rows).to(x.device)] = z[
+                (slice(None), *torch.from_numpy(index[rows, 1:].T))
+            ].T
+        if whole.any():
+            keep = np.flatnonzero(~whole[index[:, 0]])
+            if len(keep):
+                out[torch.from_numpy(keep).to(x.device)] = self.values(
+                    x, torch.from_numpy(index[keep])
+                )
+            return out
         axes = [self._classify(index[:, 1 + a], m, a) for a, m in enumerate(grid)]
         key = np.zeros(len(index), dtype=np.int64)
         for kind, _, _ in axes:  # one integer per class tuple (classes < 16)

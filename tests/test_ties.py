@@ -60,10 +60,15 @@ def _codec(name):
         ("golden_codec_model_1d.npz", [(90, 2), (12, 2)]),
     ],
 )
-def test_windowed_reference_equals_the_whole_reference_everywhere(name, shapes):
+@pytest.mark.parametrize("whole", [False, True])
+def test_windowed_reference_equals_the_whole_reference_everywhere(
+    name, shapes, whole, monkeypatch
+):
     # The recomputation of a latent from the samples it reads must give the
     # float64 encoder's value at every position, borders and solved ends
-    # included.
+    # included (and so must the whole reference, taken for so many).
+    if not whole:
+        monkeypatch.setattr(_ties, "_WHOLE", float("inf"))
     codec = _codec(name)
     module, fused, _ = codec._runtime_model()
     ties = exact_rounding(fused, module)
