@@ -114,7 +114,8 @@ def main():
             "",
             f"Machine: {machine_line(run.machine)}",
             "",
-            f"rgb-16x, one photo per call, best of {repeats} interleaved repeats.",
+            f"rgb-16x, one photo per call, best of {repeats} interleaved repeats; "
+            f"1-minute load {run.machine['load_average'][0]:.1f} at the start.",
             "",
             markdown_table(
                 [
