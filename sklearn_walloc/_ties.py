@@ -88,7 +88,8 @@ class ExactRounding:
 
     def __init__(self, module, fused):
         self.fused = fused
-        self.reference = fused.to(torch.float64)
+        # On the CPU: the recomputation is a few hundred small products.
+        self.reference = fused.to(torch.float64).to("cpu")
         separable = fused.encoder if isinstance(fused, EdgeEncoder) else fused
         self.stride = separable.stride
         self.periodic = separable.line[2] != "symmetric"
@@ -192,9 +193,11 @@ class ExactRounding:
         same class along every axis (inner, edge row, solved end) share their
         weights, so each class is one gather and a few batched products.
         """
+        if x.device.type != "cpu":
+            return self.values(x.cpu(), index.cpu()).to(x.device)
         grid = [s // self.stride for s in x.shape[2:]]
         d = self._latent_dim()
-        out = torch.empty((len(index), d), dtype=torch.float64, device=x.device)
+        out = torch.empty((len(index), d), dtype=torch.float64)
         if not len(index):
             return out
         # Bookkeeping in NumPy: a few hundred positions, dozens of tiny ops.
@@ -207,13 +210,13 @@ class ExactRounding:
         for n in np.flatnonzero(whole).tolist():
             rows = np.flatnonzero(index[:, 0] == n)
             z = self.reference(x[n : n + 1].double())[0]
-            out[torch.from_numpy(rows).to(x.device)] = z[
+            out[torch.from_numpy(rows)] = z[
                 (slice(None), *torch.from_numpy(index[rows, 1:].T))
             ].T
         if whole.any():
             keep = np.flatnonzero(~whole[index[:, 0]])
             if len(keep):
-                out[torch.from_numpy(keep).to(x.device)] = self.values(
+                out[torch.from_numpy(keep)] = self.values(
                     x, torch.from_numpy(index[keep])
                 )
             return out
@@ -229,7 +232,7 @@ class ExactRounding:
             for part in np.split(rows, range(_BATCH, len(rows), _BATCH)):
                 at = [(s[part], e[part]) for _, s, e in axes]
                 z = self._group(x, index[part], group, at, grid)
-                out[torch.from_numpy(part).to(x.device)] = z
+                out[torch.from_numpy(part)] = z
         return out
 
     def _classify(self, p, m, axis):
@@ -473,27 +476,24 @@ class ExactRounding:
 
 def _windows(x, n, starts, widths):
     """``x[n]`` float64 on the windows ``[start, start + width)`` of each
-    spatial axis (wrapping around its end): ``(F, C, *widths)``; ``n`` and
-    ``starts`` are NumPy arrays."""
+    spatial axis (wrapping around its end): ``(F, C, *widths)``; ``x`` on the
+    CPU, ``n`` and ``starts`` NumPy arrays."""
     lengths = x.shape[2:]
-    if x.device.type == "cpu":
-        xn = x.detach().numpy()
-        if all(
-            ((s >= 0) & (s + w <= m)).all() for s, w, m in zip(starts, widths, lengths)
-        ):  # slices, copied and cast at once: several times faster than indexing
-            out = np.empty((len(n), x.shape[1], *widths))
-            for k, (i, *first) in enumerate(
-                zip(n.tolist(), *[s.tolist() for s in starts])
-            ):
-                out[k] = xn[
-                    (i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])
-                ]
-            return torch.from_numpy(out)
-    nd = len(starts)
-    index = [torch.from_numpy(n).view(-1, *[1] * nd)]
+    xn = x.detach().numpy()
+    if all(((s >= 0) & (s + w <= m)).all() for s, w, m in zip(starts, widths, lengths)):
+        # Slices, copied and cast at once: several times faster than indexing.
+        out = np.empty((len(n), x.shape[1], *widths))
+        for k, (i, *first) in enumerate(zip(n.tolist(), *[s.tolist() for s in starts])):
+            out[k] = xn[
+                (i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])
+            ]
+        return torch.from_numpy(out)
+    index = [n.reshape(-1, *[1] * len(starts))]
     for a, (s, w, m) in enumerate(zip(starts, widths, lengths)):
-        shape = [len(s)] + [1] * nd
+        shape = [len(s)] + [1] * len(starts)
         shape[1 + a] = w
-        index.append(torch.from_numpy((s[:, None] + np.arange(w)) % m).view(shape))
-    index = [t.to(x.device) for t in index]
-    return x[(index[0], slice(None), *index[1:])].movedim(-1, 1).double()
+        index.append(((s[:, None] + np.arange(w)) % m).reshape(shape))
+    # Advanced indices around a slice: (F, *widths, C).
+    return torch.from_numpy(
+        np.moveaxis(xn[(index[0], slice(None), *index[1:])], -1, 1).astype(np.float64)
+    )
