@@ -63,8 +63,9 @@ TOL_UNITS = 24.0
 EXACT_IMAGES = False
 # Whole references for signals whose near positions would read more samples.
 _WHOLE = 4.0
-# Positions per batch of recomputation (bounds its memory: 78 KB a position).
-_BATCH = 64
+# Samples gathered per batch of recomputation (16 MB in float64: about 200
+# positions of rgb-16x; larger batches were up to 10% faster than 64).
+_BATCH = 2**21
 
 
 def exact_rounding(fused, module):
@@ -229,7 +230,12 @@ class ExactRounding:
         for rows in np.split(order, cuts):
             code = int(key[rows[0]])
             group = [code // 16 ** (len(grid) - 1 - a) % 16 for a in range(len(grid))]
-            for part in np.split(rows, range(_BATCH, len(rows), _BATCH)):
+            reads = x.shape[1] * math.prod(
+                self._width(min(c, 2), m, a)
+                for a, (c, m) in enumerate(zip(group, grid))
+            )
+            batch = max(1, _BATCH // reads)
+            for part in np.split(rows, range(batch, len(rows), batch)):
                 at = [(s[part], e[part]) for _, s, e in axes]
                 z = self._group(x, index[part], group, at, grid)
                 out[torch.from_numpy(part)] = z
