@@ -11,25 +11,33 @@ in 20,000 made a blob differ between 1 and 2 threads.
 evaluated in float64. The float32 latents decide every entry farther than a
 tolerance from a tie (the tolerance bounds their distance to the reference,
 with a wide margin); the few entries within it, about 1 in 10^4 for audio and
-1 in 10^3 for photos, are recomputed in float64 on a small window of the signal
-around them, which gives their reference values. Blobs so depend on the input
-alone; only a reference that lands within float64 noise (about 1e-13) of a tie
-could still differ, and both roundings are then equally good.
+1 in 500 for photos, get their reference values recomputed in float64 from the
+samples they read. Blobs so depend on the input alone; only a reference that
+lands within float64 noise (about 1e-13) of a tie could still differ, and both
+roundings are then equally good.
 
-The window of a latent is a few latent positions wide along each axis: wide
-enough that no position of it but the target reads an artificial window end
-(the composite filter's reach, ``n_left`` / ``n_right`` positions), and, at the
-real end of an axis where the least-squares edge latents
-(:mod:`~sklearn_walloc._edges`) apply, the same end window as the full signal.
-``tests/test_ties.py`` checks the windowed values against the full reference at
-every position.
+The recomputation is exact, not windowed: along each axis a latent position is
+*inside* (one correlation with the inner filter), on an *edge row* of the
+symmetric analysis (:func:`~sklearn_walloc._wavelets._edge_rows`), or *solved*
+at the end (the least-squares latents of :mod:`~sklearn_walloc._edges`). Inside
+both axes, a latent is one product of its 57x57 support with the stages'
+composite filter; edge rows go through the separable stages with their rows;
+a solved latent is ``P u - Q z_before - p0``, a linear functional of the last
+samples of the axis (and of the other axis' analysis), precomputed once per
+model and axis length class (:meth:`ExactRounding._end`). A latent solved along
+both axes (the corner) is the axis-1 solve on the axis-0 solved latents before
+it. Positions of one class share their weights, so each class is one gather of
+the samples and two or three batched products. ``tests/test_ties.py`` checks
+the values against the full reference at every position (every shipped model,
+periodic models, odd and short axes).
 """
 
 import math
 
+import numpy as np
 import torch
 
-from ._edges import _PROBE, DEPTH, EdgeEncoder, _AxisSolver
+from ._edges import _PROBE, EdgeEncoder
 from ._wavelets import _edge_rows
 
 __all__ = ["ExactRounding", "exact_rounding"]
@@ -37,19 +45,27 @@ __all__ = ["ExactRounding", "exact_rounding"]
 #: Tolerance in units of ``2**-24 * (max|x| * gain + max|bias|)`` of a signal,
 #: the float32 rounding scale of its latents (``gain``: the product of the
 #: stages' largest kernel l1 norms). The largest distance measured between the
-#: float32 and float64 latents of the shipped models was 5 such units (uniform
-#: noise photos; audio: under 1); 24 leaves a margin of about 5x and flags
-#: about 1 photo latent in 500 and 1 audio latent in 10,000.
+#: float32 and float64 latents of the shipped models, 1 and 2 threads, was 6.2
+#: such units (rgb-16x on the held-out photos; uniform-noise photos 4.6, audio
+#: 3.9); 24 leaves a margin of about 4x and flags about 1 photo latent in 500
+#: and 1 audio latent in 10,000. (Units per channel, from each channel's own
+#: l1 norm, measured up to 9.6: no tighter bound there.)
 TOL_UNITS = 24.0
-#: Images too? Off: the float64 recomputation of near-tie latents (whole-signal
-#: references where a near tie falls in a least-squares last row or column)
-#: halves a photo's ``compress`` speed today (1.2x -> 0.54x WebP's encoder on
-#: the held-out photos), for latents that rounded alike in every test of 1 and
-#: 2 threads, processes and dask workers. Audio pays nothing measurable and is
-#: always exact (where the issue saw blobs differ).
+#: Images too? Off: the float64 recomputation of near-tie latents (about 130
+#: per 0.26 MP photo, ~45 us each on a loaded core, mostly gathering their
+#: 3x57x57 supports and one product with the composite filter) still costs
+#: about 40% of a photo's ``compress`` time (rgb-16x, held-out photos and a
+#: 1024x1536 tile, one torch thread, CPU time, load 9-12: +43% / +39%; the
+#: whole-signal references before cost +157% / +126%), against a target of
+#: 15%, for latents that rounded alike in every test of 1 and 2 threads,
+#: processes and dask workers. Audio pays nothing measurable and is always
+#: exact (where the issue saw blobs differ).
 EXACT_IMAGES = False
-# Latents per batch of recomputation (bounds its memory).
-_BATCH = 512
+# Whole references for signals whose near positions would read more samples.
+_WHOLE = 4.0
+# Samples gathered per batch of recomputation (16 MB in float64: about 200
+# positions of rgb-16x; larger batches were up to 10% faster than 64).
+_BATCH = 2**21
 
 
 def exact_rounding(fused, module):
@@ -73,7 +89,8 @@ class ExactRounding:
 
     def __init__(self, module, fused):
         self.fused = fused
-        self.reference = fused.to(torch.float64)
+        # On the CPU: the recomputation is a few hundred small products.
+        self.reference = fused.to(torch.float64).to("cpu")
         separable = fused.encoder if isinstance(fused, EdgeEncoder) else fused
         self.stride = separable.stride
         self.periodic = separable.line[2] != "symmetric"
@@ -82,31 +99,41 @@ class ExactRounding:
         self.size, self.offset = size, offset
         self.solved = isinstance(fused, EdgeEncoder)
         self.separable = self.reference.encoder if self.solved else self.reference
-        # Outputs within n_left / n_right positions of a window end read
-        # samples beyond it.
-        n_left = -(-offset // self.stride)
-        n_right = max(-(-(size - offset) // self.stride), DEPTH)
-        if not self.periodic:  # outputs given by edge rows (any long axis)
-            rows = _edge_rows(*separable.line[:2], 64 * self.stride)
-            n_left = max(n_left, rows.left.shape[1])
-            n_right = max(n_right, rows.right.shape[1])
-        self.before = n_left
-        self.small = n_left + 1 + n_right
-        self.large = self.small
-        if isinstance(fused, EdgeEncoder):
-            solver = _AxisSolver(module, 0, fused.depth)
-            self.large = max(self.small, _PROBE, solver.n_before + DEPTH + n_left)
         # Gain of the stages from max|x| to max|z| (l1 norms of their kernels).
         gain = 1.0
         for stage in separable.stages:
             gain *= float(stage.kernel.double().abs().flatten(1).sum(1).max())
         self.gain = gain
-        self.bias = float(separable.bias.double().abs().max())
+        self.bias_peak = float(separable.bias.double().abs().max())
+        # The float64 reference's weights (the float32 encoder's, cast): the
+        # grouped stage's inner filter along axis 1 (2D), the dense stage's
+        # kernel and band mix along axis 0.
+        sep = self.separable
+        *grouped, last = sep.stages
+        assert [s.axis for s in sep.stages] == list(reversed(range(len(sep.stages))))
+        self.line_kernel = None
+        if grouped:
+            (stage,) = grouped
+            nb = stage.kernel.shape[0] // stage.groups
+            self.line_kernel = stage.kernel[:nb].reshape(nb, size).contiguous()
+        self.kernel = last.kernel.reshape(*last.kernel.shape[:2], size).contiguous()
+        self.mix = last.mix
+        self.mix_flat = (
+            self.mix.permute(2, 1, 0).reshape(-1, len(self.mix)).contiguous()
+        )
+        self.bias = sep.bias
+        self.depth = fused.depth if self.solved else 0
+        self.kernel_flat = self._flat(self.kernel)
+        self._cache = {}
 
     def tolerance(self, x):
         """Per-signal bound ``(N,)`` float64 on ``|z32 - z_ref|``."""
-        peak = x.detach().abs().flatten(1).amax(1).double()
-        return TOL_UNITS * 2.0**-24 * (peak * self.gain + self.bias)
+        # max |x| without an |x| copy (amax / amin are also several times
+        # faster than vector_norm(inf) or aminmax on channels-last photos).
+        dims = tuple(range(1, x.dim()))
+        x = x.detach()
+        peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg())
+        return TOL_UNITS * 2.0**-24 * (peak.double() * self.gain + self.bias_peak)
 
     def round(self, bottleneck, z, x, gain=None, tol=None):
         """Integer latents (``z``'s dtype) of float32 latents ``z`` of ``x``,
@@ -117,21 +144,33 @@ class ExactRounding:
         if g is None:
             g = torch.ones(n, dtype=torch.float64, device=z.device)
         tol = self.tolerance(x) if tol is None else tol
-        u = z.to(torch.float64, copy=True)
-        u = bottleneck.compand(u.mul_(g.view(view)))
         # |du/dz| <= bound * sqrt(2/pi) / scale (the slope of erf at 0).
         slope = bottleneck.bound * math.sqrt(2 / math.pi) / bottleneck.scale
-        band = (tol * g * slope).view(view)
+        band = tol * g * slope  # (N,): |u32 - u_ref| <= band
+        # One pass in z's dtype decides every entry farther than band + slack
+        # from a tie, slack bounding its distance to the float64 compand of
+        # the same z (8 ulps of erf, the gain and the products; 64 taken):
+        # both round alike there. The rest (about 1 in 1000) is redone in
+        # float64, and the entries within band of a tie take the reference.
+        slack = 64 * torch.finfo(z.dtype).eps / 2 * bottleneck.bound
+        u = bottleneck.compand(z * g.to(z.dtype).view(view))
         # |frac(u) - 1/2|, in place: a large photo has millions of latents.
-        near = torch.floor(u).sub_(u).add_(0.5).abs_() <= band
+        maybe = torch.floor(u).sub_(u).add_(0.5).abs_() <= (band + slack).view(view)
         q = u.round_()
+        if not bool(maybe.any()):
+            return q
+        at = maybe.nonzero(as_tuple=True)
+        u = bottleneck.compand(z[at].double() * g[at[0]])
+        q[at] = torch.round(u).to(q.dtype)
+        near = torch.zeros_like(maybe)
+        near[at] = (torch.floor(u) - u + 0.5).abs() <= band[at[0]]
         if bool(near.any()):
             index = near.any(dim=1).nonzero()  # (F, 1 + ndim): signal, position
+            at = (index[:, 0], slice(None), *index[:, 1:].T)
             zr = self.values(x, index)  # (F, D)
             ur = bottleneck.compand(zr * g[index[:, 0]][:, None])
-            at = (index[:, 0], slice(None), *index[:, 1:].T)
-            q[at] = torch.where(near[at], torch.round(ur), q[at])
-        return q.to(z.dtype)
+            q[at] = torch.where(near[at], torch.round(ur).to(q.dtype), q[at])
+        return q
 
     def peak(self, z, x, tol=None):
         """``max |z_ref|`` per signal ``(N,)`` float64: the float32 peak can
@@ -151,193 +190,316 @@ class ExactRounding:
         """Reference latents ``(F, D)`` float64 of ``x`` at latent positions
         ``index`` ``(F, 1 + ndim)`` (signal, then position per axis).
 
-        Each position is computed on its window; a signal with so many
-        positions that their windows would outgrow it is computed whole.
+        Each latent is computed from the samples it reads: positions of the
+        same class along every axis (inner, edge row, solved end) share their
+        weights, so each class is one gather and a few batched products.
         """
+        if x.device.type != "cpu":
+            return self.values(x.cpu(), index.cpu()).to(x.device)
         grid = [s // self.stride for s in x.shape[2:]]
-        out = torch.empty(
-            (len(index), self._latent_dim()), dtype=torch.float64, device=x.device
-        )
+        d = self._latent_dim()
+        out = torch.empty((len(index), d), dtype=torch.float64)
         if not len(index):
             return out
-        # Per axis: 0 away from the borders (the latent is one correlation
-        # with its support), 1 / 3 near the start / end (edge rows), 2 solved
-        # at the end (EdgeEncoder: computed on a window of the signal).
-        modes = torch.ones((len(index), len(grid)), dtype=torch.int64)
-        for a, m in enumerate(grid):
-            p = index[:, 1 + a].cpu()
-            lo, hi = self._inner(m)
-            # 1: near the start (or a short axis), 3: near the end.
-            modes[:, a] = torch.where((p >= lo) & (p < hi), 0, 1)
-            modes[:, a] = torch.where((p >= hi) & (hi > 0), 3, modes[:, a])
-            if self.solved and m >= _PROBE:
-                modes[:, a] = torch.where(p >= m - DEPTH, 2, modes[:, a])
-        solved = (modes == 2).any(1).to(index.device)
-        for mode in torch.unique(modes[~solved.cpu()], dim=0).tolist():
-            rows = ((modes == torch.tensor(mode)).all(1)).nonzero()[:, 0]
-            for part in rows.to(index.device).split(_BATCH):
-                out[part] = self._separable(x, index[part], mode, grid)
-        rest = solved.nonzero()[:, 0]
-        if not len(rest):
-            return out
-        window = math.prod(min(m, self.large) for m in grid)
-        counts = torch.bincount(index[rest, 0], minlength=len(x))
-        whole = counts[index[rest, 0]] * window >= math.prod(grid)
-        for n in torch.unique(index[rest[whole], 0]).tolist():
-            rows = rest[index[rest, 0] == n]
+        # Bookkeeping in NumPy: a few hundred positions, dozens of tiny ops.
+        index = index.cpu().numpy()
+        # A signal whose positions would read more than _WHOLE times its
+        # samples (a flat photo whose every latent sits near a tie, a silent
+        # clip's peak) is cheaper as one whole reference.
+        reads = np.bincount(index[:, 0], minlength=len(x)) * x.shape[1]
+        whole = reads * self.size ** len(grid) > _WHOLE * x[0].numel()
+        for n in np.flatnonzero(whole).tolist():
+            rows = np.flatnonzero(index[:, 0] == n)
             z = self.reference(x[n : n + 1].double())[0]
-            out[rows] = z[(slice(None), *index[rows, 1:].T)].T
-        rest = rest[~whole]
-        # Per axis: 0 the whole axis, 1 an inner window, 2 the end window.
-        kinds = torch.stack(
-            [self._kind(index[rest, 1 + a], m) for a, m in enumerate(grid)], 1
-        )
-        for kind in torch.unique(kinds, dim=0).tolist():
-            rows = rest[(kinds == torch.tensor(kind, device=x.device)).all(1)]
-            for part in rows.split(_BATCH):
-                axes, targets = [], []
-                for a, (k, m) in enumerate(zip(kind, grid)):
-                    start, length = self._start(index[part, 1 + a], m, k)
-                    axes.append(self._samples(start, length, m))
-                    targets.append((index[part, 1 + a] - start) % m)
-                z = self.reference(_gather(x, index[part, 0], axes).double())
-                out[part] = z[(torch.arange(len(part)), slice(None), *targets)]
+            out[torch.from_numpy(rows)] = z[
+                (slice(None), *torch.from_numpy(index[rows, 1:].T))
+            ].T
+        if whole.any():
+            keep = np.flatnonzero(~whole[index[:, 0]])
+            if len(keep):
+                out[torch.from_numpy(keep)] = self.values(
+                    x, torch.from_numpy(index[keep])
+                )
+            return out
+        axes = [self._classify(index[:, 1 + a], m, a) for a, m in enumerate(grid)]
+        key = np.zeros(len(index), dtype=np.int64)
+        for kind, _, _ in axes:  # one integer per class tuple (classes < 16)
+            key = key * 16 + kind
+        order = np.argsort(key, kind="stable")
+        cuts = np.flatnonzero(np.diff(key[order])) + 1
+        for rows in np.split(order, cuts):
+            code = int(key[rows[0]])
+            group = [code // 16 ** (len(grid) - 1 - a) % 16 for a in range(len(grid))]
+            reads = x.shape[1] * math.prod(
+                self._width(min(c, 2), m, a)
+                for a, (c, m) in enumerate(zip(group, grid))
+            )
+            batch = max(1, _BATCH // reads)
+            for part in np.split(rows, range(batch, len(rows), batch)):
+                at = [(s[part], e[part]) for _, s, e in axes]
+                z = self._group(x, index[part], group, at, grid)
+                out[torch.from_numpy(part)] = z
         return out
 
-    def _samples(self, start, length, m):
-        """Sample indices ``(F, length * stride)`` of latent positions
-        ``start + [0, length)`` (wrapping around ``m``)."""
-        arange = torch.arange(length, device=start.device)
-        positions = (start[:, None] + arange) % m
-        offsets = torch.arange(self.stride, device=start.device)
-        return (positions[:, :, None] * self.stride + offsets).flatten(1)
-
-    def _separable(self, x, index, mode, grid):
-        """Reference latents ``(F, D)`` at positions not solved at an end,
-        through the stages of the separable encoder one axis at a time, each
-        on the samples the latent reads along it: its support (mode 0, or a
-        wrapped one with the periodic rule), else the edge rows of the
-        symmetric analysis (mode 1), as the encoder computes them."""
-        sep = self.separable
-        axes, weights = [], []
-        for a, (k, m) in enumerate(zip(mode, grid)):
-            p = index[:, 1 + a]
-            if k == 0 or self.periodic:
-                first = p * self.stride - self.offset
-                span = torch.arange(self.size, device=p.device)
-                axes.append((first[:, None] + span) % (m * self.stride))
-                weights.append(None)
-                continue
-            rows = _edge_rows(*sep.line[:2], m * self.stride)
-            if rows.right is None:  # short axis: every output reads all of it
-                w, first, at = rows.left, torch.zeros_like(p), p
-            elif k == 1:
-                w, first, at = rows.left, torch.zeros_like(p), p
-            else:
-                w, n_right = rows.right, rows.right.shape[1]
-                first = torch.full_like(p, m * self.stride - w.shape[2])
-                at = p - (m - n_right)
-            span = torch.arange(w.shape[2], device=p.device)
-            axes.append(first[:, None] + span)
-            weights.append((w.to(x.device), at))  # (n_bands, outputs, samples)
-        if any(mode) or self.periodic:
-            z = _gather(x, index[:, 0], axes)
-        else:  # the supports as strided views (much cheaper to gather)
-            view, blocks = x, [index[:, 0], slice(None)]
-            skip = -self.offset % self.stride
-            for a in range(len(grid)):
-                view = view.narrow(2 + a, skip, view.shape[2 + a] - skip)
-                view = view.unfold(2 + a, self.size, self.stride)
-                blocks.append(index[:, 1 + a] - (self.offset + skip) // self.stride)
-            z = view[tuple(blocks)]
-        z = z.double().contiguous()  # (F, C, n_0, ...)
-        f = len(index)
-        if not any(mode):  # one product with the composite filter
-            return z.flatten(1) @ self._composite().T + sep.bias
-        for stage in sep.stages:  # each consumes its axis, the last one left
-            a, w = stage.axis, weights[stage.axis]
-            if stage.mix is None:  # grouped: each channel into its 1D bands
-                g = z.shape[1]
-                if w is None:  # one batched product per channel
-                    lines = z.shape[2:-1]
-                    kernel = stage.kernel.reshape(g, -1, self.size).transpose(1, 2)
-                    y = z.movedim(1, 0).reshape(g, -1, self.size) @ kernel
-                    z = y.reshape(g, f, *lines, -1).movedim(-1, 2).movedim(0, 1)
-                else:
-                    rows, at = w
-                    z = torch.einsum("fg...k,fbk->fgb...", z, rows[:, at].movedim(1, 0))
-                z = z.flatten(1, 2)
-            elif w is None:  # dense along axis 0
-                z = z.flatten(1) @ stage.kernel.reshape(len(stage.kernel), -1).T
-            else:
-                rows, at = w
-                mix = stage.mix.to(rows)  # (out, G, n_bands)
-                edge = torch.einsum("ogb,bfk->fogk", mix, rows[:, at])
-                z = torch.einsum("fgk,fogk->fo", z, edge)
-        return z + sep.bias
-
-    def _inner(self, m):
-        """Positions ``[lo, hi)`` of an axis of ``m`` positions whose latents
-        are one correlation with the composite filter: support inside the
-        signal, no edge rows (symmetric rule), not solved at the end."""
-        lo = -(-self.offset // self.stride)
-        hi = m - (-(-(self.size - self.offset) // self.stride))
-        if not self.periodic:
-            rows = _edge_rows(*self.separable.line[:2], m * self.stride)
-            if rows.right is None:
-                return 0, 0
-            lo, hi = max(lo, rows.left.shape[1]), min(hi, m - rows.right.shape[1])
+    def _classify(self, p, m, axis):
+        """Class, first sample and edge-table row of positions ``p`` (NumPy)
+        on an axis of ``m`` positions. Class 0: one correlation with the inner
+        filter; 1: an edge row (``_table``); ``2 + k``: solved at the end
+        (EdgeEncoder), the ``k``-th of the last ``depth`` positions."""
+        start = p * self.stride - self.offset
+        zero = np.zeros_like(p)
+        if self.periodic:
+            return zero, start, zero
+        n_left, n_right, width, _ = self._table(m)
+        left, right = p < n_left, p >= m - n_right
+        start = np.where(left, 0, np.where(right, m * self.stride - width, start))
+        row = np.where(left, p, np.where(right, p - (m - n_right) + n_left, 0))
+        kind = (left | right).astype(np.int64)
         if self.solved and m >= _PROBE:
-            hi = min(hi, m - DEPTH)
-        return lo, hi
+            k = p - (m - self.depth)
+            if (k >= 0).any():
+                end = m * self.stride - self._width(2, m, axis)
+                kind = np.where(k >= 0, 2 + k, kind)
+                start = np.where(k >= 0, end, start)
+        return kind, start, row
+
+    def _group(self, x, index, group, at, grid):
+        """Reference latents ``(F, D)`` of positions of one class per axis."""
+        n = index[:, 0]
+        if len(grid) == 2 and group[0] >= 2 and group[1] >= 2:
+            return self._corner(x, index, group, grid)
+        widths = [self._width(c, m, a) for a, (c, m) in enumerate(zip(group, grid))]
+        z = _windows(x, n, [s for s, _ in at], widths)  # (F, C, w_0, ...) float64
+        f = len(index)
+        if not any(group):  # inside: one product with the composite filter
+            return z.flatten(1) @ self._composite() + self.bias
+        if len(grid) == 2 and group[1] >= 2:  # solved along axis 1 (last column)
+            end = self._end(1, grid[1])
+            k = group[1] - 2
+            if group[0] == 0:
+                return z.flatten(1) @ end["inner"][k] + end["bias"][k]
+            rows = self._rows(grid[0], at[0][1])  # (F, nb, w_0)
+            coef = rows @ z.movedim(2, 1).flatten(2)  # (F, nb, C * R)
+            return coef.flatten(1) @ end["edge"][k] + end["bias"][k]
+        if len(grid) == 2:  # the grouped stage along axis 1: (F, C, w_0, nb)
+            if group[1] == 0:
+                z = z @ self.line_kernel.T
+            else:
+                rows = self._rows(grid[1], at[1][1])
+                z = z @ rows.transpose(1, 2)[:, None]
+        if group[0] == 0:  # the dense stage inside
+            return z.flatten(1) @ self.kernel_flat + self.bias
+        if group[0] == 1:  # edge rows, then the stage's mix of their bands
+            rows = self._rows(grid[0], at[0][1])  # (F, nb, w_0)
+            coef = rows @ z.movedim(2, 1).reshape(f, z.shape[2], -1)
+            return coef.flatten(1) @ self.mix_flat + self.bias
+        end = self._end(0, grid[0])
+        k = group[0] - 2
+        return z.flatten(1) @ end["dense"][k] + end["bias"][k]
 
     def _composite(self):
-        """The stages' composite filter ``(D, C * size**ndim)`` float64."""
+        """The stages' composite filter ``(C * size**ndim, D)`` float64."""
         if getattr(self, "_composite_filter", None) is None:
-            *grouped, last = self.separable.stages
-            k = last.kernel.reshape(len(last.kernel), -1, self.size)  # (D, G, r)
+            *grouped, _ = self.separable.stages
+            k = self.kernel  # (D, G, r)
             for stage in grouped:  # 2D: (D, C * nb, r) -> (D, C, r, k)
                 c = stage.groups
-                line = stage.kernel.reshape(c, -1, self.size)  # (C, nb, k)
-                k = k.reshape(len(k), c, line.shape[1], self.size)
-                k = torch.einsum("ocbr,cbk->ocrk", k, line)
-            self._composite_filter = k.reshape(len(k), -1).contiguous()
+                k = k.reshape(len(k), c, -1, self.size)
+                k = torch.einsum("ocbr,bk->ocrk", k, self.line_kernel)
+            self._composite_filter = k.reshape(len(k), -1).T.contiguous()
         return self._composite_filter
+
+    def _width(self, c, m, axis):
+        if c == 0:
+            return self.size
+        if c == 1:
+            return self._table(m)[2]
+        return self._end(axis, m)["width"]
+
+    def _flat(self, kernel):
+        """Dense-stage weights ``(D, G, w)`` as ``(C * w * nb, D)`` matching
+        the grouped stage's output ``(F, C, w, nb)`` (2D), ``(C * w, D)``
+        (1D)."""
+        d, g, w = kernel.shape
+        if self.line_kernel is None:
+            return kernel.reshape(d, -1).T.contiguous()
+        nb = len(self.line_kernel)
+        k = kernel.reshape(d, g // nb, nb, w).permute(1, 3, 2, 0)
+        return k.reshape(-1, d).contiguous()
+
+    def _cached(self, key, build):
+        cache = self._cache
+        if key not in cache:
+            if len(cache) > 256:  # many signal sizes: start over
+                cache.clear()
+            cache[key] = build()
+        return cache[key]
+
+    def _long(self, m):
+        """``m``, or -1 for every axis long enough to share its edge rows."""
+        rows = _edge_rows(*self.separable.line[:2], m * self.stride)
+        return -1 if rows is _edge_rows(*self.separable.line[:2], 2**40) else m
+
+    def _table(self, m):
+        """Edge rows of an axis of ``m`` positions: ``(n_left, n_right, width,
+        rows)``, ``rows`` ``(n_left + n_right, nb, width)`` float64, the
+        first ``n_left`` read samples ``[0, width)``, the others the last
+        ``width`` samples (zero-padded); a short axis has ``n_left = m``."""
+
+        def build():
+            length = m * self.stride
+            rows = _edge_rows(*self.separable.line[:2], length)
+            if rows.right is None:
+                return m, 0, length, rows.left.permute(1, 0, 2).contiguous()
+            (nb, n_left, p_left), (_, n_right, p_right) = (
+                rows.left.shape,
+                rows.right.shape,
+            )
+            width = min(max(p_left, p_right), length)
+            table = torch.zeros((n_left + n_right, nb, width), dtype=torch.float64)
+            table[:n_left, :, :p_left] = rows.left.permute(1, 0, 2)
+            table[n_left:, :, width - p_right :] = rows.right.permute(1, 0, 2)
+            return n_left, n_right, width, table
+
+        return self._cached(("table", self._long(m)), build)
+
+    def _rows(self, m, row):
+        """Edge rows ``(F, nb, width)`` of table rows ``row`` (NumPy)."""
+        return self._table(m)[3][torch.from_numpy(row)]
+
+    def _at(self, p, m, kernel, mix):
+        """First sample and weights ``(D, G, w)`` of a dense stage (``kernel``
+        inside, ``mix`` on edge rows) at position ``p`` of ``m``."""
+        n_left, n_right, width, table = self._table(m)
+        if n_left <= p < m - n_right:
+            return p * self.stride - self.offset, kernel
+        row = p if p < n_left else p - (m - n_right) + n_left
+        start = 0 if p < n_left else m * self.stride - width
+        return start, torch.einsum("ogb,bw->ogw", mix, table[row])
+
+    def _line_at(self, p, m):
+        """First sample and weights ``(nb, w)`` of the grouped stage at
+        position ``p`` of ``m``."""
+        n_left, n_right, width, table = self._table(m)
+        if n_left <= p < m - n_right:
+            return p * self.stride - self.offset, self.line_kernel
+        row = p if p < n_left else p - (m - n_right) + n_left
+        return (0 if p < n_left else m * self.stride - width), table[row]
+
+    def _end(self, axis, m):
+        """The solved latents at the end of ``axis`` (``m`` positions) as
+        linear functionals of the samples (:mod:`~sklearn_walloc._edges`):
+        ``new = P u - Q z_before - p0``, with ``z_before`` the separable
+        latents of the ``n_before`` positions before and ``u`` the samples
+        (1D) or the other axis' analysis of the last ``n_samples``."""
+        return self._cached(
+            ("end", axis, self._long(m)), lambda: self._build_end(axis, m)
+        )
+
+    def _build_end(self, axis, m):
+        solver = self.reference._solver(axis, "cpu", torch.float64)
+        depth, n_before, n_s = solver.depth, solver.n_before, solver.n_samples
+        d = self._latent_dim()
+        length = m * self.stride
+        first = [m - depth - n_before + t for t in range(n_before)]
+        q = solver.Q.reshape(depth * d, n_before, d)
+        bias = solver.p0.neg() - q.sum(1) @ self.bias
+        if axis == 0:  # u: the samples (1D) or the grouped stage's output
+            at = [self._at(p, m, self.kernel, self.mix) for p in first]
+            width = length - min(min(s for s, _ in at), length - n_s)
+            g = self.kernel.shape[1]
+            dense = torch.zeros((depth * d, g, width), dtype=torch.float64)
+            dense[:, :, width - n_s :] = solver.P.reshape(-1, n_s, g).transpose(1, 2)
+            for t, (s, k) in enumerate(at):
+                o = s - (length - width)
+                dense[:, :, o : o + k.shape[2]] -= torch.einsum(
+                    "od,dgw->ogw", q[:, t], k
+                )
+            dense = [self._flat(dense[i * d : (i + 1) * d]) for i in range(depth)]
+            return {"width": width, "dense": dense, "bias": bias.chunk(depth)}
+        # Axis 1: u is the axis-0 analysis of the last columns, applied by the
+        # solver's fused 1D encoder (channels: column, then signal channel).
+        at = [self._line_at(p, m) for p in first]
+        width = length - min(min(s for s, _ in at), length - n_s)
+        nb, c = len(self.line_kernel), self.kernel.shape[1] // len(self.line_kernel)
+        lines = torch.zeros((n_before, nb, width), dtype=torch.float64)
+        for t, (s, w) in enumerate(at):
+            o = s - (length - width)
+            lines[t, :, o : o + w.shape[1]] = w
+        (stage,) = solver.fused.stages
+        o = depth * d
+        kernel = stage.kernel.reshape(o, n_s, c, -1)  # (o, column, C, rows)
+        mix = stage.mix.reshape(o, n_s, c, -1)  # (o, column, C, nb)
+        inner = torch.zeros((o, c, kernel.shape[3], width), dtype=torch.float64)
+        inner[..., width - n_s :] = kernel.permute(0, 2, 3, 1)
+        before = self.kernel.reshape(d, c, nb, -1)  # (D, C, nb_1, rows)
+        inner -= torch.einsum("otd,dcbr,tbs->ocrs", q, before, lines)
+        edge = torch.zeros((o, nb, c, width), dtype=torch.float64)
+        edge[..., width - n_s :] = mix.permute(0, 3, 2, 1)
+        before = self.mix.reshape(d, c, nb, -1)  # (D, C, nb_1, nb_0)
+        edge -= torch.einsum("otd,dcbq,tbs->oqcs", q, before, lines)
+        bias = solver.fused.bias - q.sum(1) @ self.bias
+        fused = torch.zeros_like(edge)  # the corner's: its z_before are solved
+        fused[..., width - n_s :] = mix.permute(0, 3, 2, 1)
+        return {
+            "width": width,
+            "inner": [t.reshape(d, -1).T.contiguous() for t in inner.split(d)],
+            "edge": [t.reshape(d, -1).T.contiguous() for t in edge.split(d)],
+            "bias": bias.chunk(depth),
+            "fused": [t.reshape(d, -1).T.contiguous() for t in fused.split(d)],
+            "fused_bias": solver.fused.bias.chunk(depth),
+            "q": [t.T.contiguous() for t in solver.Q.split(d)],
+            "before": n_before,
+        }
+
+    def _corner(self, x, index, group, grid):
+        """Latents solved along both axes: the solver of axis 1 on the
+        solved latents of axis 0 before them (``_end(1)``'s ``fused``
+        functional minus ``Q`` times those latents)."""
+        m0, m1 = grid
+        end = self._end(1, m1)
+        k = group[1] - 2
+        # The solved latents of the same row before the corner.
+        before = m1 - self.depth - end["before"] + np.arange(end["before"])
+        aux = np.repeat(index, len(before), axis=0)
+        aux[:, 2] = np.tile(before, len(index))
+        z = self.values(x, torch.from_numpy(aux)).reshape(len(index), -1)
+        # The axis-1 solver's own term: its row is an edge row of axis 0.
+        n_left, n_right, width, _ = self._table(m0)
+        p = index[:, 1]
+        row = p - (m0 - n_right) + n_left
+        start = np.full_like(p, m0 * self.stride - width)
+        w = [width, end["width"]]
+        first = [start, np.full_like(p, m1 * self.stride - end["width"])]
+        u = _windows(x, index[:, 0], first, w)  # (F, C, width, R)
+        coef = self._rows(m0, row) @ u.movedim(2, 1).flatten(2)
+        fused = coef.flatten(1) @ end["fused"][k] + end["fused_bias"][k]
+        return fused - z @ end["q"][k]
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
 
-    def _kind(self, p, m):
-        """Window kind of positions ``p`` on an axis of ``m`` positions: 0 the
-        whole axis, 1 an inner window, 2 the end window (real end included)."""
-        if m <= self.large:
-            return torch.zeros_like(p)
-        if self.periodic:
-            return torch.ones_like(p)
-        if self.solved and m >= _PROBE:
-            # Only the last latents are solved (EdgeEncoder): they need the
-            # end window the full signal has; the others an inner one.
-            return 1 + (p >= m - DEPTH).to(p.dtype)
-        return torch.ones_like(p)
 
-    def _start(self, p, m, kind):
-        """First position and length of windows of ``kind`` for positions ``p``."""
-        if kind == 0 or m <= self.small:
-            return torch.zeros_like(p), m
-        if kind == 2:
-            return torch.full_like(p, m - self.large), self.large
-        if self.periodic:
-            return p - self.before, self.small
-        return (p - self.before).clamp(0, m - self.small), self.small
-
-
-def _gather(x, n, axes):
-    """``x[n]`` at sample indices ``axes`` (one ``(F, length)`` tensor per
-    spatial axis): ``(F, C, *lengths)``, copying only those samples."""
-    nd = len(axes)
-    index = [n.view(-1, *[1] * nd)]
-    for a, t in enumerate(axes):
-        shape = [len(t)] + [1] * nd
-        shape[1 + a] = t.shape[1]
-        index.append(t.view(shape))
-    return x[(index[0], slice(None), *index[1:])].movedim(-1, 1)
+def _windows(x, n, starts, widths):
+    """``x[n]`` float64 on the windows ``[start, start + width)`` of each
+    spatial axis (wrapping around its end): ``(F, C, *widths)``; ``x`` on the
+    CPU, ``n`` and ``starts`` NumPy arrays."""
+    lengths = x.shape[2:]
+    xn = x.detach().numpy()
+    if all(((s >= 0) & (s + w <= m)).all() for s, w, m in zip(starts, widths, lengths)):
+        # Slices, copied and cast at once: several times faster than indexing.
+        out = np.empty((len(n), x.shape[1], *widths))
+        for k, (i, *first) in enumerate(zip(n.tolist(), *[s.tolist() for s in starts])):
+            out[k] = xn[
+                (i, slice(None), *[slice(a, a + w) for a, w in zip(first, widths)])
+            ]
+        return torch.from_numpy(out)
+    index = [n.reshape(-1, *[1] * len(starts))]
+    for a, (s, w, m) in enumerate(zip(starts, widths, lengths)):
+        shape = [len(s)] + [1] * len(starts)
+        shape[1 + a] = w
+        index.append(((s[:, None] + np.arange(w)) % m).reshape(shape))
+    # Advanced indices around a slice: (F, *widths, C).
+    return torch.from_numpy(
+        np.moveaxis(xn[(index[0], slice(None), *index[1:])], -1, 1).astype(np.float64)
+    )

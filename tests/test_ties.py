@@ -37,15 +37,39 @@ def _model_input(codec, signals):
     return _canonical_layout(torch.from_numpy(x))
 
 
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _codec(name):
+    if name.endswith(".npz"):  # periodic (format 1) models
+        return WallocCodec.load(os.path.join(DATA, name))
+    return WallocCodec.from_pretrained(name)
+
+
 @pytest.mark.parametrize(
     "name, shapes",
-    [("stereo-5x", [(700, 2), (3000, 2)]), ("rgb-16x", [(150, 304, 3), (37, 96, 3)])],
+    [
+        ("stereo-5x", [(700, 2), (3000, 2)]),
+        ("mono-5x", [(1100,), (2400,)]),
+        # Odd sizes, short axes (under 16 positions: not solved; under 9: all
+        # edge rows), a corner solved along both axes.
+        ("rgb-16x", [(150, 304, 3), (37, 96, 3), (131, 517, 3)]),
+        ("rgb-4x", [(70, 90, 3), (9, 140, 3)]),
+        ("grey-16x", [(129, 200), (20, 300)]),
+        ("golden_codec_model.npz", [(30, 52, 3), (6, 20, 3)]),
+        ("golden_codec_model_1d.npz", [(90, 2), (12, 2)]),
+    ],
 )
-def test_windowed_reference_equals_the_whole_reference_everywhere(name, shapes):
-    # The recomputation of a latent on its window (or its support) must give
-    # the float64 encoder's value at every position, borders and solved ends
-    # included.
-    codec = WallocCodec.from_pretrained(name)
+@pytest.mark.parametrize("whole", [False, True])
+def test_windowed_reference_equals_the_whole_reference_everywhere(
+    name, shapes, whole, monkeypatch
+):
+    # The recomputation of a latent from the samples it reads must give the
+    # float64 encoder's value at every position, borders and solved ends
+    # included (and so must the whole reference, taken for so many).
+    if not whole:
+        monkeypatch.setattr(_ties, "_WHOLE", float("inf"))
+    codec = _codec(name)
     module, fused, _ = codec._runtime_model()
     ties = exact_rounding(fused, module)
     rng = np.random.default_rng(1)
@@ -60,10 +84,40 @@ def test_windowed_reference_equals_the_whole_reference_everywhere(name, shapes):
         got = ties.values(x, index)
         want = full[(index[:, 0], slice(None), *index[:, 1:].T)]
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-9)
+        # Any subset, in any order, gives the same values (to float64 noise:
+        # the products' summation order follows the batch).
+        pick = torch.from_numpy(rng.permutation(len(index))[: len(index) // 7])
+        sub = ties.values(x, index[pick]).numpy()
+        np.testing.assert_allclose(sub, got[pick].numpy(), rtol=0, atol=1e-12)
         # The tolerance bounds the float32 encoder's distance to it, widely.
         with torch.no_grad():
             err = (fused(x).double() - full).abs().flatten(1).amax(1)
         assert bool((err < ties.tolerance(x) / 3).all())
+
+
+@pytest.mark.parametrize("name", ["rgb-16x", "grey-16x"])
+def test_image_latents_near_ties_are_decided_by_the_reference(name):
+    # Exact rounding is the rounding of the float64 reference at every
+    # latent, including the ones whose float32 value lies near a tie: moved
+    # by a quarter of the tolerance (more than any summation order moves
+    # them), plain rounding changes some, exact rounding none.
+    codec = WallocCodec.from_pretrained(name)
+    module, fused, _ = codec._runtime_model()
+    ties = exact_rounding(fused, module)
+    bn = module.bottleneck
+    rng = np.random.default_rng(4)
+    shape = (136, 200, 3) if name.startswith("rgb") else (320, 400)
+    x = _model_input(codec, list(rng.integers(0, 256, (2, *shape), dtype=np.uint8)))
+    with torch.no_grad():
+        z = fused(x)
+        want = torch.round(bn.compand(ties.reference(x.double())))
+    step = (ties.tolerance(x) / 4).float().view(-1, 1, 1, 1)
+    sign = torch.sign(torch.randn(z.shape, generator=torch.Generator().manual_seed(0)))
+    plain_flips = 0
+    for moved in (z, z + step * sign, z - step * sign):
+        plain_flips += int((torch.round(bn.compand(moved)) != want).sum())
+        assert torch.equal(ties.round(bn, moved, x), want.float())
+    assert plain_flips > 0
 
 
 @pytest.mark.parametrize("gained", [False, True])
@@ -115,13 +169,18 @@ def _compress_with_threads(codec, signals, threads):
 
 
 def test_blobs_do_not_depend_on_the_thread_count(stereo, rgb, monkeypatch):
-    # Images round exactly only with the (off by default, 2x slower) switch.
+    # Images round exactly only with the switch (off by default: it costs
+    # about 40% of a photo's compress time).
     monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
     clips = _noise_clips()  # loud noise: 1 latent in ~20,000 sat on a tie
     quiet = _noise_clips(2, 5000, 40, 2)  # the gain search path
     rng = np.random.default_rng(3)
     photos = list(rng.integers(0, 256, (3, 120, 200, 3), dtype=np.uint8))
-    for codec, signals in ((stereo, clips), (stereo, quiet), (rgb, photos)):
+    # Odd sizes (padded), a short axis, solved ends and corners.
+    odd = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(131, 259), (21, 300)]]
+    grey = WallocCodec.from_pretrained("grey-16x")
+    cases = ((stereo, clips), (stereo, quiet), (rgb, photos), (grey, odd))
+    for codec, signals in cases:
         one = _compress_with_threads(codec, signals, 1)
         two = _compress_with_threads(codec, signals, 2)
         assert one == two
