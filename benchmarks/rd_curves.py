@@ -641,11 +641,141 @@ def plot(report, path):
     save_figure(fig, path)
 
 
+# -------------------------------------------------------- ladder diagnosis
+def _encoder_components(codec):
+    """The closed form's principal axes ``(latent_dim, C, bands)``.
+
+    Private on purpose: the diagnosis reads which wavelet packet bands and
+    colours each latent projects (the encoder's 1x1 weights); the public API
+    has no accessor for them.
+    """
+    w = codec.module_.encoder.weight.detach().numpy()
+    return w.reshape(w.shape[0], codec.n_channels_, -1)
+
+
+def diagnose_ladder(fit_photos, photos, names, dims=(3, 4, 5, 6)):
+    """Why the ``levels=3`` ladder jumps between ``latent_dim`` 4 and 5.
+
+    For each principal axis of the ``latent_dim=6`` closed form: its energy on
+    the lowpass (LL) band of each colour channel. Then the models of
+    ``dims`` (PSNR restored and in model units, bpp, latent scale), and the
+    ``latent_dim=6`` model with latent subsets zeroed before decoding (rate
+    estimated from the per-channel entropy shares of its blob).
+    """
+    from sklearn_walloc.metrics import entropy_bits
+
+    report = {"photos": names, "models": [], "axes": [], "subsets": []}
+    big = WallocCodec(levels=3, latent_dim=max(dims), max_iter=0, random_state=SEED)
+    big.fit(fit_photos)
+    for k, comp in enumerate(_encoder_components(big)):
+        ll = comp[:, 0]
+        report["axes"].append(
+            {
+                "axis": k + 1,
+                "ll_energy": float((ll**2).sum() / (comp**2).sum()),
+                "ll_colour": ll.round(3).tolist(),
+            }
+        )
+    for d in dims:
+        codec = WallocCodec(levels=3, latent_dim=d, max_iter=0, random_state=SEED)
+        codec.fit(fit_photos)
+        row = {"latent_dim": d, "latent_scale": codec.latent_scale_, "photos": []}
+        for img in photos:
+            (blob,) = codec.compress([img])
+            rec = codec.decompress([blob])[0]
+            raw = codec.decompress([blob], restore=False)[0]
+            row["photos"].append(
+                {
+                    "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
+                    "psnr": psnr(img, rec),
+                    "psnr_model_units": psnr(img.astype(np.float32), raw),
+                }
+            )
+        report["models"].append(row)
+    subsets = [(0, 1, 2), (0, 1, 4), (0, 1, 2, 3), (0, 1, 2, 4), (0, 1, 2, 3, 4)]
+    for keep in subsets:
+        bpp, db = [], []
+        for img in photos:
+            z = big.transform([img])[0].copy()
+            h = [entropy_bits(z[..., k : k + 1]) for k in range(z.shape[-1])]
+            (blob,) = big.compress([img])
+            bits = 8 * len(blob) * sum(h[k] for k in keep) / sum(h)
+            z[..., [k for k in range(z.shape[-1]) if k not in keep]] = 0
+            rec = big.inverse_transform([z])[0][: img.shape[0], : img.shape[1]]
+            rec = np.clip(np.rint(rec), 0, 255).astype(np.uint8)
+            bpp.append(bits / (img.shape[0] * img.shape[1]))
+            db.append(psnr(img, rec))
+        report["subsets"].append(
+            {
+                "axes": [k + 1 for k in keep],
+                "bpp": float(np.mean(bpp)),
+                "psnr": float(np.mean(db)),
+                "per_photo": db,
+            }
+        )
+    return report
+
+
+def diagnosis_markdown(rep):
+    lines = [
+        "# The closed-form ladder between latent_dim 4 and 5",
+        "",
+        f"Closed forms (`levels=3`, `max_iter=0`) fitted on the bundled fit photos; "
+        f"evaluated on {', '.join(rep['photos'])}.",
+        "",
+        "## The principal axes of the latent_dim=6 closed form",
+        "",
+        markdown_table(
+            ["axis", "energy on the LL band", "LL weights (R, G, B)"],
+            [[a["axis"], f"{a['ll_energy']:.3f}", a["ll_colour"]] for a in rep["axes"]],
+        ),
+        "",
+        "## The models",
+        "",
+    ]
+    head = ["latent_dim", "latent scale", "mean bpp", "mean PSNR (uint8)"]
+    head += ["mean PSNR (model units)"] + [f"{n}" for n in rep["photos"]]
+    rows = []
+    for m in rep["models"]:
+        ph = m["photos"]
+        rows.append(
+            [
+                m["latent_dim"],
+                f"{m['latent_scale']:.4f}",
+                f"{np.mean([p['bpp'] for p in ph]):.3f}",
+                f"{np.mean([p['psnr'] for p in ph]):.2f}",
+                f"{np.mean([p['psnr_model_units'] for p in ph]):.2f}",
+            ]
+            + [f"{p['psnr']:.1f}" for p in ph]
+        )
+    lines += [markdown_table(head, rows), "", "## Subsets of the latent_dim=6 axes", ""]
+    lines += [
+        "Latents outside the subset set to 0 (the training mean of that axis) "
+        "before decoding; bpp estimated as the blob's bits times the subset's "
+        "share of the per-channel latent entropy.",
+        "",
+    ]
+    head = ["axes kept", "est. bpp", "mean PSNR", *rep["photos"]]
+    rows = [
+        [", ".join(map(str, s["axes"])), f"{s['bpp']:.3f}", f"{s['psnr']:.2f}"]
+        + [f"{v:.1f}" for v in s["per_photo"]]
+        for s in rep["subsets"]
+    ]
+    lines += [markdown_table(head, rows), ""]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, threads=2, replot="rd_curves.json")
     parser.add_argument(
         "--sets", default="bundled,mate,opencv", help="comma-separated held-out sets"
+    )
+    parser.add_argument(
+        "--diagnose-ladder",
+        action="store_true",
+        help="only explain the closed-form ladder's jump at latent_dim 5 "
+        "(writes rd_ladder_diagnosis.{md,json})",
     )
     return parser.parse_args(argv)
 
@@ -684,6 +814,8 @@ def main(argv=None):
     if args.replot:
         BenchmarkRun.replot(args.out, "rd_curves", plot, markdown)
         return 0
+    if args.diagnose_ladder:
+        return _diagnose(args)
     run = BenchmarkRun("rd_curves", args)
     torch.manual_seed(SEED)
     print(f"Machine: {machine_line(run.machine)}; load {load_text(run.machine)}")
@@ -747,6 +879,17 @@ def main(argv=None):
     plot_path = args.out / "rd_curves.png"
     report = run.finish(report, markdown, rows)
     plot(report, plot_path)
+    return 0
+
+
+def _diagnose(args):
+    run = BenchmarkRun("rd_ladder_diagnosis", args)
+    held, names = load_photos(split="holdout", return_names=True)
+    mate, mate_names = load_mate_photos_varied(limit=2 if args.quick else 6)
+    photos, names = held + mate, names + mate_names
+    report = diagnose_ladder(load_photos(split="fit"), photos, names)
+    report["machine"] = run.machine
+    run.finish(report, diagnosis_markdown)
     return 0
 
 
