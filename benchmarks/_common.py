@@ -41,6 +41,8 @@ purpose, the import sits in one function that says why:
   ``_held_out_bytes``: a codec carrying weights trained outside ``fit``;
   ``train_pretrained.py``, ``_validation_interval``: the estimator's steps per
   validation, to label its recorded validation curve;
+- ``rd_curves.py``, ``_encoder_components``: the closed form's principal
+  axes (its encoder's 1x1 weights), for the ladder diagnosis;
 - :func:`activate_refinement` here: weights for the residual decoder path that
   a closed-form fit leaves at zero.
 """

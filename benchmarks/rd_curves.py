@@ -61,8 +61,10 @@ are not the results); ``--replot`` redraws from the JSON.
 
 import inspect
 import io
+import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -765,6 +767,50 @@ def diagnosis_markdown(rep):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------- projection ceiling
+def projection_ceilings(fit_photos, sets, ladder):
+    """PSNR of each ladder model with 16-bit latents: about what its
+    projection allows whatever the rate (``transform`` + ``inverse_transform``,
+    no entropy coding), per set, mean over the photos."""
+    out = []
+    for levels, dim in ladder:
+        model = WallocCodec(
+            levels=levels, latent_dim=dim, latent_bits=16, max_iter=0, random_state=SEED
+        ).fit(fit_photos)
+        row = {"model": f"CF J={levels} d={dim}", "reduction": 3 * 4**levels / dim}
+        for ds, (photos, _) in sets.items():
+            vals = []
+            for img in photos:
+                z = model.transform([img])
+                rec = model.inverse_transform(z)[0][: img.shape[0], : img.shape[1]]
+                vals.append(psnr(img, np.clip(np.rint(rec), 0, 255).astype(np.uint8)))
+            row[ds] = float(np.mean(vals))
+        print(f"  ceiling {row}", flush=True)
+        out.append(row)
+    return out
+
+
+def ceilings_markdown(rep):
+    sets = rep["sets"]
+    rows = [
+        [r["model"], f"{r['reduction']:.1f}x", *(f"{r[s]:.2f}" for s in sets)]
+        for r in rep["ceilings"]
+    ]
+    return "\n".join(
+        [
+            "# Projection ceilings of the closed-form ladder",
+            "",
+            f"Machine: {machine_line(rep['machine'])}. Closed forms fitted on the "
+            "bundled fit photos with `latent_bits=16`; mean PSNR (uint8) of "
+            "`inverse_transform(transform(X))` on each held-out set: about the most "
+            "that model's projection allows at any rate.",
+            "",
+            markdown_table(["model", "reduction", *sets], rows),
+            "",
+        ]
+    )
+
+
 # ------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, threads=2, replot="rd_curves.json")
@@ -772,12 +818,46 @@ def parse_args(argv=None):
         "--sets", default="bundled,mate,opencv", help="comma-separated held-out sets"
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the photos that --out/rd_curves.partial.json holds",
+    )
+    parser.add_argument(
         "--diagnose-ladder",
         action="store_true",
         help="only explain the closed-form ladder's jump at latent_dim 5 "
         "(writes rd_ladder_diagnosis.{md,json})",
     )
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="only the ladder's projection ceilings, 16-bit latents "
+        "(writes rd_ceilings.{md,json})",
+    )
     return parser.parse_args(argv)
+
+
+class _Partial:
+    """Per-photo results saved as they come (``rd_curves.partial.json``), so
+    that ``--resume`` after an interrupted run skips the photos done with the
+    same settings."""
+
+    def __init__(self, path, settings, resume):
+        self.path, self.settings, self.data = Path(path), settings, {}
+        if resume and self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("settings") == settings:
+                self.data = saved["photos"]
+                print(f"Resuming: {sum(map(len, self.data.values()))} photos done")
+
+    def get(self, ds, name):
+        return self.data.get(ds, {}).get(name)
+
+    def put(self, ds, name, value):
+        self.data.setdefault(ds, {})[name] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"settings": self.settings, "photos": self.data})
+        self.path.write_text(text)
 
 
 def load_sets(names, quick):
@@ -816,6 +896,14 @@ def main(argv=None):
         return 0
     if args.diagnose_ladder:
         return _diagnose(args)
+    if args.ceilings:
+        run = BenchmarkRun("rd_ceilings", args)
+        sets, _ = load_sets(args.sets.split(","), args.quick)
+        ladder = QUICK_LADDER if args.quick else LADDER
+        rep = {"sets": list(sets), "machine": run.machine}
+        rep["ceilings"] = projection_ceilings(load_photos(split="fit"), sets, ladder)
+        run.finish(rep, ceilings_markdown)
+        return 0
     run = BenchmarkRun("rd_curves", args)
     torch.manual_seed(SEED)
     print(f"Machine: {machine_line(run.machine)}; load {load_text(run.machine)}")
@@ -827,20 +915,27 @@ def main(argv=None):
     targets = (QUICK_TARGETS if args.quick else TARGETS) if takes_target_bpp() else {}
     sets, sources = load_sets(args.sets.split(","), args.quick)
     fit_photos, fit_names = load_photos(split="fit", return_names=True)
-    print("Fitting closed forms on the bundled fit photos ...", flush=True)
-    models = walloc_models(ladder, fit_photos)
-    results, rows = {}, []
+    settings = {"sweeps": sweeps, "ladder": ladder, "targets": targets}
+    settings = json.loads(json.dumps(settings))
+    models, results, rows = None, {}, []
+    partial = _Partial(args.out / "rd_curves.partial.json", settings, args.resume)
     for ds, (photos, names) in sets.items():
         per_photo = []
         for name, img in zip(names, photos):
-            with Timer() as t:
-                points = evaluate_photo(img, peers, sweeps, models, targets)
-                check = jpeg_check_sweep(img)
-            per_photo.append({"name": name, "points": points, "jpeg_check": check})
-            rows += [dict(dataset=ds, photo=name, **p) for p in points]
-            print(
-                f"  {ds}/{name} {img.shape[1]}x{img.shape[0]}: {t.s:.1f} s", flush=True
-            )
+            done = partial.get(ds, name)
+            if done is None:
+                if models is None:
+                    print("Fitting closed forms on the bundled fit photos ...")
+                    models = walloc_models(ladder, fit_photos)
+                with Timer() as t:
+                    points = evaluate_photo(img, peers, sweeps, models, targets)
+                    check = jpeg_check_sweep(img)
+                done = {"name": name, "points": points, "jpeg_check": check}
+                partial.put(ds, name, done)
+                size = f"{img.shape[1]}x{img.shape[0]}"
+                print(f"  {ds}/{name} {size}: {t.s:.1f} s", flush=True)
+            per_photo.append(done)
+            rows += [dict(dataset=ds, photo=name, **p) for p in done["points"]]
         curves = mean_curves(per_photo)
         results[ds] = {
             "curves": curves,
@@ -865,7 +960,7 @@ def main(argv=None):
         "codec_versions": codec_versions(peers),
         "target_bpp": bool(targets),
         "fit_photos": fit_names,
-        "models": {k: info for k, (_, info) in models.items()},
+        "models": {k: info for k, (_, info) in (models or {}).items()},
         "data": {
             k: {
                 "names": v[1],
@@ -879,6 +974,7 @@ def main(argv=None):
     plot_path = args.out / "rd_curves.png"
     report = run.finish(report, markdown, rows)
     plot(report, plot_path)
+    partial.path.unlink(missing_ok=True)
     return 0
 
 
