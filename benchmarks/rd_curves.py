@@ -675,7 +675,7 @@ def diagnose_ladder(fit_photos, photos, names, dims=(3, 4, 5, 6)):
             {
                 "axis": k + 1,
                 "ll_energy": float((ll**2).sum() / (comp**2).sum()),
-                "ll_colour": ll.round(3).tolist(),
+                "ll_colour": [round(float(v), 3) for v in ll],
             }
         )
     for d in dims:
@@ -723,7 +723,8 @@ def diagnosis_markdown(rep):
         "# The closed-form ladder between latent_dim 4 and 5",
         "",
         f"Closed forms (`levels=3`, `max_iter=0`) fitted on the bundled fit photos; "
-        f"evaluated on {', '.join(rep['photos'])}.",
+        f"evaluated on {', '.join(rep['photos'])}. Machine: "
+        f"{machine_line(rep['machine'])}; load {load_text(rep['machine'])}.",
         "",
         "## The principal axes of the latent_dim=6 closed form",
         "",
