@@ -819,6 +819,12 @@ def parse_args(argv=None):
         "--sets", default="bundled,mate,opencv", help="comma-separated held-out sets"
     )
     parser.add_argument(
+        "--max-photos",
+        type=int,
+        default=8,
+        help="photos per Debian set, in name order (default 8; 0: all)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="skip the photos that --out/rd_curves.partial.json holds",
@@ -861,14 +867,14 @@ class _Partial:
         self.path.write_text(text)
 
 
-def load_sets(names, quick):
+def load_sets(names, quick, max_photos=None):
     sets, sources = {}, {}
     if "bundled" in names:
         photos, ids = load_photos(split="holdout", return_names=True)
         sets["bundled"] = (photos[:2] if quick else photos, ids[:2] if quick else ids)
         sources["bundled"] = "scikit-image/scikit-learn, `load_photos(split='holdout')`"
     if "mate" in names:
-        photos, ids = load_mate_photos_varied(limit=2 if quick else None)
+        photos, ids = load_mate_photos_varied(limit=2 if quick else max_photos)
         if photos:
             sets["mate"] = (photos, ids)
             sources["mate"] = (
@@ -877,7 +883,7 @@ def load_sets(names, quick):
                 "them), uncropped"
             )
     if "opencv" in names:
-        photos, ids, version = load_opencv_photos(limit=3 if quick else None)
+        photos, ids, version = load_opencv_photos(limit=3 if quick else max_photos)
         if photos:
             sets["opencv"] = (photos, ids)
             sources["opencv"] = (
@@ -887,11 +893,13 @@ def load_sets(names, quick):
     for name in names:
         if name not in sets:
             print(f"[warn] held-out set {name!r} unavailable")
+    sets = {k: sets[k] for k in names if k in sets}  # in the order asked
     return sets, sources
 
 
 def main(argv=None):
     args = parse_args(argv)
+    args.max_photos = args.max_photos or None
     if args.replot:
         BenchmarkRun.replot(args.out, "rd_curves", plot, markdown)
         return 0
@@ -914,7 +922,7 @@ def main(argv=None):
     }
     ladder = QUICK_LADDER if args.quick else LADDER
     targets = (QUICK_TARGETS if args.quick else TARGETS) if takes_target_bpp() else {}
-    sets, sources = load_sets(args.sets.split(","), args.quick)
+    sets, sources = load_sets(args.sets.split(","), args.quick, args.max_photos)
     fit_photos, fit_names = load_photos(split="fit", return_names=True)
     settings = {"sweeps": sweeps, "ladder": ladder, "targets": targets}
     settings = json.loads(json.dumps(settings))
