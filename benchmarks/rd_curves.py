@@ -830,6 +830,11 @@ def parse_args(argv=None):
         help="skip the photos that --out/rd_curves.partial.json holds",
     )
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with --resume: report the saved photos only, measure nothing",
+    )
+    parser.add_argument(
         "--diagnose-ladder",
         action="store_true",
         help="only explain the closed-form ladder's jump at latent_dim 5 "
@@ -928,10 +933,12 @@ def main(argv=None):
     settings = json.loads(json.dumps(settings))
     models, results, rows = None, {}, []
     partial = _Partial(args.out / "rd_curves.partial.json", settings, args.resume)
-    for ds, (photos, names) in sets.items():
+    for ds, (photos, names) in list(sets.items()):
         per_photo = []
         for name, img in zip(names, photos):
             done = partial.get(ds, name)
+            if done is None and args.report_only:
+                continue
             if done is None:
                 if models is None:
                     print("Fitting closed forms on the bundled fit photos ...")
@@ -945,6 +952,13 @@ def main(argv=None):
                 print(f"  {ds}/{name} {size}: {t.s:.1f} s", flush=True)
             per_photo.append(done)
             rows += [dict(dataset=ds, photo=name, **p) for p in done["points"]]
+        if args.report_only:  # the report lists the photos it holds
+            kept = {p["name"] for p in per_photo}
+            keep = [i for i, n in enumerate(names) if n in kept]
+            sets[ds] = ([photos[i] for i in keep], [names[i] for i in keep])
+        if not per_photo:
+            del sets[ds]
+            continue
         curves = mean_curves(per_photo)
         results[ds] = {
             "curves": curves,
@@ -983,7 +997,8 @@ def main(argv=None):
     plot_path = args.out / "rd_curves.png"
     report = run.finish(report, markdown, rows)
     plot(report, plot_path)
-    partial.path.unlink(missing_ok=True)
+    if not args.report_only:
+        partial.path.unlink(missing_ok=True)
     return 0
 
 
