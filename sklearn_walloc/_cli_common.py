@@ -6,6 +6,7 @@ line builds its parser and answers ``--help`` without torch.
 """
 
 import argparse
+import math
 import os
 import sys
 from collections import Counter
@@ -190,6 +191,8 @@ def bounded(cast, noun, minimum, strict, maximum=None):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
         if value < minimum or (strict and value == minimum):
             sign = ">" if strict else ">="
             raise argparse.ArgumentTypeError(f"must be {sign} {minimum}, got {value}")
@@ -204,3 +207,4 @@ positive_int = bounded(int, "an integer", 1, strict=False)
 nonneg_int = bounded(int, "an integer", 0, strict=False)
 positive_float = bounded(float, "a number", 0, strict=True)
 quality = bounded(int, "an integer", 1, strict=False, maximum=100)
+psnr_db = bounded(float, "a number", 0, strict=True, maximum=200)

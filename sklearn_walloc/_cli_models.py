@@ -15,10 +15,11 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 def blob_info(blob):
-    """:func:`sklearn_walloc.codec.blob_info`, without importing the codec."""
-    from ._container import describe_blob
+    """:func:`sklearn_walloc.codec.blob_info`, imported on first use (the
+    container module imports NumPy, which the CLI's --help need not pay for)."""
+    from ._container import blob_info
 
-    return describe_blob(blob)
+    return blob_info(blob)
 
 
 def channels_of(shape, ndim):
@@ -152,6 +153,17 @@ class Pretrained:
                 f"(shipped: {_kinds()}); fit one with 'walloc fit' and pass -m"
             )
         return self.named(name)
+
+    def ladder(self, media, signal):
+        """The shipped models a rate target chooses among for this signal."""
+        ndim = 2 if media == "image" else 1
+        channels = channels_of(signal.shape, ndim)
+        names = _pretrained.ladder_for(ndim, channels)
+        return [self.named(n) for n in names] or [self.for_signal(media, signal)]
+
+    def name_of(self, codec):
+        """The name a loaded shipped model was asked for by."""
+        return next(n for n, c in self.codecs.items() if c is codec)
 
     def for_blob(self, blob):
         info = blob_info(blob)

@@ -2,7 +2,8 @@
 
 A blob is self-contained: it records what the signal looked like (kind, shape,
 dtype), how its latents are laid out (grid shape, bits, wavelet levels), which model
-made it (a 16-byte fingerprint), the signal's gain at the bottleneck (format 3),
+made it (a 16-byte fingerprint), the signal's gain at the bottleneck (formats 3
+and 4),
 the entropy-coded payload, and a CRC32 over all of that. ``docs/format.md``
 specifies it byte by byte.
 
@@ -26,26 +27,30 @@ __all__ = [
     "MAGIC",
     "MAX_GAIN_STEPS",
     "MAX_VALUES",
+    "MIN_GAIN_STEPS",
     "VERSIONS",
     "Blob",
-    "describe_blob",
+    "blob_info",
     "model_fingerprint",
     "pack_blob",
     "unpack_blob",
 ]
 
 MAGIC = b"WLOC"
-#: Version written: 3, the batched symbol order of the payload (any border
-#: rule). Versions 1 (periodic borders) and 2 (symmetric borders) share the
-#: earlier interlaced order and the same header; they still decode. In version 3
-#: header byte 11 is the flags byte: bit 0 announces the one-byte gain field
-#: after the fingerprint.
-FORMAT_VERSION = 3
-VERSIONS = (1, 2, 3)
+#: Version written: 4, version 3 with a signed gain field (coarser quantiser
+#: steps as well as finer ones, for rate control). Version 3 introduced the
+#: batched symbol order of the payload (any border rule) and the flags byte
+#: (header byte 11, bit 0: a one-byte gain field after the fingerprint),
+#: unsigned there. Versions 1 (periodic borders) and 2 (symmetric borders) share
+#: the earlier interlaced order and the same header. All still decode.
+FORMAT_VERSION = 4
+VERSIONS = (1, 2, 3, 4)
 #: Largest gain field: the latents of a blob were companded at ``2**(g/4)``
-#: times the model's latent scale, ``0 <= g <= MAX_GAIN_STEPS`` (quarter octaves
-#: of 1.5 dB, up to 90 dB).
+#: times the model's latent scale, ``g <= MAX_GAIN_STEPS`` (quarter octaves
+#: of 1.5 dB, up to 90 dB finer).
 MAX_GAIN_STEPS = 60
+#: Smallest gain field (format 4): quantiser steps up to 2**10 times coarser.
+MIN_GAIN_STEPS = -40
 FINGERPRINT_SIZE = 16
 #: Largest number of values a signal or a latent grid may declare.
 MAX_VALUES = 2**31 - 1
@@ -57,8 +62,10 @@ _MAX_LEVELS = 15
 # payload length (bit 0: the gain); a reader refuses bits it does not know.
 _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
-_GAIN = struct.Struct("<B")  # after the fingerprint, when flags has FLAG_GAIN
-#: Flag bit of the gain field (version 3); a reader refuses any other bit.
+# After the fingerprint, when flags has FLAG_GAIN: unsigned in format 3,
+# signed in format 4.
+_GAIN = {3: struct.Struct("<B"), 4: struct.Struct("<b")}
+#: Flag bit of the gain field (versions 3 and 4); a reader refuses any other bit.
 FLAG_GAIN = 0x01
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -113,7 +120,7 @@ class Blob:
         The entropy-coded latents.
     gain_steps : int
         The latents were companded at ``2**(gain_steps/4)`` times the model's
-        latent scale (0 for blobs of format 1 and 2).
+        latent scale (0 for blobs of format 1 and 2; negative only in format 4).
     """
 
     version: int
@@ -235,16 +242,16 @@ def pack_blob(
         Bits per latent, 2 to 16.
     fingerprint : bytes
         ``FINGERPRINT_SIZE`` bytes identifying the model.
-    version : {1, 2, 3}, default=FORMAT_VERSION
-        The version byte; it must match the payload's symbol order: 3 for
-        payloads of ``encode_latents(..., version=3)``; 1 (periodic borders) or
-        2 (symmetric borders) for the interlaced order of versions 1 and 2.
-        Only version 3 can record ``gain_steps``.
+    version : {1, 2, 3, 4}, default=FORMAT_VERSION
+        The version byte; it must match the payload's symbol order: 3 or 4 for
+        payloads of ``encode_latents(..., version=3)`` (the same order); 1
+        (periodic borders) or 2 (symmetric borders) for the interlaced order of
+        versions 1 and 2. Only versions 3 and 4 can record ``gain_steps``.
     gain_steps : int, default=0
-        The gain applied to the latents before companding, in quarter octaves,
-        0 to ``MAX_GAIN_STEPS``; versions 1 and 2 have no gain field and need 0.
-        A gain of 0 is written as no field (flags 0), so such a blob has
-        exactly the layout of a version 3 blob without a gain.
+        The gain applied to the latents before companding, in quarter octaves:
+        ``MIN_GAIN_STEPS`` to ``MAX_GAIN_STEPS`` in version 4, 0 to
+        ``MAX_GAIN_STEPS`` in version 3; versions 1 and 2 have no gain field
+        and need 0. A gain of 0 is written as no field (flags 0).
 
     Returns
     -------
@@ -281,10 +288,11 @@ def pack_blob(
     if isinstance(gain_steps, bool) or not isinstance(gain_steps, (int, np.integer)):
         raise ValueError(f"gain_steps must be an int, got {gain_steps!r}")
     gain_steps = int(gain_steps)
-    if not 0 <= gain_steps <= (MAX_GAIN_STEPS if version >= 3 else 0):
+    low, high = _gain_range(version)
+    if not low <= gain_steps <= high:
         raise ValueError(
-            f"gain_steps must be in [0, {MAX_GAIN_STEPS}] (0 before format 3), got "
-            f"{gain_steps} for format {version}"
+            f"gain_steps must be in [{low}, {high}] in format {version}, got "
+            f"{gain_steps}"
         )
     _check_layout(signal_ndim, signal_shape, levels, latent_shape, latent_bits)
     parts = [
@@ -302,7 +310,7 @@ def pack_blob(
         *(_DIM.pack(d) for d in signal_shape),
         *(_DIM.pack(d) for d in latent_shape),
         bytes(fingerprint),
-        _GAIN.pack(gain_steps) if gain_steps else b"",
+        _GAIN[version].pack(gain_steps) if gain_steps else b"",
         _PAYLOAD_LEN.pack(len(payload)),
         payload,
     ]
@@ -365,7 +373,7 @@ def unpack_blob(blob, expected_fingerprint=None):
         raise ValueError(f"unknown signal dtype code {code}")
     pos = _FIXED.size
     header_end = pos + _DIM.size * (signal_rank + latent_rank)
-    gain_size = _GAIN.size if flags & FLAG_GAIN else 0
+    gain_size = 1 if flags & FLAG_GAIN else 0
     if header_end + FINGERPRINT_SIZE + gain_size + _PAYLOAD_LEN.size + _CRC.size > len(
         blob
     ):
@@ -378,12 +386,14 @@ def unpack_blob(blob, expected_fingerprint=None):
     pos += FINGERPRINT_SIZE
     gain_steps = 0
     if flags & FLAG_GAIN:
-        (gain_steps,) = _GAIN.unpack_from(blob, pos)
-        pos += _GAIN.size
+        (gain_steps,) = _GAIN[version].unpack_from(blob, pos)
+        pos += 1
         # 0 is written as no field: one blob per signal, never two.
-        if not 1 <= gain_steps <= MAX_GAIN_STEPS:
+        low, high = _gain_range(version)
+        if gain_steps == 0 or not low <= gain_steps <= high:
             raise ValueError(
-                f"gain field {gain_steps} out of range [1, {MAX_GAIN_STEPS}]"
+                f"gain field {gain_steps} out of range [{low}, {high}] without 0 "
+                f"(format {version})"
             )
     (length,) = _PAYLOAD_LEN.unpack_from(blob, pos)
     pos += _PAYLOAD_LEN.size
@@ -413,9 +423,49 @@ def unpack_blob(blob, expected_fingerprint=None):
     )
 
 
-def describe_blob(blob):
-    """What a blob's header says, as a dict (``codec.blob_info``; no model,
-    no payload decoding)."""
+def _gain_range(version):
+    """Gains a blob of ``version`` can record, in quarter octaves."""
+    if version >= 4:
+        return MIN_GAIN_STEPS, MAX_GAIN_STEPS
+    return 0, MAX_GAIN_STEPS if version == 3 else 0
+
+
+def blob_info(blob):
+    """What a blob holds, read from its header (no model needed).
+
+    The blob is fully checked (magic, version, checksum, every field) but its
+    payload is not decoded and its fingerprint not compared to any model.
+
+    Parameters
+    ----------
+    blob : bytes-like
+        One blob made by :meth:`WallocCodec.compress`.
+
+    Returns
+    -------
+    info : dict
+        ``format_version``, ``signal_ndim``, ``signal_shape``, ``dtype`` (str),
+        ``levels``, ``latent_shape``, ``latent_bits``, ``fingerprint`` (hex),
+        ``gain_steps`` (the latents' gain in quarter octaves, 0 without one),
+        ``payload_bytes``, ``total_bytes`` and ``bits_per_sample`` (whole blob
+        over the signal's scalar values).
+
+    Raises
+    ------
+    ValueError
+        If ``blob`` is not a valid blob.
+
+    Examples
+    --------
+    >>> from sklearn_walloc.codec import WallocCodec, blob_info
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> codec = WallocCodec(latent_dim=2, levels=1, decoder_width=0,
+    ...                     max_iter=0, random_state=0).fit(rng.random((4, 16, 16)))
+    >>> info = blob_info(codec.compress(rng.random((1, 15, 16)))[0])
+    >>> info["signal_shape"], info["latent_shape"], info["dtype"]
+    ((15, 16), (2, 8, 8), 'float64')
+    """
     b = unpack_blob(blob)
     total = len(bytes(blob))
     return {

@@ -139,12 +139,13 @@ def inverse_transform(est, Z):
     return _map_samples(est, Z, "inverse_transform", "X")
 
 
-def compress(est, X):
-    """Blobs of a dask array (blocks along samples) or bag of signals: a bag."""
+def compress(est, X, **targets):
+    """Blobs of a dask array (blocks along samples) or bag of signals: a bag;
+    ``targets`` are ``compress``'s rate targets."""
     db = require("dask.bag")
     model = _model_key(est)
     if is_dask_bag(X):
-        return X.map_partitions(_compress_signals, model)
+        return X.map_partitions(_compress_signals, model, targets)
     if not is_dask_array(X):
         raise TypeError(
             f"compress takes a dask.array.Array or a dask.bag.Bag here, got "
@@ -153,17 +154,17 @@ def compress(est, X):
     X = _along_samples(X, "X")
     blocks = X.to_delayed().ravel().tolist()
     dask = require("dask")
-    parts = [dask.delayed(_compress_block)(model, b) for b in blocks]
+    parts = [dask.delayed(_compress_block)(model, b, targets) for b in blocks]
     return db.from_delayed(parts)
 
 
-def _compress_block(est, block):
-    return est.compress(block) if len(block) else []
+def _compress_block(est, block, targets):
+    return est.compress(block, **targets) if len(block) else []
 
 
-def _compress_signals(signals, est):
+def _compress_signals(signals, est, targets):
     signals = list(signals)
-    return est.compress(signals) if signals else []
+    return est.compress(signals, **targets) if signals else []
 
 
 def decompress(est, blobs, **kwargs):

@@ -86,11 +86,12 @@ __all__ = [
 ]
 
 #: Blob format versions whose payloads this module reads and writes; 1 and 2
-#: share one symbol order, 3 is the batched order.
-VERSIONS = (1, 2, 3)
-LATEST_VERSION = 3
+#: share one symbol order, 3 is the batched order, which 4 keeps.
+VERSIONS = (1, 2, 3, 4)
+LATEST_VERSION = 4
 #: Largest number of latent values one payload may declare.
 MAX_LATENT_VALUES = 2**31 - 1
+
 
 class _Channel(NamedTuple):
     """Encoder-side analysis of one channel: per pass contexts and symbols."""
@@ -279,8 +280,8 @@ def encode_latents(q, latent_bits, *, version=LATEST_VERSION):
         holding integer values are accepted.
     latent_bits : int
         Bits per latent, 2 to 16.
-    version : {1, 2, 3}, default=3
-        Blob format version whose symbol order to write: 3, the batched order
+    version : {1, 2, 3, 4}, default=4
+        Blob format version whose symbol order to write: 3 and 4, the batched order
         (``_entropy_batched``); 1 and 2 share the original interlaced order.
 
     Returns
@@ -350,7 +351,7 @@ def ideal_code_length_bits(q, latent_bits, *, version=LATEST_VERSION):
     ----------
     q : array-like of int, shape (C, H, W) or (C, L)
     latent_bits : int
-    version : {1, 2, 3}, default=3
+    version : {1, 2, 3, 4}, default=4
         The format whose encoder choices to follow (version 3 chooses the
         predictor modes by a cheaper estimate).
 
@@ -385,7 +386,7 @@ def decode_latents(payload, shape, latent_bits, *, version=LATEST_VERSION):
         The latent grid shape, ``(C, H, W)`` or ``(C, L)``.
     latent_bits : int
         Bits per latent, 2 to 16.
-    version : {1, 2, 3}, default=3
+    version : {1, 2, 3, 4}, default=4
         Blob format version the payload was written for.
 
     Returns
@@ -424,7 +425,8 @@ def decode_latents(payload, shape, latent_bits, *, version=LATEST_VERSION):
 def _check_version(version):
     if isinstance(version, bool) or version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
-    return int(version)
+    # Format 4 changed the header (a signed gain), not the payload.
+    return min(int(version), 3)
 
 
 def _decode_batched(words, dims, bound):

@@ -256,8 +256,7 @@ class WallocAutoencoder(nn.Module):
         # In-place updates (an optimiser step, load_state_dict) bump a tensor's
         # version: a changed weight never meets a stale fused copy.
         state = tuple(
-            (t.data_ptr(), t._version)
-            for t in (*decoder.parameters(), *self.buffers())
+            (t.data_ptr(), t._version) for t in (*decoder.parameters(), *self.buffers())
         )
         key = (like.dtype, like.device)
         cache = self.__dict__.setdefault("_inference_cache", {})
@@ -357,18 +356,49 @@ class WallocAutoencoder(nn.Module):
         extra = _extra_steps(x, z, _ungain(bn.expand(q), steps), self, search)
         wide = (extra > 0) & (steps < max_steps)
         steps = (steps + extra).clamp(max=max_steps)
-        # Bits that keep the gained peak within _GAIN_TARGET scales of b bits:
-        # the scale is K_b / 1.85, so K_b >= peak (in the model's scales) * G * K.
-        gained = peak * torch.pow(2.0, steps.double() / GAIN_STEPS_PER_OCTAVE)
-        need = gained / _GAIN_TARGET * latent_range(bn.latent_bits)
-        for b in range(bn.latent_bits, 16):
-            bits = bits + (wide & (need > latent_range(b))).to(bits.dtype)
+        bits = torch.where(wide, _gained_bits(peak, steps, bn.latent_bits), bits)
         # One pass per bit depth present (at most 15), each row its own.
         for b in torch.unique(bits[wide]).tolist():
             rows = wide & (bits == b)
             gain = _gain_factor(steps[rows], peak)
             q[rows] = ties.round(Bottleneck(b), z[rows], x[rows], gain, tol[rows])
         return q, steps, bits
+
+    def encode_at_gains(self, x, z, fused, steps):
+        """Integer latents of ``x`` at given gains, for rate control.
+
+        ``z`` is ``fused(x)``; ``steps`` (N,) int64 are the gains in quarter
+        octaves, of either sign. A finer gain widens the latents as
+        :meth:`encode_gained` does (its peak rule); ``steps == 0`` gives
+        exactly :meth:`encode_fused`'s latents.
+
+        Returns
+        -------
+        q : Tensor (N, D, *S)
+        latent_bits : Tensor of int64 (N,)
+        """
+        bn = self.bottleneck
+        steps = torch.as_tensor(steps, dtype=torch.int64)
+        exact = self.wpt.signal_ndim == 1 or _ties.EXACT_IMAGES
+        if exact:
+            ties = exact_rounding(fused, self)
+            tol = ties.tolerance(x)
+            peak = ties.peak(z, x, tol) / bn.scale
+        else:
+            peak = z.detach().abs().flatten(1).amax(1).double() / bn.scale
+        bits = _gained_bits(peak, steps, bn.latent_bits)
+        bits = torch.where(steps > 0, bits, bn.latent_bits)
+        q = torch.empty_like(z)
+        for b in torch.unique(bits).tolist():
+            rows = bits == b
+            bottleneck = bn if b == bn.latent_bits else Bottleneck(b)
+            if exact:
+                gain = _gain_factor(steps[rows], peak)
+                q[rows] = ties.round(bottleneck, z[rows], x[rows], gain, tol[rows])
+            else:
+                gained = z[rows] * _gain_factor(steps[rows], z)
+                q[rows] = torch.round(bottleneck.compand(gained))
+        return q, bits
 
 
 class RefinedDecoder:
@@ -485,6 +515,18 @@ def _gain_factor(gain_steps, like):
     g = torch.as_tensor(gain_steps, dtype=torch.float64)
     factor = torch.pow(2.0, g / GAIN_STEPS_PER_OCTAVE).to(like.dtype).to(like.device)
     return factor.reshape(-1, *[1] * (like.dim() - 1)) if factor.dim() else factor
+
+
+def _gained_bits(peak, steps, latent_bits):
+    """Latent bits (N,) that keep peaks ``peak`` (in the model's companding
+    scales) within ``_GAIN_TARGET`` scales at gains ``steps``: the scale of b
+    bits is K_b / 1.85, so K_b >= peak * G * K / _GAIN_TARGET (at most 16)."""
+    gained = peak * torch.pow(2.0, steps.double() / GAIN_STEPS_PER_OCTAVE)
+    need = gained / _GAIN_TARGET * latent_range(latent_bits)
+    bits = torch.full_like(steps, latent_bits)
+    for b in range(latent_bits, 16):
+        bits = bits + (need > latent_range(b)).to(bits.dtype)
+    return bits
 
 
 def _ungain(u, gain_steps):

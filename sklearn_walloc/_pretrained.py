@@ -22,6 +22,7 @@ from importlib import resources
 __all__ = [
     "PRETRAINED",
     "default_for",
+    "ladder_for",
     "list_pretrained",
     "load_pretrained",
     "spec_of",
@@ -117,6 +118,25 @@ def default_for(signal_ndim, channels):
         if (spec["signal_ndim"], spec["in_channels"]) == (signal_ndim, channels):
             return name
     return None
+
+
+def ladder_for(signal_ndim, channels):
+    """Every shipped model for signals of this kind, the default first: the
+    models a rate target chooses among when no model is named (the CLI)."""
+    first = default_for(signal_ndim, channels)
+    if first is None:
+        return []
+    keys = ("signal_ndim", "in_channels")
+    same = [
+        n
+        for n in list_pretrained()
+        if tuple(spec_of(n)[k] for k in keys)
+        == (
+            signal_ndim,
+            channels,
+        )
+    ]
+    return [first] + [n for n in same if n != first]
 
 
 def load_pretrained(cls, name):

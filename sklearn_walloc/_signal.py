@@ -23,6 +23,7 @@ __all__ = [
     "Layout",
     "check_signal_shape",
     "crop",
+    "iter_chunks",
     "merge_padded",
     "pad_to_multiple",
     "read_latents",
@@ -427,23 +428,28 @@ def run_in_chunks(fn, x, device):
     Every chunk has the same number of signals (the last one is zero-padded), so
     each signal sees the same kernels whatever the batch it came in.
     """
-    per_signal = max(1, int(np.prod(x.shape[1:])))
-    chunk = max(1, _CHUNK_SCALARS // per_signal)
     outputs = []
     with torch.no_grad():
-        for start in range(0, len(x), chunk):
-            part = x[start : start + chunk]
-            n = len(part)
-            if n < chunk:
-                part = np.concatenate(
-                    [part, np.zeros((chunk - n, *x.shape[1:]), x.dtype)]
-                )
-            t = _canonical_layout(torch.from_numpy(part)).to(device)
+        for t, n in iter_chunks(x, device):
             # Channels last, like the readers' input and the writers' output, so
             # neither end needs a transposing copy.
             outputs.append(np.moveaxis(fn(t)[:n].cpu().numpy(), 1, -1))
     y = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
     return np.moveaxis(y, -1, 1)
+
+
+def iter_chunks(x, device):
+    """The fixed chunks of :func:`run_in_chunks`: ``(t, n)`` pairs, ``t`` a
+    tensor on ``device`` of the chunk's signals zero-padded to the chunk size,
+    of which the first ``n`` are real."""
+    per_signal = max(1, int(np.prod(x.shape[1:])))
+    chunk = max(1, _CHUNK_SCALARS // per_signal)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        n = len(part)
+        if n < chunk:
+            part = np.concatenate([part, np.zeros((chunk - n, *x.shape[1:]), x.dtype)])
+        yield _canonical_layout(torch.from_numpy(part)).to(device), n
 
 
 def write_latents(latents, layout):

@@ -28,7 +28,14 @@ from . import __version__, _atomic
 from . import _cli_common as common
 from . import _cli_models as models
 from ._atomic import OutputExists, Terminated, sigterm_raises
-from ._cli_common import PROG, CliError, positive_int, quality
+from ._cli_common import (
+    PROG,
+    CliError,
+    positive_float,
+    positive_int,
+    psnr_db,
+    quality,
+)
 from ._cli_fit import WHAT, add_fit
 from ._demo import add_demo
 from ._wlc import (
@@ -146,19 +153,42 @@ def _cmd_compress(args):
         if meta["media"] != expected:
             raise CliError(f"the model codes {expected}, not {meta['media']}")
         meta["name"] = f.name
-        (blob,) = model.compress([signal])
+        targets = _targets(args, model)
+        if args.model is None and targets:
+            from ._rate import best_of
+
+            # No model named: the shipped model that serves the target best.
+            ladder = pretrained.ladder(meta["media"], signal)
+            model, blob, _ = best_of(ladder, signal, targets)
+            chosen = f" with {pretrained.name_of(model)}"
+        else:
+            (blob,) = model.compress([signal], **targets)
+            chosen = ""
         data = _pack(f, blob, meta)
         out = outs[f]
         common.write(out, lambda tmp: _atomic.dump(data, tmp), args.force)
         common.say(
             args.quiet,
-            f"{f} -> {out}: {len(data)} bytes, "
+            f"{f} -> {out}{chosen}: {len(data)} bytes, "
             f"{_rate(signal, expected, len(data), meta)}, "
             f"{_ratio(f.stat().st_size, len(data), f.name)}",
         )
 
     failed += common.each(files, str, compress, args.quiet, "compress")
     return 1 if failed else 0
+
+
+def _targets(args, model):
+    """``compress``'s rate target from --bpp, --psnr or --quality."""
+    if args.bpp is not None:
+        return {"target_bpp": args.bpp}
+    if args.psnr is not None:
+        return {"target_psnr": args.psnr}
+    if args.rate_quality is not None:
+        from ._rate import quality_psnr
+
+        return {"target_psnr": quality_psnr(args.rate_quality, model.signal_ndim)}
+    return {}
 
 
 def _check_format_options(args, media):
@@ -341,6 +371,33 @@ def _add_coding(sub, name, func, what, hint, default_model):
     return p
 
 
+def _add_rate(p):
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--bpp",
+        type=positive_float,
+        metavar="BITS",
+        help="rate control: the best quality in at most this many bits per pixel "
+        "(images) or per sample and channel (audio) in the coded signal (the "
+        ".wlc file adds its name, metadata and any alpha)",
+    )
+    rate.add_argument(
+        "--psnr",
+        type=psnr_db,
+        metavar="DB",
+        help="rate control: the smallest file whose decoded signal reaches this "
+        "PSNR (dB; peak 255 for 8-bit images, 65535 for 16-bit audio)",
+    )
+    rate.add_argument(
+        "--quality",
+        dest="rate_quality",
+        type=quality,
+        metavar="Q",
+        help="1-100: --psnr 20 + Q/5 for images (20.2-40 dB), 40 + 2Q/5 for "
+        "audio (40.4-80 dB) (default: the model's own rate)",
+    )
+
+
 def _build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -350,7 +407,7 @@ def _build_parser():
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_fit(sub)
-    _add_coding(
+    p = _add_coding(
         sub,
         "compress",
         _cmd_compress,
@@ -359,6 +416,7 @@ def _build_parser():
         "rgb-16x for RGB images, a 1-channel image model for grey images, "
         "stereo-5x / mono-5x for stereo / mono audio",
     )
+    _add_rate(p)
     p = _add_coding(
         sub,
         "decompress",

@@ -17,12 +17,13 @@ from ._container import (
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
     MAX_GAIN_STEPS,
-    describe_blob,
+    blob_info,
     pack_blob,
     unpack_blob,
 )
 from ._entropy import decode_latents, encode_latents
 from ._networks import gain_search
+from ._rate import check_targets, compress_to_target
 from ._signal import merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
 from ._units import describe_input, finish_signal, restore_values
@@ -346,7 +347,7 @@ class WallocCodec(WallocTransformer):
         return _fingerprint(self)
 
     # ------------------------------------------------------------- compression
-    def compress(self, X):
+    def compress(self, X, *, target_bpp=None, target_psnr=None):
         """Encode signals to self-contained, entropy-coded byte strings.
 
         Parameters
@@ -355,6 +356,23 @@ class WallocCodec(WallocTransformer):
             Signals in any input form of :meth:`transform`: flat rows read with
             ``signal_shape``, a batch ``(n, H, W[, C])`` / ``(n, L, C)``, or a
             list of signals of different sizes ``(H, W[, C])`` / ``(L[, C])``.
+        target_bpp : float, default=None
+            Rate control, per signal: the best quality whose blob (header
+            included) is at most this many bits per pixel for images (all
+            channels together), or per sample and channel for 1D signals (as
+            PCM's 16 bits). The quantiser's gain is searched in quarter octaves
+            (1.5 dB), from 10 octaves coarser to 6 finer than the model's own
+            rate; a target below the coarsest blob gives that blob and a
+            ``UserWarning``. Costs about 5-8 entropy codings per signal.
+        target_psnr : float, default=None
+            Rate control, per signal: the smallest blob whose decoded signal
+            reaches this PSNR in dB, in the model's sample domain as
+            :meth:`score` measures it (peak ``data_range_``: 255 for 8-bit
+            images, 65535 for 16-bit audio). A PSNR the model cannot reach at
+            any gain gives the smallest blob within 0.1 dB of the best and a
+            ``UserWarning``. Costs about 5-8 codings and decodings per signal.
+            Neither target given: the model's own rate (a gain for quiet 1D
+            signals only, see ``adaptive_gain``); both: ``ValueError``.
 
         Returns
         -------
@@ -378,14 +396,33 @@ class WallocCodec(WallocTransformer):
         >>> blobs = codec.compress(X)  # one self-contained blob per image
         >>> len(blobs), type(blobs[0]).__name__
         (4, 'bytes')
+        >>> small = codec.compress(X, target_bpp=2.0)  # at most 2 bits per pixel
+        >>> all(8 * len(b) <= 2.0 * 16 * 16 for b in small)
+        True
         """
+        targets = check_targets(target_bpp, target_psnr)
         if _dask.is_dask_array(X) or _dask.is_dask_bag(X):
             check_is_fitted(self)
-            return _dask.compress(self, X)
+            return _dask.compress(self, X, **targets)
         arrays, layout = self._read(X)
         described = describe_input(self, X, layout, arrays)
-        fingerprint = _fingerprint(self)
-        version = _blob_version(self)
+        fingerprint, version = _fingerprint(self), _blob_version(self)
+
+        def pack(grid, bits, gain, i):
+            shape, dtype = described[i]
+            return pack_blob(
+                encode_latents(grid, bits, version=version),
+                signal_ndim=self.signal_ndim,
+                signal_shape=shape,
+                dtype=dtype,
+                levels=self.levels,
+                latent_shape=grid.shape,
+                latent_bits=bits,
+                fingerprint=fingerprint,
+                version=version,
+                gain_steps=gain,
+            )
+
         blobs = [None] * layout.n_signals
         with _progress(self, layout.n_signals, "compress") as bar:
             # Sizes that pad to the same shape run together (the same bits as
@@ -393,25 +430,18 @@ class WallocCodec(WallocTransformer):
             stride = 2**self.levels
             for arr, parts in merge_padded(arrays, stride, pad_alone=False):
                 idx = np.concatenate([layout.groups[k][0] for k, _ in parts])
+                if targets:
+                    rated = compress_to_target(self, arr, idx, described, pack, targets)
+                    for i, blobs[i] in rated:
+                        bar.update(1)
+                    continue
                 padded = [-(-d // stride) * stride for d in arr.shape[2:]]
                 step = _chunk(arr.shape[1] * math.prod(padded))
                 for start in range(0, len(arr), step):
                     q, gains, bits = self._encode_gained(arr[start : start + step])
                     for j, grid in enumerate(q):
                         i = int(idx[start + j])
-                        shape, dtype = described[i]
-                        blobs[i] = pack_blob(
-                            encode_latents(grid, int(bits[j]), version=version),
-                            signal_ndim=self.signal_ndim,
-                            signal_shape=shape,
-                            dtype=dtype,
-                            levels=self.levels,
-                            latent_shape=grid.shape,
-                            latent_bits=int(bits[j]),
-                            fingerprint=fingerprint,
-                            version=version,
-                            gain_steps=int(gains[j]),
-                        )
+                        blobs[i] = pack(grid, int(bits[j]), int(gains[j]), i)
                         bar.update(1)
         return blobs
 
@@ -641,12 +671,13 @@ class WallocCodec(WallocTransformer):
         if b.version not in versions:
             raise ValueError(
                 f"blob declares format version {b.version}, but this model reads "
-                f"versions {versions[0]} and {versions[1]} only"
+                f"versions {', '.join(map(str, versions))} only"
             )
-        # A gain may come with wider latents (1D, format 3): from the model's
-        # bits up to 16, never without a gain.
+        # A finer gain may come with wider latents (1D in format 3, any signal
+        # in format 4): from the model's bits up to 16, never without a gain.
         bits = self.latent_bits_
-        if b.gain_steps and ndim == 1 and bits <= b.latent_bits <= 16:
+        wide = b.gain_steps > 0 and (ndim == 1 or b.version >= 4)
+        if wide and bits <= b.latent_bits <= 16:
             bits = b.latent_bits
         expected = {
             "signal kind": (b.signal_ndim, ndim),
@@ -780,14 +811,14 @@ def _fingerprint(est):
 
 
 def _blob_version(est):
-    """Blob format version a model writes: 3, the batched payload order."""
+    """Blob format version a model writes: 4 (a signed gain)."""
     return FORMAT_VERSION
 
 
 def _blob_versions(est):
     """Blob format versions a model reads: its legacy version (1 marks periodic
-    borders, 2 symmetric; the interlaced payload order) and 3."""
-    return (1 if est.spec_.boundary == "periodization" else 2, FORMAT_VERSION)
+    borders, 2 symmetric; the interlaced payload order), 3 and 4."""
+    return (1 if est.spec_.boundary == "periodization" else 2, 3, FORMAT_VERSION)
 
 
 def _chunk(per_signal):
@@ -810,60 +841,8 @@ def _as_blob_list(blobs):
         ) from None
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n):
-        pass
-
-
 def _progress(est, total, desc):
-    if not est.verbose or total < 1:
-        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="signal", leave=False)
-
-
-# -------------------------------------------------------------------- inspection
-def blob_info(blob):
-    """What a blob holds, read from its header (no model needed).
-
-    The blob is fully checked (magic, version, checksum, every field) but its
-    payload is not decoded and its fingerprint not compared to any model.
-
-    Parameters
-    ----------
-    blob : bytes-like
-        One blob made by :meth:`WallocCodec.compress`.
-
-    Returns
-    -------
-    info : dict
-        ``format_version``, ``signal_ndim``, ``signal_shape``, ``dtype`` (str),
-        ``levels``, ``latent_shape``, ``latent_bits``, ``fingerprint`` (hex),
-        ``gain_steps`` (the latents' gain in quarter octaves, 0 without one),
-        ``payload_bytes``, ``total_bytes`` and ``bits_per_sample`` (whole blob
-        over the signal's scalar values).
-
-    Raises
-    ------
-    ValueError
-        If ``blob`` is not a valid blob.
-
-    Examples
-    --------
-    >>> from sklearn_walloc.codec import WallocCodec, blob_info
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> codec = WallocCodec(latent_dim=2, levels=1, decoder_width=0,
-    ...                     max_iter=0, random_state=0).fit(rng.random((4, 16, 16)))
-    >>> info = blob_info(codec.compress(rng.random((1, 15, 16)))[0])
-    >>> info["signal_shape"], info["latent_shape"], info["dtype"]
-    ((15, 16), (2, 8, 8), 'float64')
-    """
-    return describe_blob(blob)
+    quiet = not est.verbose or total < 1
+    return tqdm(total=total, desc=desc, unit="signal", leave=False, disable=quiet)

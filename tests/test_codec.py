@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 
 from sklearn_walloc import WallocTransformer, _signal
 from sklearn_walloc import codec as codec_module
-from sklearn_walloc._container import pack_blob, unpack_blob
+from sklearn_walloc._container import FORMAT_VERSION, pack_blob, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import GAIN_MAX_LOSS_DB, WallocCodec, blob_info
 from sklearn_walloc.metrics import psnr, snr
@@ -351,10 +351,15 @@ def test_wider_latents_refused_where_no_encoder_writes_them(rgb_codec, small_pho
     for bad in (wide[:-5], wide[:40], wide[:-6] + bytes([wide[-6] ^ 1]) + wide[-5:]):
         with pytest.raises(ValueError, match="blobs\\[0\\]"):
             codec.decompress([bad], restore=False)
-    # Images never widen: their blobs must carry the model's bits.
+    # Images widen only in format 4, and only with a finer gain.
     (img,) = rgb_codec.compress([small_photos[0][:16, :16]])
-    with pytest.raises(ValueError, match="latent_bits 9"):
-        rgb_codec.decompress([_repack(img, latent_bits=9, gain_steps=1)], restore=False)
+    for fields in (
+        {"latent_bits": 9, "gain_steps": 1, "version": 3},
+        {"latent_bits": 9, "gain_steps": -1},
+        {"latent_bits": 9},
+    ):
+        with pytest.raises(ValueError, match="latent_bits 9"):
+            rgb_codec.decompress([_repack(img, **fields)], restore=False)
 
 
 def test_images_never_get_a_gain(rgb_codec, small_photos):
@@ -822,7 +827,7 @@ def test_version_2_blobs_of_a_model_still_decode(rgb_codec, small_photos):
     x = small_photos[0][:29, :35]
     (blob,) = rgb_codec.compress([x])
     p = unpack_blob(blob)
-    assert p.version == 3
+    assert p.version == FORMAT_VERSION
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
     old = _repack(blob, encode_latents(q, p.latent_bits, version=2), version=2)
     assert old != blob

@@ -20,6 +20,7 @@ from sklearn_walloc._container import (
     FORMAT_VERSION,
     MAGIC,
     MAX_GAIN_STEPS,
+    MIN_GAIN_STEPS,
     Blob,
     model_fingerprint,
     pack_blob,
@@ -67,7 +68,7 @@ def test_roundtrip_fields():
     assert blob.startswith(MAGIC)
     out = unpack_blob(blob, expected_fingerprint=FP)
     assert isinstance(out, Blob)
-    assert out == Blob(3, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
+    assert out == Blob(4, 2, (30, 17, 3), np.dtype(np.uint8), 3, (12, 4, 3), 8, FP,
                        payload, 0)  # fmt: skip
     for version in (1, 2):
         old = unpack_blob(pack_blob(payload, **_fields(), version=version))
@@ -146,7 +147,7 @@ def test_unpack_named_errors():
     body = SMALL[:-4]
     cases = {
         "magic": b"WLOX" + SMALL[4:],
-        "version": _reseal(body[:4] + b"\x04" + body[5:]),
+        "version": _reseal(body[:4] + b"\x05" + body[5:]),
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
@@ -186,7 +187,8 @@ def test_gain_field_round_trip():
     "over",
     [
         {"gain_steps": MAX_GAIN_STEPS + 1},
-        {"gain_steps": -1},
+        {"gain_steps": MIN_GAIN_STEPS - 1},
+        {"gain_steps": -1, "version": 3},
         {"gain_steps": 1.0},
         {"gain_steps": True},
         {"gain_steps": 1, "version": 2},
@@ -201,10 +203,18 @@ def test_pack_rejects_bad_gain(over):
 def test_unpack_rejects_bad_gain_fields():
     at = len(GAINED) - 4 - 8 - 8 - 1
     body = GAINED[:-4]
-    for gain in (0, MAX_GAIN_STEPS + 1, 255):
-        forged = _reseal(body[:at] + bytes([gain]) + body[at + 1 :])
-        with pytest.raises(ValueError, match="gain field"):
-            unpack_blob(forged)
+    # Format 4: a signed byte in [MIN_GAIN_STEPS, MAX_GAIN_STEPS] without 0;
+    # format 3: unsigned in [1, MAX_GAIN_STEPS].
+    bad = {4: (0, MAX_GAIN_STEPS + 1, 127, 256 + MIN_GAIN_STEPS - 1, 128), 3: (0, 255)}
+    for version, gains in bad.items():
+        for gain in gains:
+            forged = body[:4] + bytes([version]) + body[5:at]
+            forged = _reseal(forged + bytes([gain]) + body[at + 1 :])
+            with pytest.raises(ValueError, match="gain field"):
+                unpack_blob(forged)
+    # The same byte means a coarser gain in format 4.
+    forged = _reseal(body[:at] + bytes([256 + MIN_GAIN_STEPS]) + body[at + 1 :])
+    assert unpack_blob(forged).gain_steps == MIN_GAIN_STEPS
     # Unknown flag bits, and the gain flag in formats 1 and 2.
     for flags in (0x02, 0x80):
         with pytest.raises(ValueError, match="flags"):
@@ -373,6 +383,7 @@ def test_golden_v3_blobs_decode(name):
             latent_bits=bits,
             fingerprint=model_fingerprint([expected]),
             gain_steps=gain,
+            version=3,
         )
         == blob
     )

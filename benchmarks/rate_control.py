@@ -1,0 +1,234 @@
+"""Rate control of the shipped rgb-16x: targets met, quality against JPEG, cost.
+
+What it measures
+----------------
+``WallocCodec.from_pretrained("rgb-16x")`` at its own rate and through
+``compress(X, target_bpp=b)`` for several ``b``, and ``target_psnr``, on photos
+no model was fitted on (issue #21's check):
+
+- the bundled held-out photos (astronaut 512x512, coffee 600x400, china
+  640x427);
+- the mate-backgrounds nature photos (evaluation only, never fitted), each
+  downscaled with Lanczos to a different short side (384 to 704 pixels, which
+  also sheds most of their own JPEG artefacts) and centre-cropped to odd sizes.
+
+Per photo and setting: the blob's bits per pixel against the target (every
+blob must be at most the target; the mean ratio should be at least 0.85), the
+PSNR of ``decompress(blobs)`` (uint8, as the photos went in) and the PSNR of
+the Pillow JPEG (4:2:0, quality 1..95) whose size is closest to the blob's
+without exceeding it. Cost: ``compress`` of each photo alone, timed with and
+without the target in the same loop, and the number of candidate gains coded.
+
+Run: ``python benchmarks/rate_control.py`` (a few minutes; ``--quick``: the
+bundled photos and two targets). Writes ``rate_control.md`` / ``.json`` /
+``.csv`` in ``--out``.
+"""
+
+import io
+import time
+import warnings
+
+import numpy as np
+from _common import (
+    BenchmarkRun,
+    benchmark_parser,
+    markdown_table,
+    mate_nature_dir,
+    psnr,
+)
+from _machine import machine_line
+from PIL import Image
+
+from sklearn_walloc import WallocCodec, _rate
+from sklearn_walloc.datasets import load_photos
+
+TARGETS_BPP = (0.15, 0.3, 0.6, 0.9)
+TARGET_PSNR = 27.0
+QUALITIES = range(1, 96)
+
+
+def _mate(limit=None):
+    """Mate nature photos at varied, odd sizes (short side 384..704)."""
+    folder = mate_nature_dir()
+    if folder is None:
+        return [], []
+    photos, names = [], []
+    for k, path in enumerate(sorted(folder.glob("*.jpg"))[:limit]):
+        img = Image.open(path).convert("RGB")
+        short = 384 + 64 * (k % 6)
+        s = short / min(img.size)
+        img = img.resize(
+            (round(img.size[0] * s), round(img.size[1] * s)), Image.LANCZOS
+        )
+        w, h = img.size
+        cw, ch = min(w, round(short * 1.4) - k % 5), short - k % 7
+        left, top = (w - cw) // 2, (h - ch) // 2
+        photos.append(np.asarray(img.crop((left, top, left + cw, top + ch))))
+        names.append(path.stem)
+    return photos, names
+
+
+def _jpeg_ladder(x):
+    """(bytes, PSNR) of Pillow's JPEG (4:2:0) at qualities 1..95."""
+    out = []
+    for q in QUALITIES:
+        buffer = io.BytesIO()
+        Image.fromarray(x).save(buffer, "JPEG", quality=q, subsampling=2)
+        data = buffer.getvalue()
+        out.append((len(data), psnr(x, np.asarray(Image.open(io.BytesIO(data))))))
+    return out
+
+
+def _jpeg_at(ladder, size):
+    """PSNR of the largest JPEG not above ``size`` bytes (None if none fits)."""
+    fits = [(n, db) for n, db in ladder if n <= size]
+    return max(fits)[1] if fits else None
+
+
+class _Counter:
+    """Counts the candidate gains rate control codes per signal."""
+
+    def __init__(self):
+        self.n = 0
+        self._orig = _rate._Candidates._latents
+
+        def counted(this, gain):
+            if gain not in this._coded:
+                self.n += 1
+            return self._orig(this, gain)
+
+        _rate._Candidates._latents = counted
+
+
+def _settings(quick):
+    targets = (0.3, 0.9) if quick else TARGETS_BPP
+    return (
+        [("own rate", {})]
+        + [(f"target_bpp={b}", {"target_bpp": b}) for b in targets]
+        + [(f"target_psnr={TARGET_PSNR}", {"target_psnr": TARGET_PSNR})]
+    )
+
+
+def main():
+    parser = benchmark_parser(__doc__, threads=2)
+    args = parser.parse_args()
+    run = BenchmarkRun("rate_control", args)
+    codec = WallocCodec.from_pretrained("rgb-16x")
+    sets = {"bundled holdout": (load_photos(split="holdout"), None)}
+    if not args.quick:
+        mate, _ = _mate()
+        if mate:
+            sets["mate nature"] = (mate, None)
+    counter = _Counter()
+    codec.compress(sets["bundled holdout"][0][:1])  # warm-up: first-call costs
+    rows, summary = [], []
+    for set_name, (photos, _) in sets.items():
+        ladders = [_jpeg_ladder(x) for x in photos]
+        for label, target in _settings(args.quick):
+            per = []
+            for x, ladder in zip(photos, ladders):
+                pixels = x.shape[0] * x.shape[1]
+                t0 = time.perf_counter()
+                codec.compress([x])
+                own_s = time.perf_counter() - t0
+                counter.n = 0
+                t0 = time.perf_counter()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    (blob,) = codec.compress([x], **target)
+                target_s = time.perf_counter() - t0
+                (y,) = codec.decompress([blob])
+                db = psnr(x, y)
+                jpeg = _jpeg_at(ladder, len(blob))
+                row = {
+                    "set": set_name,
+                    "setting": label,
+                    "shape": "x".join(map(str, x.shape[:2])),
+                    "bpp": 8 * len(blob) / pixels,
+                    "target_bpp": target.get("target_bpp"),
+                    "psnr": db,
+                    "jpeg_psnr": jpeg,
+                    "candidates": counter.n if target else 0,
+                    "time_s": target_s,
+                    "own_time_s": own_s,
+                    "out_of_reach": bool(caught),
+                }
+                per.append(row)
+                rows.append(row)
+            bpp = np.array([r["bpp"] for r in per])
+            jpeg = [r["jpeg_psnr"] for r in per]
+            delta = [r["psnr"] - j for r, j in zip(per, jpeg) if j is not None]
+            tb = target.get("target_bpp")
+            summary.append(
+                {
+                    "set": set_name,
+                    "setting": label,
+                    "photos": len(per),
+                    "mean_bpp": float(bpp.mean()),
+                    "max_over_target": float((bpp / tb).max()) if tb else None,
+                    "mean_over_target": float((bpp / tb).mean()) if tb else None,
+                    "psnr": float(np.mean([r["psnr"] for r in per])),
+                    "jpeg_psnr": float(np.mean([j for j in jpeg if j is not None]))
+                    if delta
+                    else None,
+                    "delta_db": float(np.mean(delta)) if delta else None,
+                    "jpeg_wins": int(sum(d < 0 for d in delta)),
+                    "no_jpeg_fits": int(sum(j is None for j in jpeg)),
+                    "candidates": float(np.mean([r["candidates"] for r in per])),
+                    "out_of_reach": int(sum(r["out_of_reach"] for r in per)),
+                    "time_ratio": float(
+                        np.sum([r["time_s"] for r in per])
+                        / np.sum([r["own_time_s"] for r in per])
+                    ),
+                }
+            )
+    report = {"summary": summary, "machine": machine_line(run.machine)}
+    run.finish(report, _markdown, rows)
+
+
+def _markdown(report):
+    def f(v, spec):
+        return "" if v is None else format(v, spec)
+
+    rows = [
+        [
+            s["set"],
+            s["setting"],
+            str(s["photos"]),
+            f(s["mean_bpp"], ".3f"),
+            f(s["max_over_target"], ".3f"),
+            f(s["mean_over_target"], ".3f"),
+            f(s["psnr"], ".2f"),
+            f(s["jpeg_psnr"], ".2f"),
+            f(s["delta_db"], "+.2f"),
+            f"{s['jpeg_wins']}"
+            + (f" ({s['no_jpeg_fits']} none fit)" if s["no_jpeg_fits"] else ""),
+            f(s["candidates"], ".1f")
+            + (f" ({s['out_of_reach']} out of reach)" if s["out_of_reach"] else ""),
+            f(s["time_ratio"], ".2f"),
+        ]
+        for s in report["summary"]
+    ]
+    header = [
+        "set",
+        "setting",
+        "photos",
+        "mean bpp",
+        "max bpp/target",
+        "mean bpp/target",
+        "WaLLoC PSNR",
+        "JPEG PSNR (<= bytes)",
+        "WaLLoC - JPEG",
+        "JPEG wins",
+        "gains coded",
+        "time / own rate",
+    ]
+    return (
+        "# rgb-16x rate control on held-out photos\n\n"
+        + markdown_table(header, rows)
+        + f"\n\nMachine: {report['machine']}; runtime {report['runtime_s']:.0f} s.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

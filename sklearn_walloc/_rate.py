@@ -1,0 +1,248 @@
+"""Rate control: each signal's quantiser gain chosen to meet a target.
+
+The gain of a blob (format 4: signed, in quarter octaves) scales the latents
+before companding: each step of +1 makes the quantiser's steps 2**(1/4) finer
+(about 1.5 dB of rounding error less, more bits), -1 coarser. Bytes grow and
+the error falls with the gain, so a target is a search over one integer per
+signal: from the model's own rate (gain 0), steps of 1, 2, 4, ... towards the
+target until it is bracketed, then bisection. ``target_bpp`` codes each
+candidate (the coded size is the only size that counts); ``target_psnr`` also
+decodes it. Each candidate is a real blob, so the result is exactly what
+``compress`` returns for that gain: the same bytes alone or in any batch.
+"""
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+import torch
+
+from ._container import MAX_GAIN_STEPS, MIN_GAIN_STEPS
+from ._signal import crop, iter_chunks, pad_to_multiple
+from .metrics import _round_trip_db
+
+__all__ = [
+    "HIGHEST_GAIN",
+    "LOWEST_GAIN",
+    "best_of",
+    "check_targets",
+    "compress_to_target",
+    "quality_psnr",
+]
+
+#: Gains a target may choose, in quarter octaves: 10 octaves coarser than the
+#: model's own quantiser (every latent of a photo 0) to 6 octaves finer (16-bit
+#: latents, beyond what any projection keeps).
+LOWEST_GAIN = MIN_GAIN_STEPS
+HIGHEST_GAIN = min(24, MAX_GAIN_STEPS)
+#: ``target_psnr`` out of reach: the smallest blob within this many dB of the
+#: best PSNR the gains reach.
+_CAP_SLACK_DB = 0.1
+
+
+def quality_psnr(quality, signal_ndim):
+    """The ``target_psnr`` of the CLI's ``--quality`` 1..100 (increasing):
+    ``20 + quality / 5`` dB for images, ``40 + 2 quality / 5`` for 1D signals
+    (PSNR against 16-bit audio's full range runs about 20 dB above its SNR)."""
+    if signal_ndim == 2:
+        return 20.0 + quality / 5
+    return 40.0 + 2 * quality / 5
+
+
+def check_targets(target_bpp, target_psnr):
+    """The rate targets as a dict of those given (empty: the model's rate)."""
+    targets = {}
+    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number or None, got {value!r}")
+        if not math.isfinite(value) or (name == "target_bpp" and value <= 0):
+            raise ValueError(
+                f"{name} must be a finite {'positive ' if name == 'target_bpp' else ''}"
+                f"number, got {value!r}"
+            )
+        targets[name] = float(value)
+    if len(targets) > 1:
+        raise ValueError("give target_bpp or target_psnr, not both")
+    return targets
+
+
+def compress_to_target(codec, arr, idx, described, pack, targets):
+    """Blobs of the signals ``arr`` (one padded merged group of ``compress``),
+    each at the gain that meets the target; yields ``(i, blob)`` pairs.
+
+    Parameters
+    ----------
+    codec : WallocCodec
+    arr : ndarray (n, C, *S)
+        The signals in model units, padded to one shape.
+    idx : ndarray (n,)
+        Each row's index among ``compress``'s signals.
+    described : list of (shape, dtype)
+        Each signal's original shape and dtype (``describe_input``).
+    pack : callable
+        ``pack(grid, bits, gain, i)``: the blob of integer latents ``grid``.
+    targets : dict
+        ``target_bpp`` or ``target_psnr`` (:func:`check_targets`).
+    """
+    target_bpp = targets.get("target_bpp")
+    target_psnr = targets.get("target_psnr")
+    module, fused, device = codec._runtime_model()
+    ndim = codec.signal_ndim
+    x = pad_to_multiple(arr, 2**codec.spec_.levels)
+    row = 0
+    for t, n in iter_chunks(x, device):
+        with torch.no_grad():
+            z = fused(t)
+        for j in range(n):
+            i = int(idx[row])
+            row += 1
+            shape = described[i][0]
+            spatial = tuple(shape[:ndim])
+            coded = _Candidates(codec, module, fused, t[j : j + 1], z[j : j + 1])
+            coded.pack = lambda grid, bits, gain, i=i: pack(grid, bits, gain, i)
+            if target_bpp is not None:
+                # PCM's convention: bits per sample and channel for 1D.
+                values = math.prod(shape) if ndim == 1 else math.prod(spatial)
+                limit = math.floor(target_bpp * values / 8)
+                gain = _largest(lambda g: len(coded.blob(g)) <= limit)
+                if gain is None:
+                    gain = LOWEST_GAIN
+                    warnings.warn(
+                        f"signal {i}: target_bpp={target_bpp} is below this "
+                        f"model's smallest blob, "
+                        f"{8 * len(coded.blob(gain)) / values:.4g} bits; "
+                        "returning that blob",
+                        UserWarning,
+                        stacklevel=3,  # the caller of compress
+                    )
+            else:
+                orig = crop(t[j : j + 1].cpu().numpy(), spatial)
+                gain = coded.for_psnr(target_psnr, orig, spatial, i)
+            yield i, coded.blob(gain)
+
+
+class _Candidates:
+    """The blob (and PSNR) of one signal at each gain tried, computed once."""
+
+    def __init__(self, codec, module, fused, x, z):
+        self.codec, self.module, self.fused, self.x, self.z = codec, module, fused, x, z
+        self._coded = {}
+        self._psnr = {}
+
+    def _latents(self, gain):
+        if gain not in self._coded:
+            steps = torch.tensor([gain], dtype=torch.int64)
+            q, bits = self.module.encode_at_gains(self.x, self.z, self.fused, steps)
+            grid = q[0].cpu().numpy().astype(np.int32)
+            self._coded[gain] = (grid, int(bits[0]), None)
+        return self._coded[gain]
+
+    def blob(self, gain):
+        grid, bits, blob = self._latents(gain)
+        if blob is None:
+            blob = self.pack(grid, bits, gain)
+            self._coded[gain] = (grid, bits, blob)
+        return blob
+
+    def psnr(self, gain, orig, spatial):
+        if gain not in self._psnr:
+            grid, bits, _ = self._latents(gain)
+            z = grid[None].astype(np.float32)
+            decoded = self.codec._decode_gained(z, spatial, gain, bits)
+            rng, domain = self.codec.data_range_, self.codec.spec_.sample_dtype
+            db = _round_trip_db(orig, decoded, "psnr", rng, domain)
+            self._psnr[gain] = float(db[0])
+        return self._psnr[gain]
+
+    def for_psnr(self, target, orig, spatial, i):
+        """The smallest gain whose PSNR reaches ``target``."""
+        below = _largest(lambda g: self.psnr(g, orig, spatial) < target)
+        if below is None:
+            return LOWEST_GAIN
+        if below < HIGHEST_GAIN:
+            return below + 1
+        best = max(self._psnr.values())
+        gain = min(g for g, db in self._psnr.items() if db >= best - _CAP_SLACK_DB)
+        warnings.warn(
+            f"signal {i}: target_psnr={target} dB is above what this model "
+            f"reaches ({best:.2f} dB at best); returning the smallest blob within "
+            f"{_CAP_SLACK_DB} dB of that",
+            UserWarning,
+            stacklevel=4,  # the caller of compress
+        )
+        return gain
+
+
+def _largest(holds, low=LOWEST_GAIN, high=HIGHEST_GAIN):
+    """The largest gain in ``[low, high]`` where ``holds`` (true up to some gain,
+    false above it), or None where it never holds; ``holds`` is first asked at
+    0, the model's own rate, then at distances 1, 2, 4, ... from it until the
+    answer is bracketed, then in the middle of the bracket."""
+    if holds(0):
+        good, bad, step = 0, None, 1
+        while bad is None and good < high:
+            g = min(good + step, high)
+            if holds(g):
+                good = g
+            else:
+                bad = g
+            step *= 2
+        if bad is None:
+            return good
+    else:
+        good, bad, step = None, 0, 1
+        while good is None and bad > low:
+            g = max(bad - step, low)
+            if holds(g):
+                good = g
+            else:
+                bad = g
+            step *= 2
+        if good is None:
+            return None
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if holds(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def best_of(codecs, signal, targets):
+    """The codec among ``codecs`` (of one sample domain) that serves a rate
+    target best for ``signal``, and its blob: the highest PSNR within
+    ``target_bpp``; for ``target_psnr``, the smallest blob that reaches it,
+    else the highest PSNR. Each codec's search runs in full, so this costs
+    one rate control (and one decoding) per codec; the warnings of the codec
+    chosen are re-issued, those of the others dropped.
+
+    Returns
+    -------
+    codec, blob, psnr_db
+    """
+    tried = []
+    for codec in codecs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (blob,) = codec.compress([signal], **targets)
+        arrays, _ = codec._read([signal])  # (1, C, *S), model units
+        (decoded,) = codec.decompress([blob], restore=False)
+        if decoded.ndim == codec.signal_ndim:  # given without a channel axis
+            decoded = decoded[..., None]
+        y = np.moveaxis(decoded, -1, 0)[None]
+        rng, domain = codec.data_range_, codec.spec_.sample_dtype
+        db = float(_round_trip_db(arrays[0], y, "psnr", rng, domain)[0])
+        tried.append((codec, blob, db, caught))
+    psnr_target = targets.get("target_psnr")
+    reach = [t for t in tried if psnr_target is not None and t[2] >= psnr_target]
+    if reach:
+        codec, blob, db, caught = min(reach, key=lambda t: len(t[1]))
+    else:
+        codec, blob, db, caught = max(tried, key=lambda t: (t[2], -len(t[1])))
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return codec, blob, db
