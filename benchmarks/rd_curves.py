@@ -112,8 +112,8 @@ JPEG_CHECK_QUALITIES = range(1, 96)
 LADDER = [(3, 3), (3, 4), (3, 6), (3, 8), (3, 12), (3, 16), (3, 24), (2, 12)]
 QUICK_LADDER = [(3, 3), (3, 4), (3, 6), (3, 12)]
 TARGETS = {
-    "rgb-16x": [0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.9, 1.2],
-    "rgb-4x": [0.5, 0.75, 1.0, 1.4, 2.0],
+    "rgb-16x": [0.15, 0.2, 0.3, 0.45, 0.6, 0.9],
+    "rgb-4x": [0.6, 0.9, 1.4, 2.0],
 }
 QUICK_TARGETS = {"rgb-16x": [0.15, 0.3, 0.6, 0.9], "rgb-4x": [1.0, 2.0]}
 BASE = "JPEG 4:2:0"
@@ -256,6 +256,13 @@ def evaluate_photo(img, peers, sweeps, models, targets):
     for label, (codec, _) in models.items():
         blob, rec = walloc_point(codec, img)
         points.append(_point("WaLLoC " + label, "default", img, blob, rec))
+    points += evaluate_targets(img, models, targets)
+    return points
+
+
+def evaluate_targets(img, models, targets):
+    """The shipped models traced through ``compress(X, target_bpp=b)``."""
+    points = []
     for name, grid in targets.items():
         codec = models[name][0]
         for b in grid:
@@ -413,6 +420,9 @@ def jpeg_check(per_photo):
         ]
         row["bpp"] = float(np.mean([q["bpp"] for q in pts]))
         row["psnr"] = float(np.mean([q["psnr"] for q in pts]))
+        if curve.endswith("target_bpp"):  # the bytes against the target
+            row["at_most_target"] = sum(q["bpp"] <= setting for q in pts)
+            row["min_bpp_over_target"] = min(q["bpp"] for q in pts) / setting
         for variant in ("optimize", "default"):
             diffs, wins, none = [], 0, 0
             for ph, q in zip(per_photo, pts):
@@ -462,7 +472,7 @@ def markdown(report):
         "",
         "Closed forms fitted on the bundled fit photos "
         f"({', '.join(report['fit_photos'])}). target_bpp traces: "
-        + ("yes" if report["target_bpp"] else "no (`compress` has no `target_bpp`)")
+        + ("yes" if report["target_bpp"] else "no")
         + ".",
         "",
     ]
@@ -510,10 +520,17 @@ def markdown(report):
         rows = []
         for r in res["check"]:
             o, d = r["optimize"], r["default"]
+            met = ""
+            if "at_most_target" in r:
+                met = (
+                    f"{r['at_most_target']}/{o['photos'] + o['no_jpeg_that_small']}"
+                    f", mean {r['bpp'] / r['setting']:.2f}x"
+                )
             rows.append(
                 [
                     r["walloc"],
                     r["setting"],
+                    met,
                     f"{r['bpp']:.3f}",
                     f"{r['psnr']:.2f}",
                     _fmt_bd(o["mean_psnr_diff"], "+.2f"),
@@ -527,7 +544,7 @@ def markdown(report):
                     f"{d['jpeg_wins']}/{d['photos']}",
                 ]
             )
-        head = ["WaLLoC", "setting", "mean bpp", "mean PSNR"]
+        head = ["WaLLoC", "setting", "blobs <= target", "mean bpp", "mean PSNR"]
         head += ["vs JPEG (optimize) dB", "JPEG wins", "vs JPEG (default) dB"]
         head += ["JPEG wins"]
         lines += [markdown_table(head, rows), ""]
@@ -830,6 +847,11 @@ def parse_args(argv=None):
         help="skip the photos that --out/rd_curves.partial.json holds",
     )
     parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="measure only the target_bpp traces (saved for a later --resume)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="with --resume: report the saved photos only, measure nothing",
@@ -929,29 +951,49 @@ def main(argv=None):
     targets = (QUICK_TARGETS if args.quick else TARGETS) if takes_target_bpp() else {}
     sets, sources = load_sets(args.sets.split(","), args.quick, args.max_photos)
     fit_photos, fit_names = load_photos(split="fit", return_names=True)
-    settings = {"sweeps": sweeps, "ladder": ladder, "targets": targets}
+    # The target_bpp traces are saved apart (their own partial file), so that
+    # they can be added to photos measured before, or measured alone.
+    settings = {"sweeps": sweeps, "ladder": ladder, "targets": {}}
     settings = json.loads(json.dumps(settings))
     models, results, rows = None, {}, []
+    shipped = {n: (WallocCodec.from_pretrained(n), {}) for n in targets}
+    tpartial = None
+    if targets:
+        tsettings = json.loads(json.dumps({"targets": targets}))
+        tpath = args.out / "rd_curves_targets.partial.json"
+        tpartial = _Partial(tpath, tsettings, args.resume)
     partial = _Partial(args.out / "rd_curves.partial.json", settings, args.resume)
     for ds, (photos, names) in list(sets.items()):
         per_photo = []
         for name, img in zip(names, photos):
             done = partial.get(ds, name)
-            if done is None and args.report_only:
-                continue
-            if done is None:
+            if done is None and (args.report_only or args.targets_only):
+                pass  # nothing measured for the main curves
+            elif done is None:
                 if models is None:
                     print("Fitting closed forms on the bundled fit photos ...")
                     models = walloc_models(ladder, fit_photos)
                 with Timer() as t:
-                    points = evaluate_photo(img, peers, sweeps, models, targets)
+                    points = evaluate_photo(img, peers, sweeps, models, {})
                     check = jpeg_check_sweep(img)
                 done = {"name": name, "points": points, "jpeg_check": check}
                 partial.put(ds, name, done)
                 size = f"{img.shape[1]}x{img.shape[0]}"
                 print(f"  {ds}/{name} {size}: {t.s:.1f} s", flush=True)
+            extra = tpartial.get(ds, name) if tpartial else None
+            if extra is None and targets and not args.report_only:
+                with Timer() as t:
+                    extra = {"points": evaluate_targets(img, shipped, targets)}
+                tpartial.put(ds, name, extra)
+                print(f"  targets {ds}/{name}: {t.s:.1f} s", flush=True)
+            if done is None:
+                continue
+            if extra is not None:
+                done = dict(done, points=done["points"] + extra["points"])
             per_photo.append(done)
             rows += [dict(dataset=ds, photo=name, **p) for p in done["points"]]
+        if args.targets_only:
+            continue
         if args.report_only:  # the report lists the photos it holds
             kept = {p["name"] for p in per_photo}
             keep = [i for i, n in enumerate(names) if n in kept]
@@ -966,6 +1008,8 @@ def main(argv=None):
             "check": jpeg_check(per_photo),
             "per_photo": per_photo,
         }
+    if args.targets_only:
+        return 0
     for r in rows:
         r.setdefault("compress_s", None)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -981,7 +1025,12 @@ def main(argv=None):
             "bd_method": "pchip",
         },
         "codec_versions": codec_versions(peers),
-        "target_bpp": bool(targets),
+        "target_bpp": any(
+            p["curve"].endswith("target_bpp")
+            for res in results.values()
+            for ph in res["per_photo"]
+            for p in ph["points"]
+        ),
         "fit_photos": fit_names,
         "models": {k: info for k, (_, info) in (models or {}).items()},
         "data": {
