@@ -818,7 +818,9 @@ def ceilings_markdown(rep):
         [
             "# Projection ceilings of the closed-form ladder",
             "",
-            f"Machine: {machine_line(rep['machine'])}. Closed forms fitted on the "
+            f"Machine: {machine_line(rep['machine'])}; load "
+            f"{load_text(rep['machine'])}. Photos: {rep.get('photos', 'all')} per "
+            "Debian set. Closed forms fitted on the "
             "bundled fit photos with `latent_bits=16`; mean PSNR (uint8) of "
             "`inverse_transform(transform(X))` on each held-out set: about the most "
             "that model's projection allows at any rate.",
@@ -934,9 +936,10 @@ def main(argv=None):
         return _diagnose(args)
     if args.ceilings:
         run = BenchmarkRun("rd_ceilings", args)
-        sets, _ = load_sets(args.sets.split(","), args.quick)
+        sets, _ = load_sets(args.sets.split(","), args.quick, args.max_photos)
         ladder = QUICK_LADDER if args.quick else LADDER
         rep = {"sets": list(sets), "machine": run.machine}
+        rep["photos"] = {k: len(v[0]) for k, v in sets.items()}
         rep["ceilings"] = projection_ceilings(load_photos(split="fit"), sets, ladder)
         run.finish(rep, ceilings_markdown)
         return 0
