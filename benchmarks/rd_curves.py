@@ -457,8 +457,14 @@ def markdown(report):
         f"# Rate-distortion curves against image codecs{mode}",
         "",
         f"Machine: {machine_line(m0)}; load average {load_text(m0)} at the start, "
-        f"{load_text(m1)} at the end; runtime {report['runtime_s']:.0f} s. "
-        f"Codecs: {report['codec_versions']}.",
+        f"{load_text(m1)} at the end; runtime {report['runtime_s']:.0f} s"
+        + (
+            " (this report only assembles per-photo results measured by earlier, "
+            "resumed runs: see their logs for their load and time). "
+            if p.get("report_only")
+            else ". "
+        )
+        + f"Codecs: {report['codec_versions']}.",
         "",
         "Held-out photos (never used in any fit):",
         "",
@@ -624,7 +630,7 @@ def plot(report, path):
                     textcoords="offset points",
                     color="crimson",
                 )
-            for name, marker in (("rgb-16x", "*"), ("rgb-4x", "P")):
+            for name, marker, line in (("rgb-16x", "*", "-"), ("rgb-4x", "P", "--")):
                 q = curves.get(f"WaLLoC {name}")
                 if q:
                     ax.plot(
@@ -640,7 +646,7 @@ def plot(report, path):
                     ax.plot(
                         [v["bpp"] for v in t],
                         [v.get(key) for v in t],
-                        "-",
+                        line,
                         color="k",
                         lw=2,
                         label=f"WaLLoC {name} target_bpp",
@@ -1020,6 +1026,7 @@ def main(argv=None):
         "machine": run.machine,
         "parameters": {
             "quick": args.quick,
+            "report_only": args.report_only,
             "threads": args.threads,
             "sweeps": sweeps,
             "ladder": ladder,
