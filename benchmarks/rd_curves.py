@@ -825,8 +825,9 @@ def ceilings_markdown(rep):
             "# Projection ceilings of the closed-form ladder",
             "",
             f"Machine: {machine_line(rep['machine'])}; load "
-            f"{load_text(rep['machine'])}. Photos: {rep.get('photos', 'all')} per "
-            "Debian set. Closed forms fitted on the "
+            f"{load_text(rep['machine'])}. Photos: "
+            + ", ".join(f"{k} {v}" for k, v in rep.get("photos", {}).items())
+            + ". Closed forms fitted on the "
             "bundled fit photos with `latent_bits=16`; mean PSNR (uint8) of "
             "`inverse_transform(transform(X))` on each held-out set: about the most "
             "that model's projection allows at any rate.",
