@@ -1058,7 +1058,9 @@ def main(argv=None):
     report = run.finish(report, markdown, rows)
     plot(report, plot_path)
     if not args.report_only:
-        partial.path.unlink(missing_ok=True)
+        for done in (partial, tpartial):
+            if done is not None:
+                done.path.unlink(missing_ok=True)
     return 0
 
 
