@@ -41,7 +41,7 @@ purpose, the import sits in one function that says why:
   ``_held_out_bytes``: a codec carrying weights trained outside ``fit``;
   ``train_pretrained.py``, ``_validation_interval``: the estimator's steps per
   validation, to label its recorded validation curve;
-- ``rd_curves.py``, ``_encoder_components``: the closed form's principal
+- ``rd_ladder.py``, ``_encoder_components``: the closed form's principal
   axes (its encoder's 1x1 weights), for the ladder diagnosis;
 - :func:`activate_refinement` here: weights for the residual decoder path that
   a closed-form fit leaves at zero.
@@ -426,6 +426,48 @@ def load_opencv_photos(limit=None, scale=OPENCV_SCALE):
         photos.append(np.asarray(_lanczos(img, scale)))
         names.append(Path(name).stem)
     return photos, names, debian_package_version(root, OPENCV_PACKAGE)
+
+
+def load_held_out_sets(names, quick=False, max_photos=None):
+    """The held-out photo sets of ``rd_curves.py`` / ``rd_ladder.py``.
+
+    ``names`` among ``"bundled"`` (``load_photos(split="holdout")``),
+    ``"mate"`` (:func:`load_mate_photos_varied`) and ``"opencv"``
+    (:func:`load_opencv_photos`), in the order given; ``max_photos`` per
+    Debian set (``quick``: 2, 2 and 3 photos). Returns ``(sets, sources)``:
+    ``name -> (photos, names)`` and ``name -> a line on the source``; a set
+    whose package cannot be fetched is left out with a warning.
+    """
+    from sklearn_walloc.datasets import load_photos
+
+    sets, sources = {}, {}
+    if "bundled" in names:
+        photos, ids = load_photos(split="holdout", return_names=True)
+        sets["bundled"] = (photos[:2] if quick else photos, ids[:2] if quick else ids)
+        sources["bundled"] = "scikit-image/scikit-learn, `load_photos(split='holdout')`"
+    if "mate" in names:
+        photos, ids = load_mate_photos_varied(limit=2 if quick else max_photos)
+        if photos:
+            root = debian_package_dir(MATE_PACKAGE)
+            version = debian_package_version(root, MATE_PACKAGE) if root else "?"
+            sets["mate"] = (photos, ids)
+            sources["mate"] = (
+                f"Debian `mate-backgrounds` {version} (GPL-2+), nature photos, "
+                "Lanczos-downscaled to shorter sides of 512-640 px (odd ones among "
+                "them), uncropped"
+            )
+    if "opencv" in names:
+        photos, ids, version = load_opencv_photos(limit=3 if quick else max_photos)
+        if photos:
+            sets["opencv"] = (photos, ids)
+            sources["opencv"] = (
+                f"Debian `opencv-doc` {version} (Apache-2.0 AND BSD-3-Clause), the "
+                "photographs among OpenCV's sample images, Lanczos-downscaled by 3/4"
+            )
+    for name in names:
+        if name not in sets:
+            print(f"[warn] held-out set {name!r} unavailable")
+    return {k: sets[k] for k in names if k in sets}, sources
 
 
 def png_bits(img):
