@@ -10,11 +10,13 @@ machine at the start and the end, the runtime, and ``finish``, which writes
 Markdown tables, figures and the CSV/JSON writers; image quality through
 :mod:`sklearn_walloc.metrics` (:func:`psnr`, :func:`ms_ssim` at peak 255); the
 bits of Pillow's lossless coders and of latents as a lossless WebP mosaic
-(:func:`latent_webp_bits`); and the one extra photo collection the image
-benchmarks use: the "nature" photos of the Debian package ``mate-backgrounds``
-(GPL-2+, 12 JPEG photographs of 1280x1024 to 2560x1920), fetched with
-``apt-get download`` and unpacked with ``dpkg -x`` into a cache folder (nothing
-is installed system-wide). Scripts import these helpers (and ``_machine``,
+(:func:`latent_webp_bits`); and the extra photo collections the image
+benchmarks evaluate on, never a training source: the "nature" photos of the
+Debian package ``mate-backgrounds`` (GPL-2+, 12 JPEG photographs of 1280x1024
+to 2560x1920) and the photographs among OpenCV's sample images (``opencv-doc``,
+Apache-2.0 AND BSD-3-Clause, 14 classic test photos), fetched with ``apt-get
+download`` and unpacked with ``dpkg -x`` into a cache folder (nothing is
+installed system-wide). Scripts import these helpers (and ``_machine``,
 ``_peers``, ``_audio_data``), never each other.
 
 Benchmarks go through the public API (``WallocTransformer``, ``WallocCodec``,
@@ -39,6 +41,8 @@ purpose, the import sits in one function that says why:
   ``_held_out_bytes``: a codec carrying weights trained outside ``fit``;
   ``train_pretrained.py``, ``_validation_interval``: the estimator's steps per
   validation, to label its recorded validation curve;
+- ``rd_ladder.py``, ``_encoder_components``: the closed form's principal
+  axes (its encoder's 1x1 weights), for the ladder diagnosis;
 - :func:`activate_refinement` here: weights for the residual decoder path that
   a closed-form fit leaves at zero.
 """
@@ -265,6 +269,51 @@ def _cache_dir():
     return Path(root) / "sklearn_walloc_bench"
 
 
+def debian_package_dir(package):
+    """Root of the unpacked Debian ``package`` in the cache, or None.
+
+    ``apt-get download`` + ``dpkg -x`` into ``<cache>/<package>`` on first use
+    (nothing is installed system-wide); None where apt or the network is not
+    there.
+    """
+    cache = _cache_dir() / package
+    if (cache / "usr").is_dir():
+        return cache
+    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["apt-get", "download", package],
+            cwd=cache,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (deb,) = sorted(cache.glob(f"{package}_*.deb"))[-1:]
+        subprocess.run(
+            ["dpkg", "-x", str(deb), str(cache)], check=True, capture_output=True
+        )
+        deb.unlink()
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        print(f"[warn] could not fetch {package}: {e}")
+        return None
+    return cache
+
+
+def debian_package_version(root, package):
+    """The version in the first line of an unpacked package's Debian changelog."""
+    import gzip
+
+    path = Path(root) / "usr/share/doc" / package / "changelog.Debian.gz"
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            line = f.readline()
+    except OSError:
+        return "unknown"
+    return line.split("(", 1)[-1].split(")", 1)[0] if "(" in line else "unknown"
+
+
 def mate_nature_dir():
     """Folder holding the ``mate-backgrounds`` nature photos, or None.
 
@@ -274,30 +323,9 @@ def mate_nature_dir():
     installed = Path("/") / MATE_NATURE
     if installed.is_dir():
         return installed
-    cache = _cache_dir() / MATE_PACKAGE
-    target = cache / MATE_NATURE
-    if target.is_dir() and any(target.glob("*.jpg")):
-        return target
-    if not (shutil.which("apt-get") and shutil.which("dpkg")):
-        return None
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(
-            ["apt-get", "download", MATE_PACKAGE],
-            cwd=cache,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        (deb,) = sorted(cache.glob(f"{MATE_PACKAGE}_*.deb"))[-1:]
-        subprocess.run(
-            ["dpkg", "-x", str(deb), str(cache)], check=True, capture_output=True
-        )
-        deb.unlink()
-    except (subprocess.SubprocessError, OSError, ValueError) as e:
-        print(f"[warn] could not fetch {MATE_PACKAGE}: {e}")
-        return None
-    return target if target.is_dir() else None
+    root = debian_package_dir(MATE_PACKAGE)
+    target = None if root is None else root / MATE_NATURE
+    return target if target is not None and target.is_dir() else None
 
 
 def load_mate_photos(short_side=512, aspect=1.5, limit=None):
@@ -323,6 +351,123 @@ def load_mate_photos(short_side=512, aspect=1.5, limit=None):
         photos.append(np.asarray(img.crop((left, top, left + cw, top + ch))))
         names.append(path.stem)
     return photos, names
+
+
+# Shorter sides of the held-out photos in rd_curves.py: varied, odd ones too,
+# so that no codec is measured at one block-aligned size only.
+HELD_OUT_SHORT_SIDES = (512, 517, 544, 575, 601, 640, 659, 683, 704, 711, 736, 768)
+# The photographs among OpenCV's sample images (opencv-doc: Apache-2.0 AND
+# BSD-3-Clause, Intel and the OpenCV contributors); the rest are drawings,
+# renders, charts, logos, stereo twins and calibration shots.
+OPENCV_PACKAGE = "opencv-doc"
+OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
+OPENCV_PHOTOS = (
+    "aero3.jpg",
+    "aloeL.jpg",
+    "baboon.jpg",
+    "board.jpg",
+    "building.jpg",
+    "butterfly.jpg",
+    "ela_original.jpg",
+    "fruits.jpg",
+    "graf1.png",
+    "home.jpg",
+    "leuvenA.jpg",
+    "messi5.jpg",
+    "rubberwhale1.png",
+    "squirrel_cls.jpg",
+)
+OPENCV_SCALE = 0.75
+
+
+def _lanczos(img, scale):
+    w, h = img.size
+    return img.resize((round(w * scale), round(h * scale)), Image.LANCZOS)
+
+
+def load_mate_photos_varied(limit=None, sides=HELD_OUT_SHORT_SIDES[:6]):
+    """The ``mate-backgrounds`` nature photos at varied sizes, uncropped.
+
+    Photo ``i`` (sorted by name) is downscaled with Lanczos so that its
+    shorter side is ``sides[i % len(sides)]`` (by default 512-640 pixels, odd
+    sizes among them; ``HELD_OUT_SHORT_SIDES`` goes up to 768; the originals
+    are 1280x1024 to 2560x1920, so this also sheds most of their own JPEG
+    artefacts). Returns ``(photos, names)``; empty
+    lists when the package is unavailable.
+    """
+    folder = mate_nature_dir()
+    if folder is None:
+        return [], []
+    photos, names = [], []
+    for i, path in enumerate(sorted(folder.glob("*.jpg"))[:limit]):
+        img = Image.open(path).convert("RGB")
+        img = _lanczos(img, sides[i % len(sides)] / min(img.size))
+        photos.append(np.asarray(img))
+        names.append(path.stem)
+    return photos, names
+
+
+def load_opencv_photos(limit=None, scale=OPENCV_SCALE):
+    """The photographs among OpenCV's sample images (``opencv-doc``).
+
+    Classic test photos (baboon, fruits, building, ...) of 493x356 to
+    1282x1110 pixels, most stored as JPEG; each is downscaled by ``scale``
+    with Lanczos (a non-integer factor, so the source's 8x8 JPEG grid and most
+    of its artefacts do not survive), which leaves varied, odd sizes of 267
+    to 832 pixels on the shorter side. Returns ``(photos, names, version)``;
+    empty lists and None when the package is unavailable.
+    """
+    root = debian_package_dir(OPENCV_PACKAGE)
+    if root is None or not (root / OPENCV_DATA).is_dir():
+        return [], [], None
+    photos, names = [], []
+    for name in OPENCV_PHOTOS[:limit]:
+        img = Image.open(root / OPENCV_DATA / name).convert("RGB")
+        photos.append(np.asarray(_lanczos(img, scale)))
+        names.append(Path(name).stem)
+    return photos, names, debian_package_version(root, OPENCV_PACKAGE)
+
+
+def load_held_out_sets(names, quick=False, max_photos=None):
+    """The held-out photo sets of ``rd_curves.py`` / ``rd_ladder.py``.
+
+    ``names`` among ``"bundled"`` (``load_photos(split="holdout")``),
+    ``"mate"`` (:func:`load_mate_photos_varied`) and ``"opencv"``
+    (:func:`load_opencv_photos`), in the order given; ``max_photos`` per
+    Debian set (``quick``: 2, 2 and 3 photos). Returns ``(sets, sources)``:
+    ``name -> (photos, names)`` and ``name -> a line on the source``; a set
+    whose package cannot be fetched is left out with a warning.
+    """
+    from sklearn_walloc.datasets import load_photos
+
+    sets, sources = {}, {}
+    if "bundled" in names:
+        photos, ids = load_photos(split="holdout", return_names=True)
+        sets["bundled"] = (photos[:2] if quick else photos, ids[:2] if quick else ids)
+        sources["bundled"] = "scikit-image/scikit-learn, `load_photos(split='holdout')`"
+    if "mate" in names:
+        photos, ids = load_mate_photos_varied(limit=2 if quick else max_photos)
+        if photos:
+            root = debian_package_dir(MATE_PACKAGE)
+            version = debian_package_version(root, MATE_PACKAGE) if root else "?"
+            sets["mate"] = (photos, ids)
+            sources["mate"] = (
+                f"Debian `mate-backgrounds` {version} (GPL-2+), nature photos, "
+                "Lanczos-downscaled to shorter sides of 512-640 px (odd ones among "
+                "them), uncropped"
+            )
+    if "opencv" in names:
+        photos, ids, version = load_opencv_photos(limit=3 if quick else max_photos)
+        if photos:
+            sets["opencv"] = (photos, ids)
+            sources["opencv"] = (
+                f"Debian `opencv-doc` {version} (Apache-2.0 AND BSD-3-Clause), the "
+                "photographs among OpenCV's sample images, Lanczos-downscaled by 3/4"
+            )
+    for name in names:
+        if name not in sets:
+            print(f"[warn] held-out set {name!r} unavailable")
+    return {k: sets[k] for k in names if k in sets}, sources
 
 
 def png_bits(img):
