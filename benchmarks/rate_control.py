@@ -116,10 +116,10 @@ def _settings(quick):
     )
 
 
-def _code(codec, ladder, x, target, through_ladder):
+def _code(codec, models, x, target, through_ladder):
     """The blob of ``x`` for a setting (``gain``: that codec parameter)."""
     if through_ladder:
-        return _rate.best_of(ladder, x, target)[1]
+        return _rate.best_of(models, x, target)[1]
     if "gain" in target:
         saved = codec.gain
         try:
@@ -134,7 +134,7 @@ def main():
     args = parser.parse_args()
     run = BenchmarkRun("rate_control", args)
     codec = WallocCodec.from_pretrained("rgb-16x")
-    ladder = [codec, WallocCodec.from_pretrained("rgb-4x")]
+    models = [codec, WallocCodec.from_pretrained("rgb-4x")]
     sets = {"bundled holdout": (load_photos(split="holdout"), None)}
     if not args.quick:
         mate, _ = _mate()
@@ -150,13 +150,13 @@ def main():
             for x, ladder in zip(photos, ladders):
                 pixels = x.shape[0] * x.shape[1]
                 t0 = time.perf_counter()
-                _code(codec, ladder, x, {"gain": 0}, False)
+                _code(codec, models, x, {"gain": 0}, False)
                 own_s = time.perf_counter() - t0
                 counter.n = 0
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    blob = _code(codec, ladder, x, target, through_ladder)
+                    blob = _code(codec, models, x, target, through_ladder)
                 target_s = time.perf_counter() - t0
                 (y,) = codec.decompress([blob])
                 db = psnr(x, y)
