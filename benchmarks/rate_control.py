@@ -117,16 +117,17 @@ def _settings(quick):
 
 
 def _code(codec, models, x, target, through_ladder):
-    """The blob of ``x`` for a setting (``gain``: that codec parameter)."""
+    """The codec that coded ``x`` for a setting (``gain``: that codec
+    parameter), and the blob."""
     if through_ladder:
-        return _rate.best_of(models, x, target)[1]
+        return _rate.best_of(models, x, target)[:2]
     if "gain" in target:
         saved = codec.gain
         try:
-            return codec.set_params(gain=target["gain"]).compress([x])[0]
+            return codec, codec.set_params(gain=target["gain"]).compress([x])[0]
         finally:
             codec.gain = saved
-    return codec.compress([x], **target)[0]
+    return codec, codec.compress([x], **target)[0]
 
 
 def main():
@@ -156,9 +157,9 @@ def main():
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    blob = _code(codec, models, x, target, through_ladder)
+                    coder, blob = _code(codec, models, x, target, through_ladder)
                 target_s = time.perf_counter() - t0
-                (y,) = codec.decompress([blob])
+                (y,) = coder.decompress([blob])
                 db = psnr(x, y)
                 jpeg = _jpeg_at(ladder, len(blob))
                 row = {
