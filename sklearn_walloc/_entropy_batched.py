@@ -591,15 +591,20 @@ def decode(dec, dims, bound):
             tables[idx] = dec.decode(_TABLE_MODEL, idx.size)
             seen |= new
         tab = tables[keys]
+        # Each array is dropped as soon as it has served: a large photo's last
+        # pass holds millions of symbols, and these are bytes per symbol.
+        del keys, ctx
         order = np.argsort(tab, kind="stable")
         sorted_tab = tab[order]
-        tok_sorted = np.empty(tab.size, dtype=np.int32)
+        del tab
+        tok_sorted = np.empty(sorted_tab.size, dtype=np.int32)
         for sel, model, arg in _groups(sorted_tab, models, probs):
             tok_sorted[sel] = dec.decode(model, arg)
         if tok_sorted.min() < 0 or tok_sorted.max() >= n_valid:
             raise ValueError("corrupted latent payload: token out of range")
         tok = np.empty_like(tok_sorted)
         tok[order] = tok_sorted
+        del order, sorted_tab, tok_sorted
         nbits = tok_bits[tok.astype(np.intp)]
         z = tok
         big = np.flatnonzero(nbits)
@@ -611,7 +616,7 @@ def decode(dec, dims, bound):
             z[big] = (top << nbits[big]) | raw
             if z.max() > 2 * bound:
                 raise ValueError("corrupted latent payload: residual out of range")
-        del keys, tab, order, sorted_tab, tok_sorted, nbits
+        del nbits, tok
         r = (z >> 1) ^ -(z & 1)  # the inverse zigzag
         value = np.add(pred.ravel(), r, out=r)
         del pred, z
