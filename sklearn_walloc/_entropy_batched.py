@@ -293,7 +293,7 @@ def _key_dtype(bound):
 
 #: Positions per slice when the encoder counts its modes' keys (each slice
 #: holds 4 * C int64 keys per position and a few narrow temporaries).
-_CHOOSE_SLICE = 1 << 15
+_CHOOSE_SLICE = 1 << 16
 
 
 def _keys(x, step, shrink, luts, out):
