@@ -183,7 +183,7 @@ def _as_signal(x, name, signal_ndim, convert=None, lazy_above=None):
     :func:`read_signals`)."""
     _check_real_numbers(x, name)
     source = dtype_of(x)
-    lazy = _stays_integer(source, np.size(x), signal_ndim, lazy_above)
+    lazy = _stays_integer(source, _n_values(x), signal_ndim, lazy_above)
     checks = {"dtype": None} if lazy else _float_dtypes_and_finite_check(x)
     try:
         arr = check_array(
@@ -219,6 +219,14 @@ def _stays_integer(source, size, signal_ndim, lazy_above):
         and np.dtype(source).kind in "iu"
         and size > lazy_above
     )
+
+
+def _n_values(x):
+    """Values of an array-like without converting it; 0 (never kept as it is)
+    for what has no ``shape``, such as a PIL image (whose ``size`` is its
+    width and height)."""
+    shape = getattr(x, "shape", None)
+    return int(np.prod(shape)) if isinstance(shape, tuple) else 0
 
 
 def _check_integers(arr, source, name, convert):
@@ -338,7 +346,7 @@ def _read_flat(est, X, ndim, reset, convert):
 def _read_batch(est, X, ndim, reset, convert, lazy_above=None):
     source = dtype_of(X)
     n = _n_rows(X)
-    lazy = _stays_integer(source, np.size(X) // max(n, 1), ndim, lazy_above)
+    lazy = _stays_integer(source, _n_values(X) // max(n, 1), ndim, lazy_above)
     checks = {"dtype": None} if lazy else _float_dtypes_and_finite_check(X)
     X = check_array(X, allow_nd=True, input_name="X", **checks)
     if X.ndim == ndim + 1:

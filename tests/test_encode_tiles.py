@@ -142,3 +142,17 @@ def test_choose_in_slices_codes_the_same_bytes(models, size, monkeypatch):
     for (g, b), words, n in zip(grids, whole, bits):
         assert np.array_equal(_entropy_batched.encode(g, b), words)
         assert _entropy_batched.ideal_bits(g, b) == n
+
+
+def test_strips_follow_the_exact_image_rounding(models, monkeypatch):
+    # With _ties.EXACT_IMAGES, strips hand the rounding the same latents and
+    # the whole image, as encode_fused does.
+    from sklearn_walloc import _ties
+
+    codec = models["rgb-16x"]
+    x = _images()["photo"]
+    monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
+    _whole(monkeypatch)
+    blob = codec.compress([x])
+    _strips(monkeypatch, 20_000)
+    assert codec.compress([x]) == blob
