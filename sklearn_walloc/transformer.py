@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _encode_tiles, _model_io, _streaming, _wavelets
 from ._domain import data_range, sample_dtype_name, to_domain
-from ._encode_tiles import encode_arrays, uses_tiles
+from ._encode_tiles import encode_arrays
 from ._signal import (
     check_signal_shape,
     crop,
@@ -28,7 +28,6 @@ from ._signal import (
     read_latents,
     read_signals,
     resolve_device,
-    run_merged,
     source_dtype,
     write_latents,
     write_signals,
@@ -616,13 +615,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         return arrays, layout
 
     def _encode(self, arrays):
-        module, fused, device = self._runtime_model()
-        if any(uses_tiles(a, self.signal_ndim) for a in arrays):
-            # Large images in strips, the rest as usual: the same latents.
-            return encode_arrays(self, arrays, module, fused, device)
-        stride = 2**self.spec_.levels
-        encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
-        return run_merged(encode, arrays, stride, device)
+        # Large images in strips, the rest whole: the same latents.
+        return encode_arrays(self, arrays, *self._runtime_model())
 
     def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
         module, _, dev = self._runtime_model()
