@@ -136,18 +136,17 @@ def _predict(v, middle, shrink, ctx_lut):
 _PREDICT_SLICE = 1 << 15
 
 
-def _predict_pass(x, step, shrink, ctx_lut):
-    """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
-    int32 ``(C, n)`` each (the same values as whole)."""
+def _slices(step, size):
+    """``(a, b, part)``: the positions ``a .. b - 1`` of ``step`` as a step of
+    their own, ``size`` at a time (one slice if it has no more)."""
     n = step.pos.size
-    if n <= _PREDICT_SLICE:
-        return _predict(*_middle(x, step), shrink, ctx_lut)
-    pred = np.empty((x.shape[0], n), dtype=np.int32)
-    ctx = np.empty((x.shape[0], n), dtype=np.int32)
-    starts = np.arange(0, n + _PREDICT_SLICE, _PREDICT_SLICE)
+    if n <= size:
+        yield 0, n, step
+        return
+    starts = np.arange(0, n + size, size)
     cuts = np.searchsorted(step.border, starts)
-    for k, a in enumerate(range(0, n, _PREDICT_SLICE)):
-        b = min(a + _PREDICT_SLICE, n)
+    for k, a in enumerate(range(0, n, size)):
+        b = min(a + size, n)
         lo, hi = cuts[k], cuts[k + 1]
         part = _Step(
             step.pos[a:b],
@@ -156,6 +155,18 @@ def _predict_pass(x, step, shrink, ctx_lut):
             step.present[:, lo:hi],
             step.count[lo:hi],
         )
+        yield a, b, part
+
+
+def _predict_pass(x, step, shrink, ctx_lut):
+    """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
+    int32 ``(C, n)`` each (the same values as whole)."""
+    n = step.pos.size
+    if n <= _PREDICT_SLICE:
+        return _predict(*_middle(x, step), shrink, ctx_lut)
+    pred = np.empty((x.shape[0], n), dtype=np.int32)
+    ctx = np.empty((x.shape[0], n), dtype=np.int32)
+    for a, b, part in _slices(step, _PREDICT_SLICE):
         pred[:, a:b], ctx[:, a:b] = _predict(*_middle(x, part), shrink, ctx_lut)
     return pred, ctx
 
@@ -280,6 +291,41 @@ def _key_dtype(bound):
     return np.int16 if 8 * bound + 4 < 2**15 else np.int32
 
 
+#: Positions per slice when the encoder counts its modes' keys (each slice
+#: holds 4 * C int64 keys per position and a few narrow temporaries).
+_CHOOSE_SLICE = 1 << 16
+
+
+def _keys(x, step, shrink, luts, out):
+    """Write the (channel, context, token) key of every position of ``step``
+    under predictor ``shrink`` (a scalar, or one per channel ``(C, 1)``) into
+    ``out`` ``(C, n)``, for the channels ``x`` in the narrow key type; returns
+    the middle sums."""
+    tok_of_d, ctx_key, offset, shift = luts
+    v, middle = _middle(x, step)
+    target = x[:, step.pos]
+    target += shift  # offset into the zigzag table
+    pred = np.empty_like(middle)
+    spread = np.empty_like(middle)
+    tmp = np.empty_like(middle)
+    if np.ndim(shrink) == 0 and shrink == 0:
+        pred.fill(0)
+    else:
+        np.multiply(middle, shrink, out=pred)
+        pred += 4
+        pred >>= 3
+    np.subtract(v[:, 0], pred, out=spread)
+    np.abs(spread, out=spread)
+    for k in (1, 2, 3):
+        np.subtract(v[:, k], pred, out=tmp)
+        np.abs(tmp, out=tmp)
+        spread += tmp
+    np.subtract(target, pred, out=tmp)
+    np.add(ctx_key[spread.astype(np.intp)], tok_of_d[tmp.astype(np.intp)], out=out)
+    out += offset
+    return middle
+
+
 def _choose(x, bound, plan):
     """Pick mode and tables per channel for the flat channels ``x`` ``(C, H*W)``.
 
@@ -288,8 +334,10 @@ def _choose(x, bound, plan):
     evaluated for each channel's most promising mode first, then only for the
     modes whose lower bound (entropy instead of the best table) can still beat
     it: the same choice as evaluating every mode, at a fraction of the cost.
-    The four modes' (channel, context, token) histograms come from one
-    ``bincount`` over ``(mode, channel, context, token)`` keys.
+    The four modes' (channel, context, token) histograms come from a
+    ``bincount`` over ``(mode, channel, context, token)`` keys per slice of
+    positions; then the chosen mode's keys are made again, slice by slice, so
+    the memory is a few bytes per latent, not the 32 of every mode's keys.
     """
     n_chan = x.shape[0]
     _, _, _, _, tok_bits = _luts(bound)
@@ -301,40 +349,29 @@ def _choose(x, bound, plan):
     tok_of_d, ctx_key = _key_luts(bound)
     n_keys = n_chan * n_ctx * n_valid
     offset = (np.arange(n_chan, dtype=np.int32)[:, None] * n_ctx) * n_valid
-    # keys[m, c, i]: (mode, channel, context, token) of position i under mode m.
-    # The arithmetic runs in the narrow type; the gathers take intp indices
-    # (numpy converts any other index type element by element, several times
-    # slower than one cast).
-    keys = np.empty((n_modes, n_chan, n_pos), dtype=np.intp)
+    # Keys (mode, channel, context, token), the mode's of each slice of
+    # positions (see _keys). The arithmetic runs in the narrow type; the
+    # gathers take intp indices (numpy converts any other index type element
+    # by element, several times slower than one cast).
     # position 0: prediction 0, last context, in every mode
     first = offset[:, 0] + (n_ctx - 1) * n_valid + tok_of_d[x[:, 0] + 2 * bound]
-    keys[:, :, 0] = first + n_keys * np.arange(n_modes)[:, None]
+    counts = np.zeros(n_modes * n_keys, dtype=np.intp)
+    for m in range(n_modes):
+        np.add.at(counts, first + n_keys * m, 1)
+    luts = (tok_of_d, ctx_key, offset, 2 * bound)
+    narrow = x.astype(dtype)
+    keys = middle = None
     if plan.joint is not None:
-        v, middle = _middle(x.astype(dtype), plan.joint)
-        target = x[:, plan.joint.pos].astype(dtype)
-        target += 2 * bound  # offset into the zigzag table
-        pred = np.empty_like(middle)
-        spread = np.empty_like(middle)
-        tmp = np.empty_like(middle)
-        for m, shrink in enumerate(_e._SHRINK):
-            if shrink == 0:
-                pred.fill(0)
-            else:
-                np.multiply(middle, shrink, out=pred)
-                pred += 4
-                pred >>= 3
-            np.subtract(v[:, 0], pred, out=spread)
-            np.abs(spread, out=spread)
-            for k in (1, 2, 3):
-                np.subtract(v[:, k], pred, out=tmp)
-                np.abs(tmp, out=tmp)
-                spread += tmp
-            np.subtract(target, pred, out=tmp)
-            body = keys[m, :, 1:]
-            ctx_part = ctx_key[spread.astype(np.intp)]
-            np.add(ctx_part, tok_of_d[tmp.astype(np.intp)], out=body)
-            body += offset + n_keys * m
-    counts = np.bincount(keys.ravel(), minlength=n_modes * n_keys)
+        # The four modes' keys a slice of positions at a time: whole, they
+        # were 4 * C * 8 bytes per position (1.5 GB for an 80 MP photo).
+        for _, _, part in _slices(plan.joint, _CHOOSE_SLICE):
+            keys = np.empty((n_modes, n_chan, part.pos.size), dtype=np.intp)
+            for m, shrink in enumerate(_e._SHRINK):
+                middle = _keys(narrow, part, shrink, luts, out=keys[m])
+                keys[m] += n_keys * m
+            counts += np.bincount(keys.ravel(), minlength=n_modes * n_keys)
+        if part is not plan.joint:  # sliced: the chosen keys are made again
+            keys = middle = None
     # Only the (mode, channel, context) rows that occur and the tokens up to the
     # largest in use: a small grid touches few of the 4 * C * 32 * V counts.
     flat = counts.reshape(-1, n_valid)
@@ -372,10 +409,28 @@ def _choose(x, bound, plan):
         evaluate(ms, chans)
     modes = np.argmin(exact, axis=0)
     chan = np.arange(n_chan)
-    chosen = keys[modes, chan] - (n_keys * modes)[:, None]
-    pair = chosen // n_valid
-    tok = (chosen - pair * n_valid).astype(np.int32)
     n_raw = int(raw[modes, chan].sum())
+    pair = np.empty((n_chan, n_pos), dtype=np.intp)
+    tok = np.empty((n_chan, n_pos), dtype=np.int32)
+    pair[:, 0] = first // n_valid
+    tok[:, 0] = first - pair[:, 0] * n_valid
+    if keys is not None:  # one slice: its keys are at hand
+        chosen = keys[modes, chan] - (n_keys * modes)[:, None]
+        pair[:, 1:] = chosen // n_valid
+        tok[:, 1:] = chosen - pair[:, 1:] * n_valid
+        del keys, chosen
+    elif plan.joint is not None:  # the chosen mode's keys, a slice at a time
+        middle = np.empty((n_chan, n_pos - 1), dtype=dtype) if n_raw else None
+        shrink = np.asarray(_e._SHRINK, dtype=dtype)[modes][:, None]
+        for a, b, part in _slices(plan.joint, _CHOOSE_SLICE):
+            chosen = np.empty((n_chan, b - a), dtype=np.intp)
+            mid = _keys(narrow, part, shrink, luts, out=chosen)
+            if middle is not None:
+                middle[:, a:b] = mid
+            p = chosen // n_valid
+            pair[:, 1 + a : 1 + b] = p
+            tok[:, 1 + a : 1 + b] = chosen - p * n_valid
+            del chosen, p
     big = (np.zeros(0, dtype=np.intp),) * 2
     nbits = extra = np.zeros(0, dtype=np.int32)
     if n_raw:  # the raw bits, where a token has any (rare for small K)
@@ -427,24 +482,32 @@ def encode(grid, bound):
     """Code the int grid ``(C, H, W)`` in the format-3 order; returns uint32 words."""
     n_chan, height, width = grid.shape
     plan = _plan(height, width, True)
-    choice = _choose(grid.reshape(n_chan, -1).astype(np.int32), bound, plan)
+    flat = grid.reshape(n_chan, -1).astype(np.int32, copy=False)
+    choice = _choose(flat, bound, plan)
+    del flat
     n_valid = _e._n_valid_tokens(bound)
     n_ctx = _e._N_CONTEXTS
     n_tab = _e._N_TABLES
     models = _shared_models(n_valid)
     n_pass = plan.bounds.size - 1
     pass_of = _pass_of(height, width)
-    # The pass in which each (channel, context) pair first occurs.
-    seen = np.bincount(
-        (choice.pair * n_pass + pass_of).ravel(), minlength=n_chan * n_ctx * n_pass
-    ).reshape(n_chan * n_ctx, n_pass)
-    first = np.where(choice.used, np.argmax(seen > 0, axis=1), n_pass)
+    # The pass in which each (channel, context) pair first occurs (a channel
+    # at a time: the keys are 8 bytes per latent).
+    seen = np.zeros((n_chan * n_ctx, n_pass), dtype=bool)
+    for pair in choice.pair:
+        seen |= (
+            np.bincount(pair * n_pass + pass_of, minlength=seen.size)
+            .reshape(seen.shape)
+            .astype(bool)
+        )
+    first = np.where(choice.used, np.argmax(seen, axis=1), n_pass)
     # Every pass's symbols, channel by channel, then sorted by (pass, table):
     # one stable sort of the channels-first grid gives that order directly,
     # since within one (pass, table) it keeps channel, then position, order.
     # 16-bit keys sort by radix (at most 63 passes of 256 tables).
     sort_key = (pass_of * n_tab) + choice.tables.astype(np.int16)[choice.pair]
     sort_key = sort_key.ravel()
+    choice = choice._replace(pair=None)  # 8 bytes per latent, no longer needed
     order = np.argsort(sort_key, kind="stable")
     sorted_tok = choice.tok.ravel()[order]
     sorted_key = sort_key[order]
@@ -528,15 +591,20 @@ def decode(dec, dims, bound):
             tables[idx] = dec.decode(_TABLE_MODEL, idx.size)
             seen |= new
         tab = tables[keys]
+        # Each array is dropped as soon as it has served: a large photo's last
+        # pass holds millions of symbols, and these are bytes per symbol.
+        del keys, ctx
         order = np.argsort(tab, kind="stable")
         sorted_tab = tab[order]
-        tok_sorted = np.empty(tab.size, dtype=np.int32)
+        del tab
+        tok_sorted = np.empty(sorted_tab.size, dtype=np.int32)
         for sel, model, arg in _groups(sorted_tab, models, probs):
             tok_sorted[sel] = dec.decode(model, arg)
         if tok_sorted.min() < 0 or tok_sorted.max() >= n_valid:
             raise ValueError("corrupted latent payload: token out of range")
         tok = np.empty_like(tok_sorted)
         tok[order] = tok_sorted
+        del order, sorted_tab, tok_sorted
         nbits = tok_bits[tok.astype(np.intp)]
         z = tok
         big = np.flatnonzero(nbits)
@@ -548,7 +616,7 @@ def decode(dec, dims, bound):
             z[big] = (top << nbits[big]) | raw
             if z.max() > 2 * bound:
                 raise ValueError("corrupted latent payload: residual out of range")
-        del keys, tab, order, sorted_tab, tok_sorted, nbits
+        del nbits, tok
         r = (z >> 1) ^ -(z & 1)  # the inverse zigzag
         value = np.add(pred.ravel(), r, out=r)
         del pred, z

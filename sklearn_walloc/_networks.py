@@ -301,7 +301,7 @@ class WallocAutoencoder(nn.Module):
         signals rounded the same way on any thread count
         (:class:`~sklearn_walloc._ties.ExactRounding`), images too with
         ``_ties.EXACT_IMAGES``."""
-        if self.wpt.signal_ndim == 2 and not _ties.EXACT_IMAGES:
+        if not self.rounds_exactly():
             return self.bottleneck.quantize(fused(x), "symbols")
         return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)
 
@@ -364,10 +364,17 @@ class WallocAutoencoder(nn.Module):
             q[rows] = ties.round(Bottleneck(b), z[rows], x[rows], gain, tol[rows])
         return q, steps, bits
 
+    def rounds_exactly(self):
+        """Whether latents are rounded by :class:`~sklearn_walloc._ties.ExactRounding`
+        (which reads the signal): 1D signals always, images with
+        ``_ties.EXACT_IMAGES``."""
+        return self.wpt.signal_ndim == 1 or _ties.EXACT_IMAGES
+
     def encode_at_gains(self, x, z, fused, steps):
         """Integer latents of ``x`` at given gains, for rate control.
 
-        ``z`` is ``fused(x)``; ``steps`` (N,) int64 are the gains in quarter
+        ``z`` is ``fused(x)``; ``x`` is only read where :meth:`rounds_exactly`
+        (None will do elsewhere); ``steps`` (N,) int64 are the gains in quarter
         octaves, of either sign. A finer gain widens the latents as
         :meth:`encode_gained` does (its peak rule); ``steps == 0`` gives
         exactly :meth:`encode_fused`'s latents.
@@ -379,7 +386,7 @@ class WallocAutoencoder(nn.Module):
         """
         bn = self.bottleneck
         steps = torch.as_tensor(steps, dtype=torch.int64)
-        exact = self.wpt.signal_ndim == 1 or _ties.EXACT_IMAGES
+        exact = self.rounds_exactly()
         if exact:
             ties = exact_rounding(fused, self)
             tol = ties.tolerance(x)

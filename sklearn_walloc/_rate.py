@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._container import MAX_GAIN_STEPS, MIN_GAIN_STEPS
+from ._encode_tiles import image_latents, uses_tiles
 from ._signal import crop, iter_chunks, pad_to_multiple
 from .metrics import _round_trip_db
 
@@ -77,7 +78,8 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     ----------
     codec : WallocCodec
     arr : ndarray (n, C, *S)
-        The signals in model units, padded to one shape.
+        The signals in model units, of one padded shape (large images: read
+        lazily, maybe still integers, see ``_encode_tiles``).
     idx : ndarray (n,)
         Each row's index among ``compress``'s signals.
     described : list of (shape, dtype)
@@ -92,53 +94,69 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     target_psnr = targets.get("target_psnr")
     module, fused, device = codec._runtime_model()
     ndim = codec.signal_ndim
+    for row, (load, z) in enumerate(_latents(codec, arr, module, fused, device)):
+        i = int(idx[row])
+        shape = described[i][0]
+        spatial = tuple(shape[:ndim])
+        coded = _Candidates(codec, module, fused, load, z)
+        coded.pack = lambda grid, bits, gain, i=i: pack(grid, bits, gain, i)
+        if "gain" in targets:  # the codec's fixed gain
+            gain = targets["gain"]
+        elif target_bpp is not None:
+            # PCM's convention: bits per sample and channel for 1D.
+            values = math.prod(shape) if ndim == 1 else math.prod(spatial)
+            limit = math.floor(target_bpp * values / 8)
+            gain = _largest(lambda g: len(coded.blob(g)) <= limit)
+            if gain is None:
+                gain = LOWEST_GAIN
+                warnings.warn(
+                    f"signal {i}: target_bpp={target_bpp} is below this "
+                    f"model's smallest blob, "
+                    f"{8 * len(coded.blob(gain)) / values:.4g} bits; "
+                    "returning that blob",
+                    UserWarning,
+                    stacklevel=3,  # the caller of compress
+                )
+        else:
+            orig = crop(load().cpu().numpy(), spatial)
+            gain = coded.for_psnr(target_psnr, orig, spatial, i)
+        yield i, coded.blob(gain)
+
+
+def _latents(codec, arr, module, fused, device):
+    """Per signal of ``arr``, in order: a function that gives the padded signal
+    (model units, a tensor on ``device``) and its float latents ``(1, D, *g)``.
+    Large images (read lazily, maybe still integers) are encoded in strips
+    (``_encode_tiles``) and loaded whole only if asked; the others run in the
+    transformer's fixed chunks, so each gets the latents it gets alone."""
+    if uses_tiles(arr, codec.signal_ndim):
+        domain = codec.spec_.sample_dtype
+        for j in range(len(arr)):
+            z, load = image_latents(fused, arr[j : j + 1], domain, device)
+            yield load, z
+        return
     x = pad_to_multiple(arr, 2**codec.spec_.levels)
-    row = 0
     for t, n in iter_chunks(x, device):
         with torch.no_grad():
             z = fused(t)
         for j in range(n):
-            i = int(idx[row])
-            row += 1
-            shape = described[i][0]
-            spatial = tuple(shape[:ndim])
-            coded = _Candidates(codec, module, fused, t[j : j + 1], z[j : j + 1])
-            coded.pack = lambda grid, bits, gain, i=i: pack(grid, bits, gain, i)
-            if "gain" in targets:  # the codec's fixed gain
-                gain = targets["gain"]
-            elif target_bpp is not None:
-                # PCM's convention: bits per sample and channel for 1D.
-                values = math.prod(shape) if ndim == 1 else math.prod(spatial)
-                limit = math.floor(target_bpp * values / 8)
-                gain = _largest(lambda g: len(coded.blob(g)) <= limit)
-                if gain is None:
-                    gain = LOWEST_GAIN
-                    warnings.warn(
-                        f"signal {i}: target_bpp={target_bpp} is below this "
-                        f"model's smallest blob, "
-                        f"{8 * len(coded.blob(gain)) / values:.4g} bits; "
-                        "returning that blob",
-                        UserWarning,
-                        stacklevel=3,  # the caller of compress
-                    )
-            else:
-                orig = crop(t[j : j + 1].cpu().numpy(), spatial)
-                gain = coded.for_psnr(target_psnr, orig, spatial, i)
-            yield i, coded.blob(gain)
+            yield (lambda j=j, t=t: t[j : j + 1]), z[j : j + 1]
 
 
 class _Candidates:
     """The blob (and PSNR) of one signal at each gain tried, computed once."""
 
-    def __init__(self, codec, module, fused, x, z):
-        self.codec, self.module, self.fused, self.x, self.z = codec, module, fused, x, z
+    def __init__(self, codec, module, fused, load, z):
+        self.codec, self.module, self.fused = codec, module, fused
+        self.load, self.z = load, z  # load() gives the signal, when needed
         self._coded = {}
         self._psnr = {}
 
     def _latents(self, gain):
         if gain not in self._coded:
             steps = torch.tensor([gain], dtype=torch.int64)
-            q, bits = self.module.encode_at_gains(self.x, self.z, self.fused, steps)
+            x = self.load() if self.module.rounds_exactly() else None
+            q, bits = self.module.encode_at_gains(x, self.z, self.fused, steps)
             grid = q[0].cpu().numpy().astype(np.int32)
             self._coded[gain] = (grid, int(bits[0]), None)
         return self._coded[gain]

@@ -178,10 +178,14 @@ def _check_real_numbers(x, name):
         )
 
 
-def _as_signal(x, name, signal_ndim, convert=None):
-    """One signal, channels last, as a finite float array ``(*S, C)``."""
+def _as_signal(x, name, signal_ndim, convert=None, lazy_above=None):
+    """One signal, channels last, as a finite float array ``(*S, C)`` (an
+    integer image of more than ``lazy_above`` samples: as it is, see
+    :func:`read_signals`)."""
     _check_real_numbers(x, name)
     source = dtype_of(x)
+    lazy = _stays_integer(source, _n_values(x), signal_ndim, lazy_above)
+    checks = {"dtype": None} if lazy else _float_dtypes_and_finite_check(x)
     try:
         arr = check_array(
             x,
@@ -189,7 +193,7 @@ def _as_signal(x, name, signal_ndim, convert=None):
             allow_nd=True,
             ensure_min_samples=1,
             input_name=name,
-            **_float_dtypes_and_finite_check(x),
+            **checks,
         )
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
@@ -201,7 +205,37 @@ def _as_signal(x, name, signal_ndim, convert=None):
             f"{name} must have shape {forms} for signal_ndim={signal_ndim}; got "
             f"shape {np.shape(x)}."
         )
+    if lazy:
+        return _check_integers(arr, source, name, convert)
     return _samples(arr, source, name, convert)
+
+
+def _stays_integer(source, size, signal_ndim, lazy_above):
+    """Whether an integer image is kept in its dtype: the strip encoder
+    (``_encode_tiles``) converts it a strip at a time, sparing a float32 copy
+    of the whole image (4x a uint8 photo)."""
+    return (
+        lazy_above is not None
+        and signal_ndim == 2
+        and np.dtype(source).kind in "iu"
+        and size > lazy_above
+    )
+
+
+def _n_values(x):
+    """Values of an array-like without converting it; 0 (never kept as it is)
+    for what has no ``shape``, such as a PIL image (whose ``size`` is its
+    width and height)."""
+    shape = getattr(x, "shape", None)
+    return int(np.prod(shape)) if isinstance(shape, tuple) else 0
+
+
+def _check_integers(arr, source, name, convert):
+    """``arr`` itself, once ``convert`` accepts its range (its errors, raised
+    on the extremes, are the ones the whole converted image would raise)."""
+    if convert is not None and arr.size:
+        convert(np.array([arr.min(), arr.max()], np.float32), source, name)
+    return arr
 
 
 def _samples(arr, source, name, convert):
@@ -211,15 +245,18 @@ def _samples(arr, source, name, convert):
     return arr if convert is None else convert(arr, source, name)
 
 
-def read_signals(est, X, *, reset, convert=None):
+def read_signals(est, X, *, reset, convert=None, lazy_above=None):
     """Validate ``X`` and split it into groups of equal-sized signals.
 
     ``convert(samples, source_dtype, name)``, if given, maps each signal's
-    validated float samples into the model's units (see ``_domain``).
+    validated float samples into the model's units (see ``_domain``). With
+    ``lazy_above``, an integer image (batch or list) of more samples than that
+    stays in its dtype, unconverted (its range checked): for the strip
+    encoder, which converts it strip by strip.
 
     Returns
     -------
-    arrays : list of ndarray ``(n_g, C, *S)``, float32
+    arrays : list of ndarray ``(n_g, C, *S)``, float32 (or integer, above)
     layout : Layout
     """
     ndim = est.signal_ndim
@@ -228,11 +265,11 @@ def read_signals(est, X, *, reset, convert=None):
             if isinstance(x, (str, bytes, os.PathLike)):
                 _check_real_numbers(x, f"X[{i}]")
     if _is_signal_list(X, ndim):
-        return _read_list(X, ndim, convert)
+        return _read_list(X, ndim, convert, lazy_above)
     _check_real_numbers(X, "X")
     batch_ndims = (3, 4) if ndim == 2 else (3,)
     if _ndim(X) in batch_ndims:
-        return _read_batch(est, X, ndim, reset, convert)
+        return _read_batch(est, X, ndim, reset, convert, lazy_above)
     if _ndim(X) > 2:
         forms = "(n, H, W), (n, H, W, C)" if ndim == 2 else "(n, L, C)"
         raise ValueError(
@@ -267,6 +304,10 @@ def _is_signal_list(X, ndim):
     )
 
 
+def _n_rows(X):
+    return len(X) if hasattr(X, "__len__") else int(np.shape(X)[0])
+
+
 def _ndim(X):
     """Dimensions of an array-like without converting it; lists are read as 2D."""
     return X.ndim if hasattr(X, "ndim") and not hasattr(X, "columns") else 2
@@ -282,8 +323,13 @@ def _float_dtypes_and_finite_check(X):
 def _channels_first_view(x):
     """``(N, *S, C)`` as float32 ``(N, C, *S)``: a view when it can be, since
     torch's convolutions take channels-last memory as it is; a copy (keeping
-    that layout) when ``x`` is read-only, which torch tensors cannot wrap."""
-    arr = np.moveaxis(x, -1, 1).astype(np.float32, copy=False)
+    that layout) when ``x`` is read-only, which torch tensors cannot wrap.
+    Integer images (kept by ``lazy_above``) stay as they are: only their
+    float32 strips meet torch."""
+    arr = np.moveaxis(x, -1, 1)
+    if arr.dtype.kind in "iu":
+        return arr
+    arr = arr.astype(np.float32, copy=False)
     return arr if arr.flags.writeable else arr.copy(order="K")
 
 
@@ -298,11 +344,12 @@ def _read_flat(est, X, ndim, reset, convert):
     return [arr], Layout("flat", [(np.arange(n), spatial)], n)
 
 
-def _read_batch(est, X, ndim, reset, convert):
+def _read_batch(est, X, ndim, reset, convert, lazy_above=None):
     source = dtype_of(X)
-    X = check_array(
-        X, allow_nd=True, input_name="X", **_float_dtypes_and_finite_check(X)
-    )
+    n = _n_rows(X)
+    lazy = _stays_integer(source, _n_values(X) // max(n, 1), ndim, lazy_above)
+    checks = {"dtype": None} if lazy else _float_dtypes_and_finite_check(X)
+    X = check_array(X, allow_nd=True, input_name="X", **checks)
     if X.ndim == ndim + 1:
         X = X[..., None]
     if X.ndim != ndim + 2:
@@ -311,13 +358,18 @@ def _read_batch(est, X, ndim, reset, convert):
         del est.n_features_in_
     spatial = X.shape[1:-1]
     _check_min_size(spatial, "X")
-    X = _samples(X, source, "X", convert)
+    if lazy:
+        X = _check_integers(X, source, "X", convert)
+    else:
+        X = _samples(X, source, "X", convert)
     arr = _channels_first_view(X)
     return [arr], Layout("batch", [(np.arange(len(X)), spatial)], len(X))
 
 
-def _read_list(X, ndim, convert):
-    signals = [_as_signal(x, f"X[{i}]", ndim, convert) for i, x in enumerate(X)]
+def _read_list(X, ndim, convert, lazy_above=None):
+    signals = [
+        _as_signal(x, f"X[{i}]", ndim, convert, lazy_above) for i, x in enumerate(X)
+    ]
     by_shape = {}
     for i, s in enumerate(signals):
         _check_min_size(s.shape[:-1], f"X[{i}]")

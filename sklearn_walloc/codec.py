@@ -419,7 +419,7 @@ class WallocCodec(WallocTransformer):
         if _dask.is_dask_array(X) or _dask.is_dask_bag(X):
             check_is_fitted(self)
             return _dask.compress(self, X, **targets)
-        arrays, layout = self._read(X)
+        arrays, layout = self._read(X, lazy=True)
         described = describe_input(self, X, layout, arrays)
         fingerprint, version = _fingerprint(self), _blob_version(self)
         if not targets and self.gain:
@@ -767,7 +767,7 @@ class WallocCodec(WallocTransformer):
         >>> bps == metrics.bits_per_sample(codec.compress(X), X)
         True
         """
-        arrays, layout = self._read(X)
+        arrays, layout = self._read(X, lazy=True)
         n_values = sum(
             a.shape[1] * math.prod(spatial) * len(idx)
             for a, (idx, spatial) in zip(arrays, layout.groups)

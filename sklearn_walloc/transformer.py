@@ -17,8 +17,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _dask, _model_io, _streaming, _wavelets
+from . import _dask, _encode_tiles, _model_io, _streaming, _wavelets
 from ._domain import data_range, sample_dtype_name, to_domain
+from ._encode_tiles import encode_arrays
 from ._signal import (
     check_signal_shape,
     crop,
@@ -26,7 +27,6 @@ from ._signal import (
     read_latents,
     read_signals,
     resolve_device,
-    run_merged,
     source_dtype,
     write_latents,
     write_signals,
@@ -594,10 +594,16 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             )
         return runtime[key]
 
-    def _read(self, X):
+    def _read(self, X, lazy=False):
+        """Signals in model units; with ``lazy``, large integer images stay
+        integers for ``_encode`` to convert in strips (``_encode_tiles``)."""
         check_is_fitted(self)
         arrays, layout = read_signals(
-            self, X, reset=False, convert=_converter(self.spec_.sample_dtype)
+            self,
+            X,
+            reset=False,
+            convert=_converter(self.spec_.sample_dtype),
+            lazy_above=_encode_tiles.LARGE_SAMPLES if lazy else None,
         )
         if arrays[0].shape[1] != self.n_channels_:
             raise ValueError(
@@ -608,10 +614,8 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         return arrays, layout
 
     def _encode(self, arrays):
-        module, fused, device = self._runtime_model()
-        stride = 2**self.spec_.levels
-        encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
-        return run_merged(encode, arrays, stride, device)
+        # Large images in strips, the rest whole: the same latents.
+        return encode_arrays(self, arrays, *self._runtime_model())
 
     def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
         module, _, dev = self._runtime_model()
@@ -655,7 +659,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         if _dask.is_dask_array(X):
             check_is_fitted(self)
             return _dask.transform(self, X)
-        arrays, layout = self._read(X)
+        arrays, layout = self._read(X, lazy=True)
         return write_latents(self._encode(arrays), layout)
 
     def inverse_transform(self, X):

@@ -324,3 +324,30 @@ def test_shipped_codecs_load_at_their_default_gain():
     (blob,) = codec.compress([x])
     assert _gain(blob) == codec.gain
     assert codec.decompress([blob])[0].shape == x.shape
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_large_images_code_in_strips_to_the_same_blobs(codec, monkeypatch, exact):
+    # Rate control and the gain on images large enough for the strip encoder
+    # (integers read lazily): the same blobs as the whole-image encoder.
+    from sklearn_walloc import _encode_tiles, _ties
+
+    monkeypatch.setattr(_ties, "EXACT_IMAGES", exact)
+    rng = np.random.default_rng(5)
+    x = (rng.random((70, 90, 3)) * 60 + np.linspace(0, 180, 90)[:, None]).astype(
+        np.uint8
+    )
+    coarse = __import__("copy").deepcopy(codec).set_params(gain=-3)
+
+    def run():
+        return (
+            coarse.compress([x]),
+            codec.compress([x], target_bpp=1.5),
+            codec.compress([x], target_psnr=22.0),
+        )
+
+    monkeypatch.setattr(_encode_tiles, "LARGE_SAMPLES", 2**62)
+    whole = run()
+    monkeypatch.setattr(_encode_tiles, "LARGE_SAMPLES", 1000)
+    monkeypatch.setattr(_encode_tiles, "TILE_SAMPLES", 3000)
+    assert run() == whole
