@@ -65,7 +65,7 @@ def status(key):
             if line.startswith(key):
                 return int(line.split()[1]) / 1024
 
-codec = WallocCodec.from_pretrained("rgb-16x")
+codec = WallocCodec.from_pretrained("rgb-16x").set_params(gain=0)  # own rate
 codec.verbose = 0
 x = np.load(path)
 codec.compress([x[:64, :64]])

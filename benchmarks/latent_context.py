@@ -677,25 +677,7 @@ def proto_decode(words, shape, bits):
                 tables[new] = dec.decode(t.table_model, new.size)
                 seen[new] = True
             tab = tables[ctx]
-            order = np.argsort(tab, kind="stable")
-            tok_sorted = np.empty(tab.size, np.int32)
-            for sel, model, arg in t.groups(tab[order]):
-                tok_sorted[sel] = dec.decode(model, arg)
-            if tok_sorted.min() < 0 or tok_sorted.max() >= t.n_valid:
-                raise ValueError("corrupt: token out of range")
-            tok = np.empty_like(tok_sorted)
-            tok[order] = tok_sorted
-            nbits = t.tok_bits[tok]
-            z = tok.astype(np.int64)
-            big = np.flatnonzero(nbits)
-            if big.size:
-                sizes = (np.int32(1) << nbits[big]).astype(np.int32)
-                raw = dec.decode(t.raw_model, sizes)
-                top = 4 | ((tok[big] - em._DIRECT) & 3)
-                z[big] = (top.astype(np.int64) << nbits[big]) | raw
-            if z.max() > 2 * t.bound:
-                raise ValueError("corrupt: residual out of range")
-            r = (z >> 1) ^ -(z & 1)
+            r = _decode_residuals(dec, t, tab)
             value = pred[0].astype(np.int64) + r
             value -= modulus * (value > t.bound)
             value += modulus * (value < -t.bound)
@@ -830,25 +812,7 @@ def proto_decode_pass(words, shape, bits):
                 tables[c, new] = dec.decode(t.table_model, new.size)
                 seen[c, new] = True
             tab = tables[c, ctx]
-            order = np.argsort(tab, kind="stable")
-            tok_sorted = np.empty(tab.size, np.int32)
-            for sel, model, arg in t.groups(tab[order]):
-                tok_sorted[sel] = dec.decode(model, arg)
-            if tok_sorted.min() < 0 or tok_sorted.max() >= t.n_valid:
-                raise ValueError("corrupt: token out of range")
-            tok = np.empty_like(tok_sorted)
-            tok[order] = tok_sorted
-            nbits = t.tok_bits[tok]
-            z = tok.astype(np.int64)
-            big = np.flatnonzero(nbits)
-            if big.size:
-                sizes = (np.int32(1) << nbits[big]).astype(np.int32)
-                raw = dec.decode(t.raw_model, sizes)
-                top = 4 | ((tok[big] - em._DIRECT) & 3)
-                z[big] = (top.astype(np.int64) << nbits[big]) | raw
-            if z.max() > 2 * t.bound:
-                raise ValueError("corrupt: residual out of range")
-            r = (z >> 1) ^ -(z & 1)
+            r = _decode_residuals(dec, t, tab)
             value = pred[c].astype(np.int64) + r
             value -= modulus * (value > t.bound)
             value += modulus * (value < -t.bound)
@@ -859,6 +823,30 @@ def proto_decode_pass(words, shape, bits):
     if not dec.canonical():
         raise ValueError("corrupt: not canonical")
     return x.reshape(shape)
+
+
+def _decode_residuals(dec, t, tab):
+    """The signed residuals of one channel's pass whose positions use the
+    tables ``tab`` (its tokens sorted by table, as the coder writes them)."""
+    order = np.argsort(tab, kind="stable")
+    tok_sorted = np.empty(tab.size, np.int32)
+    for sel, model, arg in t.groups(tab[order]):
+        tok_sorted[sel] = dec.decode(model, arg)
+    if tok_sorted.min() < 0 or tok_sorted.max() >= t.n_valid:
+        raise ValueError("corrupt: token out of range")
+    tok = np.empty_like(tok_sorted)
+    tok[order] = tok_sorted
+    nbits = t.tok_bits[tok]
+    z = tok.astype(np.int64)
+    big = np.flatnonzero(nbits)
+    if big.size:
+        sizes = (np.int32(1) << nbits[big]).astype(np.int32)
+        raw = dec.decode(t.raw_model, sizes)
+        top = 4 | ((tok[big] - t.em._DIRECT) & 3)
+        z[big] = (top.astype(np.int64) << nbits[big]) | raw
+    if z.max() > 2 * t.bound:
+        raise ValueError("corrupt: residual out of range")
+    return (z >> 1) ^ -(z & 1)
 
 
 PROTOTYPES = {
@@ -1302,7 +1290,8 @@ def main():
     for set_name, (photos, names) in sets.items():
         report["sets"][set_name] = names
     for model in MODELS:
-        codec = WallocCodec.from_pretrained(model)
+        # The model's own rate (gain 0): the latents transform gives.
+        codec = WallocCodec.from_pretrained(model).set_params(gain=0)
         report["results"][model] = {}
         for set_name, (photos, names) in sets.items():
             t0 = time.perf_counter()

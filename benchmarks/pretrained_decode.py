@@ -106,7 +106,7 @@ def _operations(models, photos):
 
 def measure(sets, repeats):
     models = {
-        "rgb-16x": WallocCodec.from_pretrained("rgb-16x").set_params(verbose=0),
+        "rgb-16x": WallocCodec.from_pretrained("rgb-16x").set_params(gain=0),
         "closed form": WallocCodec(
             latent_dim=12, levels=3, max_iter=0, random_state=0, verbose=0
         ).fit(load_photos(split="fit")),
@@ -131,9 +131,7 @@ def measure(sets, repeats):
             "bytes": sizes,
             "median_s": median,
             "mp_per_s": rates,
-            "ratio_to_webp": {
-                m: rates[m] / rates["webp_decode"] for m in models
-            },
+            "ratio_to_webp": {m: rates[m] / rates["webp_decode"] for m in models},
         }
     return report
 
@@ -171,9 +169,7 @@ def markdown(r):
 def main(argv=None):
     parser = benchmark_parser(__doc__, threads=2)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument(
-        "--photos", choices=("both", "holdout", "mate"), default="both"
-    )
+    parser.add_argument("--photos", choices=("both", "holdout", "mate"), default="both")
     args = parser.parse_args(argv)
     run = BenchmarkRun("pretrained_decode", args)
     report = measure(_sets(args.photos, args.quick), 3 if args.quick else args.repeats)

@@ -11,9 +11,11 @@ photos no model was fitted on (issue #21's check):
 
 - the bundled held-out photos (astronaut 512x512, coffee 600x400, china
   640x427);
-- the mate-backgrounds nature photos (evaluation only, never fitted), each
-  downscaled with Lanczos to a different short side (384 to 704 pixels, which
-  also sheds most of their own JPEG artefacts) and centre-cropped to odd sizes.
+- the 12 mate-backgrounds nature photos (evaluation only, never fitted), each
+  downscaled with Lanczos to a different short side of 512 to 640 pixels, odd
+  sizes among them (``_common.load_mate_photos_varied``);
+- 8 classic test photographs of OpenCV's samples (opencv-doc), downscaled by
+  3/4 with Lanczos (``_common.load_opencv_photos``).
 
 Per photo and setting: the blob's bits per pixel against the target (every
 blob must be at most the target; the mean ratio should be at least 0.85), the
@@ -35,8 +37,9 @@ import numpy as np
 from _common import (
     BenchmarkRun,
     benchmark_parser,
+    load_mate_photos_varied,
+    load_opencv_photos,
     markdown_table,
-    mate_nature_dir,
     psnr,
 )
 from _machine import machine_line
@@ -49,27 +52,6 @@ from sklearn_walloc.datasets import load_photos
 TARGETS_BPP = (0.15, 0.3, 0.6, 0.9)
 TARGET_PSNR = 27.0
 QUALITIES = range(1, 96)
-
-
-def _mate(limit=None):
-    """Mate nature photos at varied, odd sizes (short side 384..704)."""
-    folder = mate_nature_dir()
-    if folder is None:
-        return [], []
-    photos, names = [], []
-    for k, path in enumerate(sorted(folder.glob("*.jpg"))[:limit]):
-        img = Image.open(path).convert("RGB")
-        short = 384 + 64 * (k % 6)
-        s = short / min(img.size)
-        img = img.resize(
-            (round(img.size[0] * s), round(img.size[1] * s)), Image.LANCZOS
-        )
-        w, h = img.size
-        cw, ch = min(w, round(short * 1.4) - k % 5), short - k % 7
-        left, top = (w - cw) // 2, (h - ch) // 2
-        photos.append(np.asarray(img.crop((left, top, left + cw, top + ch))))
-        names.append(path.stem)
-    return photos, names
 
 
 def _jpeg_ladder(x):
@@ -138,9 +120,11 @@ def main():
     models = [codec, WallocCodec.from_pretrained("rgb-4x")]
     sets = {"bundled holdout": (load_photos(split="holdout"), None)}
     if not args.quick:
-        mate, _ = _mate()
-        if mate:
-            sets["mate nature"] = (mate, None)
+        mate, _ = load_mate_photos_varied()
+        opencv, _, _ = load_opencv_photos(limit=8)
+        for name, photos in (("mate nature", mate), ("opencv", opencv)):
+            if photos:
+                sets[name] = (photos, None)
     counter = _Counter()
     codec.compress(sets["bundled holdout"][0][:1])  # warm-up: first-call costs
     rows, summary = [], []

@@ -196,7 +196,10 @@ def walloc_models(ladder, fit_photos):
     """``label -> (codec, info)``: the shipped models and the closed forms."""
     models = {}
     for name in ("rgb-16x", "rgb-4x"):
-        models[name] = (WallocCodec.from_pretrained(name), {"kind": "shipped"})
+        # The model's own rate (gain 0); the default gain is a point of the
+        # target_bpp traces.
+        codec = WallocCodec.from_pretrained(name).set_params(gain=0)
+        models[name] = (codec, {"kind": "shipped"})
     for levels, dim in ladder:
         label = f"CF J={levels} d={dim}"
         with Timer() as t:

@@ -272,7 +272,12 @@ def main():
         # Library calls on shipped models stay quiet; the CLI asks for bars.
         model.set_params(verbose=0)
         model.save(args.out / f"{name}.npz")
-        codec = WallocCodec.from_pretrained(name) if args.out == OUT else None
+        # Held-out scores at the model's own rate (gain 0).
+        codec = (
+            WallocCodec.from_pretrained(name).set_params(gain=0)
+            if args.out == OUT
+            else None
+        )
         if codec is None:
             codec = WallocCodec.load(args.out / f"{name}.npz")
         base = WallocCodec(**params, max_iter=0, random_state=SEED, device="cpu")
