@@ -9,6 +9,7 @@ axis (:meth:`WallocAutoencoder.fused_encoder`).
 """
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -395,16 +396,23 @@ class WallocAutoencoder(nn.Module):
             peak = z.detach().abs().flatten(1).amax(1).double() / bn.scale
         bits = _gained_bits(peak, steps, bn.latent_bits)
         bits = torch.where(steps > 0, bits, bn.latent_bits)
-        q = torch.empty_like(z)
+        q = None
         for b in torch.unique(bits).tolist():
             rows = bits == b
             bottleneck = bn if b == bn.latent_bits else Bottleneck(b)
             if exact:
                 gain = _gain_factor(steps[rows], peak)
-                q[rows] = ties.round(bottleneck, z[rows], x[rows], gain, tol[rows])
+                out = ties.round(bottleneck, z[rows], x[rows], gain, tol[rows])
             else:
-                gained = z[rows] * _gain_factor(steps[rows], z)
-                q[rows] = torch.round(bottleneck.compand(gained))
+                # compand's operations, in place: a large image's latents are
+                # hundreds of MB (the same floats as compand's).
+                u = (z if bool(rows.all()) else z[rows]) * _gain_factor(steps[rows], z)
+                scale = bottleneck.scale * math.sqrt(2.0)
+                out = u.div_(scale).erf_().mul_(bottleneck.bound).round_()
+            if bool(rows.all()):
+                return out, bits
+            q = torch.empty_like(z) if q is None else q
+            q[rows] = out
         return q, bits
 
 
