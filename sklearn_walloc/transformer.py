@@ -19,7 +19,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _encode_tiles, _model_io, _streaming, _wavelets
 from ._domain import data_range, sample_dtype_name, to_domain
-from ._encode_tiles import encode_arrays
 from ._signal import (
     check_signal_shape,
     crop,
@@ -595,15 +594,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         return runtime[key]
 
     def _read(self, X, lazy=False):
-        """Signals in model units; with ``lazy``, large integer images stay
-        integers for ``_encode`` to convert in strips (``_encode_tiles``)."""
+        """Model-unit signals (``lazy``: large integer images stay integers)."""
         check_is_fitted(self)
+        lazy_above = _encode_tiles.LARGE_SAMPLES if lazy else None
+        convert = _converter(self.spec_.sample_dtype)
         arrays, layout = read_signals(
-            self,
-            X,
-            reset=False,
-            convert=_converter(self.spec_.sample_dtype),
-            lazy_above=_encode_tiles.LARGE_SAMPLES if lazy else None,
+            self, X, reset=False, convert=convert, lazy_above=lazy_above
         )
         if arrays[0].shape[1] != self.n_channels_:
             raise ValueError(
@@ -615,7 +611,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
 
     def _encode(self, arrays):
         # Large images in strips, the rest whole: the same latents.
-        return encode_arrays(self, arrays, *self._runtime_model())
+        return _encode_tiles.encode_arrays(self, arrays, *self._runtime_model())
 
     def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
         module, _, dev = self._runtime_model()
