@@ -320,3 +320,42 @@ def test_pickles_made_before_a_parameter_existed_get_its_default(small_photos):
     assert old.get_params()["adaptive_gain"] is True
     back = pickle.loads(pickle.dumps(old))
     assert back.compress(small_photos[:1]) == codec.compress(small_photos[:1])
+
+
+def test_closed_form_keeps_the_lowpass_colour_axes(small_photos, monkeypatch):
+    # Fitted on near-grey photos, plain PCA ranks the local mean colour's
+    # chroma axes below latent_dim=3: a saturated colour came back grey. The
+    # closed form keeps every lowpass colour axis where d >= channels.
+    from sklearn_walloc import WallocCodec, _training
+
+    rng = np.random.default_rng(0)
+    grey = [
+        np.repeat(p.mean(axis=2, keepdims=True), 3, axis=2) + rng.normal(0, 2, p.shape)
+        for p in small_photos
+    ]
+    grey = [np.clip(g, 0, 255).astype(np.uint8) for g in grey]
+    green = np.zeros((32, 48, 3), np.uint8)
+    green[..., 1], green[..., 2] = 200, 40
+
+    def error(**kw):
+        codec = WallocCodec(latent_dim=3, levels=2, max_iter=0, random_state=0, **kw)
+        (y,) = codec.fit(grey).decompress(codec.compress([green]))
+        return np.abs(y[4:-4, 4:-4].astype(float) - green[4:-4, 4:-4]).max()
+
+    assert error() <= 6
+    monkeypatch.setattr(_training, "_keep_lowpass_colours", lambda c, *a, **k: c)
+    assert error() > 40  # what plain PCA gave
+
+
+def test_lowpass_colours_leave_colour_photos_models_alone(small_photos, monkeypatch):
+    # Fitted on colour photos with latent_dim >= 5, the principal axes already
+    # span the mean colour: the closed form is plain PCA, as before.
+    from sklearn_walloc import _training
+
+    def latents():
+        model = WallocTransformer(latent_dim=6, levels=2, max_iter=0, random_state=0)
+        return model.fit(small_photos).transform(small_photos)
+
+    kept = latents()
+    monkeypatch.setattr(_training, "_keep_lowpass_colours", lambda c, *a, **k: c)
+    assert all(np.array_equal(a, b) for a, b in zip(kept, latents()))
