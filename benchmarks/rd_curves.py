@@ -322,16 +322,13 @@ def walloc_curves(curves):
     """The WaLLoC curves that a BD delta is computed for: the closed-form
     ladder, every target_bpp trace, and the envelope of all WaLLoC points."""
     out = {}
-    ladder = [
-        r for c, rows in curves.items() if c.startswith("WaLLoC CF") for r in rows
-    ]
     ladder_rows = [
         dict(r, setting=c[len("WaLLoC ") :])
         for c, rows in curves.items()
         if c.startswith("WaLLoC CF")
         for r in rows
     ]
-    if ladder:
+    if ladder_rows:
         out["WaLLoC closed-form ladder"] = ladder_rows
     for c, rows in curves.items():
         if c.endswith("target_bpp"):

@@ -391,17 +391,22 @@ class WallocAutoencoder(nn.Module):
         if exact:
             ties = exact_rounding(fused, self)
             tol = ties.tolerance(x)
-            peak = ties.peak(z, x, tol) / bn.scale
-        else:
-            peak = z.detach().abs().flatten(1).amax(1).double() / bn.scale
-        bits = _gained_bits(peak, steps, bn.latent_bits)
-        bits = torch.where(steps > 0, bits, bn.latent_bits)
+        # Only a finer gain can widen the latents, by the peak rule; the
+        # exact peak costs a float64 recomputation near it.
+        bits = torch.full_like(steps, bn.latent_bits)
+        if bool((steps > 0).any()):
+            if exact:
+                peak = ties.peak(z, x, tol) / bn.scale
+            else:
+                peak = z.detach().abs().flatten(1).amax(1).double() / bn.scale
+            wide = _gained_bits(peak, steps, bn.latent_bits)
+            bits = torch.where(steps > 0, wide, bits)
         q = None
         for b in torch.unique(bits).tolist():
             rows = bits == b
             bottleneck = bn if b == bn.latent_bits else Bottleneck(b)
             if exact:
-                gain = _gain_factor(steps[rows], peak)
+                gain = _gain_factor(steps[rows], tol)
                 out = ties.round(bottleneck, z[rows], x[rows], gain, tol[rows])
             else:
                 # compand's operations, in place: a large image's latents are

@@ -14,6 +14,7 @@ decodes it. Each candidate is a real blob, so the result is exactly what
 import math
 import numbers
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -98,8 +99,7 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
         i = int(idx[row])
         shape = described[i][0]
         spatial = tuple(shape[:ndim])
-        coded = _Candidates(codec, module, fused, load, z)
-        coded.pack = lambda grid, bits, gain, i=i: pack(grid, bits, gain, i)
+        coded = _Candidates(codec, module, fused, load, z, partial(pack, i=i))
         if "gain" in targets:  # the codec's fixed gain
             gain = targets["gain"]
         elif target_bpp is not None:
@@ -146,9 +146,10 @@ def _latents(codec, arr, module, fused, device):
 class _Candidates:
     """The blob (and PSNR) of one signal at each gain tried, computed once."""
 
-    def __init__(self, codec, module, fused, load, z):
+    def __init__(self, codec, module, fused, load, z, pack):
         self.codec, self.module, self.fused = codec, module, fused
         self.load, self.z = load, z  # load() gives the signal, when needed
+        self.pack = pack  # pack(grid, bits, gain): the blob
         self._coded = {}
         self._psnr = {}
 

@@ -386,8 +386,9 @@ class WallocCodec(WallocTransformer):
             images, 65535 for 16-bit audio). A PSNR the model cannot reach at
             any gain gives the smallest blob within 0.1 dB of the best and a
             ``UserWarning``. Costs about 5-8 codings and decodings per signal.
-            Neither target given: the model's own rate (a gain for quiet 1D
-            signals only, see ``adaptive_gain``); both: ``ValueError``.
+            Neither target given: the codec's ``gain`` (0: the model's own
+            rate, with a gain for quiet 1D signals only, see
+            ``adaptive_gain``); both: ``ValueError``.
 
         Returns
         -------
