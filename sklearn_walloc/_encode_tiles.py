@@ -32,6 +32,7 @@ import itertools
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _ties
 from ._domain import to_domain
@@ -104,24 +105,98 @@ def encode_image(module, fused, x, domain, device):
         The model's sample dtype.
     device : torch.device
     """
-    z, whole = image_latents(fused, x, domain, device)
+    z, image = image_latents(fused, x, domain, device)
     with torch.no_grad():
         if _ties.EXACT_IMAGES:
-            # The exact rounding reads the whole image (its near-tie windows
-            # and whole-signal references): correct, not bounded by strips.
-            return exact_rounding(fused, module).round(module.bottleneck, z, whole())
+            # The exact rounding gathers its near-tie windows from the
+            # source (StripImage): no float copy of the image.
+            return exact_rounding(fused, module).round(module.bottleneck, z, image)
         return module.bottleneck.quantize(z, "symbols")
 
 
 def image_latents(fused, x, domain, device):
     """The float latents ``(1, D, h, w)`` of one image ``x`` (as
-    :func:`encode_image`), computed in strips, and a function that loads the
-    whole padded image in model units (float32), for the callers that need it
-    (exact rounding, a PSNR): not bounded by strips."""
+    :func:`encode_image`), computed in strips, and the padded image as a
+    :class:`StripImage` (for exact rounding, or loaded whole for a PSNR)."""
     strips = _Strips(fused, x, domain, device)
     with torch.no_grad():
         z = strips.latents()
-    return z, lambda: strips.load(0, strips.height)
+    return z, StripImage(strips)
+
+
+class StripImage:
+    """A large padded image as :class:`~sklearn_walloc._ties.ExactRounding`
+    reads it: the windows of its near ties gathered from the (maybe integer)
+    source and converted, so that exact rounding never makes a float copy of
+    the image.
+
+    ``windows``, ``peak`` and ``reference`` give what the tensor path reads
+    from a whole float32 image, bit for bit (the conversion is elementwise);
+    ``whole()`` loads it all (a PSNR needs it).
+    """
+
+    def __init__(self, strips, device=None):
+        self.strips = strips
+        self.device = torch.device(device or strips.device)
+        self.shape = (1, strips.x.shape[1], strips.height, strips.width)
+        # Source rows per band of the peak: about one strip's samples.
+        self.band = max(1, TILE_SAMPLES // (self.shape[1] * self.shape[3]))
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, rows):
+        """Itself, for an index that keeps its one image (``x[rows]``)."""
+        r = torch.as_tensor(rows).reshape(-1)
+        if r.tolist() != ([True] if r.dtype == torch.bool else [0]):
+            raise IndexError("a StripImage holds one image")
+        return self
+
+    def cpu(self):
+        return StripImage(self.strips, "cpu")
+
+    def whole(self):
+        return self.strips.load(0, self.strips.height).to(self.device)
+
+    def peak(self):
+        """``max |x|`` ``(1,)``: the padded image repeats the source's samples,
+        so this is the source's, converted band by band as the strips are."""
+        x, peak = self.strips.x, None
+        for r in range(0, x.shape[2], self.band):
+            t = torch.from_numpy(self.strips.units(x[:, :, r : r + self.band]))
+            p = torch.maximum(t.amax(), t.amin().neg())
+            peak = p if peak is None else torch.maximum(peak, p)
+        return peak.reshape(1).to(self.device)
+
+    def windows(self, n, starts, widths):
+        """``_ties._windows`` of the padded image: ``(F, C, *widths)`` float64
+        on the CPU, gathered from the source and then converted: windows
+        inside it as views, the others through the padding's (or the periodic
+        wrap's) row and column maps."""
+        s = self.strips
+        src = np.moveaxis(s.x[0], 0, -1)  # (h, w, C): usually its memory order
+        (a, b), (w0, w1) = starts, widths
+        out = np.empty((len(a), src.shape[2], w0, w1), dtype=src.dtype)
+        inside = (
+            (a >= 0) & (a + w0 <= src.shape[0]) & (b >= 0) & (b + w1 <= src.shape[1])
+        )
+        if inside.any():
+            view = sliding_window_view(src, (w0, w1), axis=(0, 1))
+            out[inside] = view[a[inside], b[inside]]
+        if not inside.all():
+            rest = ~inside
+            cols = np.arange(s.width) if s.cols is None else s.cols
+            r = s.rows[(a[rest][:, None] + np.arange(w0)) % s.height]
+            c = cols[(b[rest][:, None] + np.arange(w1)) % s.width]
+            out[rest] = np.moveaxis(s.x[0][:, r[:, :, None], c[:, None, :]], 0, 1)
+        return torch.from_numpy(s.units(out).astype(np.float64))
+
+    def reference(self, fused):
+        """Latents ``(1, D, h, w)`` of reference encoder ``fused`` (float64)
+        over the whole image, computed in strips."""
+        s = self.strips
+        with torch.no_grad():
+            return _Strips(fused, s.x, s.domain, "cpu").latents()
 
 
 class _Strips:
@@ -142,6 +217,7 @@ class _Strips:
         self.cols = None if len(cols) == w else cols
         self.height, self.width = len(self.rows), len(cols)
         self.symmetric = enc.line[2] == "symmetric"
+        self.dtype = enc.bias.dtype
 
     # ----------------------------------------------------------------- input
     def load(self, start, stop, cols=None):
@@ -158,11 +234,17 @@ class _Strips:
         cols = self.cols if cols is None else cols
         if cols is not None:
             part = np.take(part, cols, axis=2)
-        part = np.moveaxis(part.astype(np.float32), -1, 1)
+        part = self.units(np.moveaxis(part, -1, 1))
+        t = _canonical_layout(torch.from_numpy(part))
+        return t.to(self.device, self.dtype)  # float64 for a reference encoder
+
+    def units(self, part):
+        """Source samples ``part`` in the model's float32 units (elementwise:
+        any subset converts to the same floats as the whole)."""
+        part = part.astype(np.float32)
         if self.x.dtype.kind != "f" and self.domain is not None:
             part = to_domain(part, self.x.dtype, self.domain)
-        t = _canonical_layout(torch.from_numpy(part))
-        return t.to(self.device)
+        return part
 
     def first(self, start, stop):
         """The first stage's output (along the rows) for padded rows

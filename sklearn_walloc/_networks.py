@@ -300,8 +300,8 @@ class WallocAutoencoder(nn.Module):
     def encode_fused(self, x, fused):
         """Inference encoder: ``fused`` from :meth:`inference_encoder`; 1D
         signals rounded the same way on any thread count
-        (:class:`~sklearn_walloc._ties.ExactRounding`), images too with
-        ``_ties.EXACT_IMAGES``."""
+        (:class:`~sklearn_walloc._ties.ExactRounding`), and images
+        (``_ties.EXACT_IMAGES``, on)."""
         if not self.rounds_exactly():
             return self.bottleneck.quantize(fused(x), "symbols")
         return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)

@@ -95,11 +95,11 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     target_psnr = targets.get("target_psnr")
     module, fused, device = codec._runtime_model()
     ndim = codec.signal_ndim
-    for row, (load, z) in enumerate(_latents(codec, arr, module, fused, device)):
+    for row, (x, z) in enumerate(_latents(codec, arr, module, fused, device)):
         i = int(idx[row])
         shape = described[i][0]
         spatial = tuple(shape[:ndim])
-        coded = _Candidates(codec, module, fused, load, z, partial(pack, i=i))
+        coded = _Candidates(codec, module, fused, x, z, partial(pack, i=i))
         if "gain" in targets:  # the codec's fixed gain
             gain = targets["gain"]
         elif target_bpp is not None:
@@ -118,37 +118,38 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
                     stacklevel=3,  # the caller of compress
                 )
         else:
-            orig = crop(load().cpu().numpy(), spatial)
+            whole = x if isinstance(x, torch.Tensor) else x.whole()
+            orig = crop(whole.cpu().numpy(), spatial)
             gain = coded.for_psnr(target_psnr, orig, spatial, i)
         yield i, coded.blob(gain)
 
 
 def _latents(codec, arr, module, fused, device):
-    """Per signal of ``arr``, in order: a function that gives the padded signal
-    (model units, a tensor on ``device``) and its float latents ``(1, D, *g)``.
-    Large images (read lazily, maybe still integers) are encoded in strips
-    (``_encode_tiles``) and loaded whole only if asked; the others run in the
-    transformer's fixed chunks, so each gets the latents it gets alone."""
+    """Per signal of ``arr``, in order: the padded signal (model units, a
+    tensor on ``device``) and its float latents ``(1, D, *g)``. Large images
+    (read lazily, maybe still integers) are encoded in strips and come as a
+    ``_encode_tiles.StripImage``, loaded whole only if asked; the others run
+    in the transformer's fixed chunks, so each gets the latents it gets alone."""
     if uses_tiles(arr, codec.signal_ndim):
         domain = codec.spec_.sample_dtype
         for j in range(len(arr)):
-            z, load = image_latents(fused, arr[j : j + 1], domain, device)
-            yield load, z
+            z, image = image_latents(fused, arr[j : j + 1], domain, device)
+            yield image, z
         return
     x = pad_to_multiple(arr, 2**codec.spec_.levels)
     for t, n in iter_chunks(x, device):
         with torch.no_grad():
             z = fused(t)
         for j in range(n):
-            yield (lambda j=j, t=t: t[j : j + 1]), z[j : j + 1]
+            yield t[j : j + 1], z[j : j + 1]
 
 
 class _Candidates:
     """The blob (and PSNR) of one signal at each gain tried, computed once."""
 
-    def __init__(self, codec, module, fused, load, z, pack):
+    def __init__(self, codec, module, fused, x, z, pack):
         self.codec, self.module, self.fused = codec, module, fused
-        self.load, self.z = load, z  # load() gives the signal, when needed
+        self.x, self.z = x, z  # x: a tensor or a StripImage (_latents)
         self.pack = pack  # pack(grid, bits, gain): the blob
         self._coded = {}
         self._psnr = {}
@@ -156,7 +157,7 @@ class _Candidates:
     def _latents(self, gain):
         if gain not in self._coded:
             steps = torch.tensor([gain], dtype=torch.int64)
-            x = self.load() if self.module.rounds_exactly() else None
+            x = self.x if self.module.rounds_exactly() else None
             q, bits = self.module.encode_at_gains(x, self.z, self.fused, steps)
             grid = q[0].cpu().numpy().astype(np.int32)
             self._coded[gain] = (grid, int(bits[0]), None)

@@ -51,16 +51,16 @@ __all__ = ["ExactRounding", "exact_rounding"]
 #: and 1 audio latent in 10,000. (Units per channel, from each channel's own
 #: l1 norm, measured up to 9.6: no tighter bound there.)
 TOL_UNITS = 24.0
-#: Images too? Off: the float64 recomputation of near-tie latents (about 130
-#: per 0.26 MP photo, ~45 us each on a loaded core, mostly gathering their
-#: 3x57x57 supports and one product with the composite filter) still costs
-#: about 40% of a photo's ``compress`` time (rgb-16x, held-out photos and a
-#: 1024x1536 tile, one torch thread, CPU time, load 9-12: +43% / +39%; the
-#: whole-signal references before cost +157% / +126%), against a target of
-#: 15%, for latents that rounded alike in every test of 1 and 2 threads,
-#: processes and dask workers. Audio pays nothing measurable and is always
-#: exact (where the issue saw blobs differ).
-EXACT_IMAGES = False
+#: Images too (on since issue 20 asked for byte-identical blobs everywhere):
+#: the float64 recomputation of near-tie latents (about 130 per 0.26 MP
+#: photo, mostly gathering their 3x57x57 supports and one float64 product
+#: with the composite filter) adds 25-40% to a photo's ``compress`` CPU time
+#: (``benchmarks/exact_rounding.py``), for latents that rounded alike in
+#: every test of 1 and 2 threads, processes and dask workers before; a
+#: large image's windows are gathered from its source
+#: (``_encode_tiles.StripImage``), never from a float copy. False rounds
+#: images in float32 (tests and the benchmark switch it).
+EXACT_IMAGES = True
 # Whole references for signals whose near positions would read more samples.
 _WHOLE = 4.0
 # Samples gathered per batch of recomputation (16 MB in float64: about 200
@@ -130,9 +130,12 @@ class ExactRounding:
         """Per-signal bound ``(N,)`` float64 on ``|z32 - z_ref|``."""
         # max |x| without an |x| copy (amax / amin are also several times
         # faster than vector_norm(inf) or aminmax on channels-last photos).
-        dims = tuple(range(1, x.dim()))
-        x = x.detach()
-        peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg())
+        if isinstance(x, torch.Tensor):
+            dims = tuple(range(1, x.dim()))
+            x = x.detach()
+            peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg())
+        else:  # an image read in bands (``_encode_tiles.StripImage``)
+            peak = x.peak()
         return TOL_UNITS * 2.0**-24 * (peak.double() * self.gain + self.bias_peak)
 
     def round(self, bottleneck, z, x, gain=None, tol=None):
@@ -194,8 +197,8 @@ class ExactRounding:
         same class along every axis (inner, edge row, solved end) share their
         weights, so each class is one gather and a few batched products.
         """
-        if x.device.type != "cpu":
-            return self.values(x.cpu(), index.cpu()).to(x.device)
+        if x.device.type != "cpu" or index.device.type != "cpu":
+            return self.values(x.cpu(), index.cpu()).to(index.device)
         grid = [s // self.stride for s in x.shape[2:]]
         d = self._latent_dim()
         out = torch.empty((len(index), d), dtype=torch.float64)
@@ -207,10 +210,10 @@ class ExactRounding:
         # samples (a flat photo whose every latent sits near a tie, a silent
         # clip's peak) is cheaper as one whole reference.
         reads = np.bincount(index[:, 0], minlength=len(x)) * x.shape[1]
-        whole = reads * self.size ** len(grid) > _WHOLE * x[0].numel()
+        whole = reads * self.size ** len(grid) > _WHOLE * math.prod(x.shape[1:])
         for n in np.flatnonzero(whole).tolist():
             rows = np.flatnonzero(index[:, 0] == n)
-            z = self.reference(x[n : n + 1].double())[0]
+            z = self._whole_reference(x, n)
             out[torch.from_numpy(rows)] = z[
                 (slice(None), *torch.from_numpy(index[rows, 1:].T))
             ].T
@@ -241,6 +244,12 @@ class ExactRounding:
                 out[torch.from_numpy(part)] = z
         return out
 
+    def _whole_reference(self, x, n):
+        """The reference latents ``(D, *G)`` of the whole signal ``x[n]``."""
+        if isinstance(x, torch.Tensor):
+            return self.reference(x[n : n + 1].double())[0]
+        return x.reference(self.reference)[0]
+
     def _classify(self, p, m, axis):
         """Class, first sample and edge-table row of positions ``p`` (NumPy)
         on an axis of ``m`` positions. Class 0: one correlation with the inner
@@ -269,7 +278,7 @@ class ExactRounding:
         if len(grid) == 2 and group[0] >= 2 and group[1] >= 2:
             return self._corner(x, index, group, grid)
         widths = [self._width(c, m, a) for a, (c, m) in enumerate(zip(group, grid))]
-        z = _windows(x, n, [s for s, _ in at], widths)  # (F, C, w_0, ...) float64
+        z = _gather(x, n, [s for s, _ in at], widths)  # (F, C, w_0, ...) float64
         f = len(index)
         if not any(group):  # inside: one product with the composite filter
             return z.flatten(1) @ self._composite() + self.bias
@@ -471,13 +480,21 @@ class ExactRounding:
         start = np.full_like(p, m0 * self.stride - width)
         w = [width, end["width"]]
         first = [start, np.full_like(p, m1 * self.stride - end["width"])]
-        u = _windows(x, index[:, 0], first, w)  # (F, C, width, R)
+        u = _gather(x, index[:, 0], first, w)  # (F, C, width, R)
         coef = self._rows(m0, row) @ u.movedim(2, 1).flatten(2)
         fused = coef.flatten(1) @ end["fused"][k] + end["fused_bias"][k]
         return fused - z @ end["q"][k]
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
+
+
+def _gather(x, n, starts, widths):
+    """:func:`_windows` of a tensor, or of an image read in bands (an object
+    with a ``windows`` method: ``_encode_tiles.StripImage``)."""
+    if isinstance(x, torch.Tensor):
+        return _windows(x, n, starts, widths)
+    return x.windows(n, starts, widths)
 
 
 def _windows(x, n, starts, widths):

@@ -145,14 +145,74 @@ def test_choose_in_slices_codes_the_same_bytes(models, size, monkeypatch):
 
 
 def test_strips_follow_the_exact_image_rounding(models, monkeypatch):
-    # With _ties.EXACT_IMAGES, strips hand the rounding the same latents and
-    # the whole image, as encode_fused does.
-    from sklearn_walloc import _ties
-
+    # Exact rounding (on for images) reads a strip-encoded image in bands of
+    # rows (StripImage), and decides every near tie as on the whole image.
     codec = models["rgb-16x"]
     x = _images()["photo"]
-    monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
     _whole(monkeypatch)
     blob = codec.compress([x])
     _strips(monkeypatch, 20_000)
     assert codec.compress([x]) == blob
+
+
+def _strip_image(codec, x, tile, monkeypatch):
+    _, fused, device = codec._runtime_model()
+    xx = np.moveaxis(x, -1, 0)[None]
+    monkeypatch.setattr(_encode_tiles, "TILE_SAMPLES", tile)
+    strips = _encode_tiles._Strips(fused, xx, codec.spec_.sample_dtype, device)
+    whole = _canonical_layout(
+        torch.from_numpy(pad_to_multiple(xx.astype(np.float32), codec.module_.stride))
+    )
+    return fused, _encode_tiles.StripImage(strips), whole
+
+
+@pytest.mark.parametrize("name", ["rgb-16x", "periodic"])
+@pytest.mark.parametrize("tile", [1, 20_000])
+def test_strip_image_reads_what_the_whole_image_holds(models, name, tile, monkeypatch):
+    # Windows anywhere (first and last rows and columns, wrapping around the
+    # ends for the periodic model, several bands apart), the peak and the
+    # float64 reference latents: the same as from the whole float32 image.
+    from sklearn_walloc import _ties
+
+    codec = models[name]
+    fused, image, whole = _strip_image(codec, _images()["noise"], tile, monkeypatch)
+    _, _, h, w = whole.shape
+    assert image.shape == tuple(whole.shape)
+    rng = np.random.default_rng(1)
+    wrap = name == "periodic"
+    lo0, lo1 = (-30, -30) if wrap else (0, 0)
+    first = [np.r_[lo0, rng.integers(lo0, h - 57, 40), h - 57],
+             np.r_[lo1, rng.integers(lo1, w - 57, 40), w - 57]]  # fmt: skip
+    n = np.zeros(42, np.intp)
+    got = image.windows(n, first, [57, 57])
+    assert torch.equal(got, _ties._windows(whole, n, first, [57, 57]))
+    dims = (1, 2, 3)
+    peak = torch.maximum(whole.amax(dim=dims), whole.amin(dim=dims).neg())
+    assert torch.equal(image.peak(), peak)
+    ties = _ties.exact_rounding(fused, codec.module_)
+    ref = ties.reference(whole.double())
+    assert torch.allclose(image.reference(ties.reference), ref, rtol=0, atol=1e-9)
+
+
+def test_strip_image_whole_reference_path(models, monkeypatch):
+    # A signal whose near-tie positions would read more than its samples
+    # takes one whole reference: from a StripImage, computed in strips.
+    from sklearn_walloc import _ties
+
+    codec = models["rgb-16x"]
+    fused, image, whole = _strip_image(codec, _images()["photo"], 20_000, monkeypatch)
+    ties = _ties.exact_rounding(fused, codec.module_)
+    g = [s // codec.module_.stride for s in whole.shape[2:]]
+    index = torch.tensor([[0, i, j] for i in range(g[0]) for j in range(g[1])][::3])
+    monkeypatch.setattr(_ties, "_WHOLE", 0.0)
+    got = ties.values(image, index)
+    monkeypatch.setattr(_ties, "_WHOLE", 1e9)
+    want = ties.values(whole, index)
+    assert torch.allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_strip_image_selects_only_its_image(models, monkeypatch):
+    _, image, _ = _strip_image(models["rgb-16x"], _images()["photo"], 1, monkeypatch)
+    assert image[torch.tensor([True])] is image
+    with pytest.raises(IndexError, match="one image"):
+        image[torch.tensor([1])]
