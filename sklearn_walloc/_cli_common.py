@@ -145,6 +145,17 @@ def check_writable(folder):
 
 
 def outputs_for(files, outdir, name_of):
+    """Each input's output: beside it, or in folder ``outdir`` (``-o``)."""
+    if outdir is not None and not Path(outdir).is_dir():
+        from ._media import media_of
+
+        if Path(outdir).suffix.lower() == ".wlc" or media_of(outdir) is not None:
+            # cwebp's -o is a file: a user who writes -o out.wlc means one.
+            raise CliError(
+                f"-o {outdir}: -o names a folder for the outputs, which are named "
+                "after their inputs (x.png -> x.png.wlc -> x.png.walloc.png); "
+                "this looks like a file name"
+            )
     outs = {}
     for f in files:
         folder = Path(outdir) if outdir is not None else f.parent

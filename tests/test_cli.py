@@ -454,6 +454,24 @@ def test_output_folder_that_is_a_file(files, image_model, capsys):
     assert taken.read_text() == "mine"
 
 
+def test_output_that_looks_like_a_file_name(files, image_model, capsys):
+    # -o names a folder; "-o out.wlc" (cwebp's habit) must not make one.
+    imgs = files / "imgs"
+    assert main(["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]) == 0
+    cases = (("compress", imgs / "a.png", "out.wlc"),
+             ("decompress", imgs / "a.png.wlc", "out.png"))  # fmt: skip
+    for cmd, src, name in cases:
+        out = files / name
+        assert main([cmd, "-m", str(image_model), str(src), "-o", str(out)]) == 1
+        (line,) = _one_error_line_per(capsys.readouterr().err, name)
+        assert "names a folder" in line and "file name" in line
+        assert not out.exists()
+    (files / "kept.wlc").mkdir()  # an existing folder of that name is a folder
+    cmd = ["compress", "-m", str(image_model), str(imgs / "a.png"), "-q"]
+    assert main([*cmd, "-o", str(files / "kept.wlc")]) == 0
+    assert (files / "kept.wlc" / "a.png.wlc").is_file()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 def test_read_only_output_folder(files, image_model, monkeypatch, capsys):
     ro = files / "ro"
