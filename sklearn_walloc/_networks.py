@@ -371,14 +371,15 @@ class WallocAutoencoder(nn.Module):
         ``_ties.EXACT_IMAGES``."""
         return self.wpt.signal_ndim == 1 or _ties.EXACT_IMAGES
 
-    def encode_at_gains(self, x, z, fused, steps):
+    def encode_at_gains(self, x, z, fused, steps, deadzone=0.0):
         """Integer latents of ``x`` at given gains, for rate control.
 
         ``z`` is ``fused(x)``; ``x`` is only read where :meth:`rounds_exactly`
         (None will do elsewhere); ``steps`` (N,) int64 are the gains in quarter
         octaves, of either sign. A finer gain widens the latents as
-        :meth:`encode_gained` does (its peak rule); ``steps == 0`` gives
-        exactly :meth:`encode_fused`'s latents.
+        :meth:`encode_gained` does (its peak rule); ``steps == 0`` and no
+        ``deadzone`` give exactly :meth:`encode_fused`'s latents. ``deadzone``
+        widens the zero bin (``_ties.deadzone_round``).
 
         Returns
         -------
@@ -407,13 +408,16 @@ class WallocAutoencoder(nn.Module):
             bottleneck = bn if b == bn.latent_bits else Bottleneck(b)
             if exact:
                 gain = _gain_factor(steps[rows], tol)
-                out = ties.round(bottleneck, z[rows], x[rows], gain, tol[rows])
+                out = ties.round(
+                    bottleneck, z[rows], x[rows], gain, tol[rows], deadzone
+                )
             else:
                 # compand's operations, in place: a large image's latents are
                 # hundreds of MB (the same floats as compand's).
                 u = (z if bool(rows.all()) else z[rows]) * _gain_factor(steps[rows], z)
                 scale = bottleneck.scale * math.sqrt(2.0)
-                out = u.div_(scale).erf_().mul_(bottleneck.bound).round_()
+                out = u.div_(scale).erf_().mul_(bottleneck.bound)
+                out = _ties.deadzone_round(out, deadzone)
             if bool(rows.all()):
                 return out, bits
             q = torch.empty_like(z) if q is None else q

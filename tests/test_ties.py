@@ -215,3 +215,67 @@ def test_blobs_are_the_same_in_processes_with_other_thread_counts():
         for n in (1, 2)
     ]
     assert outs[0] and outs[0] == outs[1]
+
+
+def test_deadzone_round_widens_only_the_zero_bin():
+    u = torch.tensor(
+        [-2.6, -1.5001, -0.71, -0.69, -0.2, 0.0, 0.49, 0.51, 0.69, 0.71, 1.2]
+    )
+    want = torch.tensor([-3.0, -2.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(_ties.deadzone_round(u.clone(), 0.2), want)
+    assert torch.equal(_ties.deadzone_round(u.clone(), 0.0), torch.round(u))
+    # Distances to the nearest boundary: +-0.7 below 1 (0.5 is none), k + 1/2 above.
+    d = _ties.tie_distance(torch.tensor([0.5, 0.68, -0.73, 1.45, -2.5]), 0.2)
+    assert torch.allclose(d, torch.tensor([0.2, 0.02, 0.03, 0.05, 0.0]), atol=1e-6)
+
+
+def test_deadzone_near_its_boundary_is_decided_by_the_reference():
+    # As test_image_latents_near_ties_are_decided_by_the_reference, with the
+    # deadzone's boundary at +-0.7 (moved entries flip under plain rounding).
+    codec = WallocCodec.from_pretrained("rgb-16x")
+    module, fused, _ = codec._runtime_model()
+    ties = exact_rounding(fused, module)
+    bn = module.bottleneck
+    rng = np.random.default_rng(5)
+    x = _model_input(
+        codec, list(rng.integers(0, 256, (2, 136, 200, 3), dtype=np.uint8))
+    )
+    gain = torch.full((2,), 0.25, dtype=torch.float64)  # many latents near 0
+    with torch.no_grad():
+        z = fused(x)
+        ref = bn.compand(ties.reference(x.double()) * 0.25)
+        want = _ties.deadzone_round(ref, 0.2)
+    # The reference has latents near the deadzone's boundary, not only near 0.
+    assert int(((ref.abs() - 0.7).abs() < 0.05).sum()) > 100
+    tol = ties.tolerance(x)
+    step = (tol / 4).float().view(-1, 1, 1, 1)
+    sign = torch.sign(torch.randn(z.shape, generator=torch.Generator().manual_seed(2)))
+    flips = 0
+    for moved in (z, z + step * sign, z - step * sign):
+        plain = _ties.deadzone_round(bn.compand(moved * 0.25), 0.2)
+        flips += int((plain != want).sum())
+        assert torch.equal(ties.round(bn, moved, x, gain, tol, 0.2), want.float())
+    assert flips > 0
+
+
+def test_image_blobs_with_a_gain_use_the_deadzone(rgb):
+    # A gain's blob rounds with the deadzone (fewer nonzero latents, fewer
+    # bytes); a gainless blob still decodes to inverse_transform(transform(X)).
+    from sklearn_walloc import _rate
+
+    from sklearn_walloc.datasets import load_photos
+
+    photo = load_photos(split="holdout")[0][:128, :160]
+    codec = WallocCodec.from_pretrained("rgb-16x").set_params(gain=-4)
+    (with_dz,) = codec.compress([photo])
+    before = _rate.IMAGE_DEADZONE
+    _rate.IMAGE_DEADZONE = 0.0
+    try:
+        (plain,) = codec.compress([photo])
+    finally:
+        _rate.IMAGE_DEADZONE = before
+    assert len(with_dz) < len(plain)
+    gainless = codec.set_params(gain=0)
+    y = gainless.decompress(gainless.compress([photo]), restore=False)[0]
+    want = gainless.inverse_transform(gainless.transform([photo]))[0]
+    assert np.array_equal(y, want)
