@@ -201,6 +201,7 @@ class ModelSpec:
                 f"bands of a {self.in_channels}-channel signal with "
                 f"levels={self.levels}."
             )
+        self._check_decoder_kind()
         n_params = sum(math.prod(s) for s in self.tensor_shapes().values())
         if n_params > MAX_PARAMETERS:
             raise ValueError(
@@ -225,7 +226,6 @@ class ModelSpec:
                 f"model spec: boundary 'symmetric' does not invert for wavelet "
                 f"{self.wavelet!r}; only 'periodization' does"
             )
-        self._check_decoder_kind()
         self._check_inference_bytes()
         if self.sample_dtype is not None and (
             type(self.sample_dtype) is not str or self.sample_dtype not in SAMPLE_DTYPES
