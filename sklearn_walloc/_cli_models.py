@@ -240,6 +240,8 @@ def model_summary(name):
         "latent_bits": codec.latent_bits_,
         "decoder_width": codec.decoder_width,
         "decoder_depth": codec.decoder_depth,
+        "decoder": codec.spec_.decoder_kind,  # "walloc", or the reference's
+        "boundary": codec.spec_.boundary,
         "signal_shape": codec.signal_shape_,
         "dimensionality_reduction": reduction(codec),
         "parameters": int(n_params),

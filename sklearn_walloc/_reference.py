@@ -41,7 +41,14 @@ from ._wavelets import WaveletPacket
 
 __all__ = ["from_reference"]
 
-_CONFIG_KEYS = ("channels", "J", "Nd", "latent_dim", "latent_bits", "lightweight_encode")
+_CONFIG_KEYS = (
+    "channels",
+    "J",
+    "Nd",
+    "latent_dim",
+    "latent_bits",
+    "lightweight_encode",
+)
 _OPTIONAL_KEYS = ("Ne", "post_filter")
 # The reference's input mapping, per signal kind: (sample dtype, data_offset,
 # data_scale) with x_reference = (x - data_offset) / data_scale.
@@ -102,7 +109,9 @@ def from_reference(cls, checkpoint, config, **params):
     Examples
     --------
     >>> from sklearn_walloc import WallocCodec
-    >>> codec = WallocCodec.from_reference("RGB_16x.pth", "RGB_16x.json")  # doctest: +SKIP
+    >>> codec = WallocCodec.from_reference(
+    ...     "RGB_16x.pth", "RGB_16x.json"
+    ... )  # doctest: +SKIP
     >>> blobs = codec.compress(photos)  # doctest: +SKIP
     """
     cfg = _read_config(config)
@@ -116,7 +125,11 @@ def from_reference(cls, checkpoint, config, **params):
     _, offset, scale = _DOMAINS[spec.signal_ndim]
     module.data_offset.fill_(offset)
     module.data_scale.fill_(scale)
-    clash = {k: params[k] for k in (*_STRUCTURAL, "decoder_width", "decoder_depth") if k in params}
+    clash = {
+        k: params[k]
+        for k in (*_STRUCTURAL, "decoder_width", "decoder_depth")
+        if k in params
+    }
     if clash:
         raise ValueError(
             f"from_reference: {sorted(clash)} come from the checkpoint's config; "
@@ -238,7 +251,11 @@ def _spec(cfg, state):
     post = cfg.get("post_filter", False)
     if ndim == 2 and post:
         raise ValueError("config: post_filter is a Codec1D option; this is a Codec2D")
-    kind = "autoencoder-kl" if ndim == 2 else ("oobleck+post-filter" if post else "oobleck")
+    kind = (
+        "autoencoder-kl"
+        if ndim == 2
+        else ("oobleck+post-filter" if post else "oobleck")
+    )
     try:
         return ModelSpec(
             in_channels=cfg["channels"],
@@ -281,8 +298,10 @@ def _convert(state, spec, module):
         ours = _our_name(name)
         if ours is None:
             continue
-        for g, v in (("weight_g", "weight_v"), ("parametrizations.weight.original0",
-                                                   "parametrizations.weight.original1")):
+        for g, v in (
+            ("weight_g", "weight_v"),
+            ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+        ):
             if ours.endswith(g) or ours.endswith(v):
                 base = ours[: ours.rindex(g if ours.endswith(g) else v)]
                 pending.setdefault(base, {})["g" if ours.endswith(g) else "v"] = t
@@ -310,7 +329,9 @@ def _convert(state, spec, module):
                 f"config needs {tuple(shape)}"
             )
         out[k] = out[k].to(torch.float32)
-    perm = torch.as_tensor(band_permutation(spec.in_channels, spec.levels, spec.signal_ndim))
+    perm = torch.as_tensor(
+        band_permutation(spec.in_channels, spec.levels, spec.signal_ndim)
+    )
     out["encoder.weight"] = out["encoder.weight"][:, perm]
     last = "decoder.conv_out" if spec.signal_ndim == 2 else "decoder.conv2"
     for k in (f"{last}.weight", f"{last}.bias"):
@@ -344,7 +365,9 @@ def band_permutation(in_channels, levels, signal_ndim):
     s = 2**levels
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, in_channels, *(4 * s,) * signal_ndim))
-    ref = reference_bands(x, levels, signal_ndim)[0].reshape(in_channels * s**signal_ndim, -1)
+    ref = reference_bands(x, levels, signal_ndim)[0].reshape(
+        in_channels * s**signal_ndim, -1
+    )
     wpt = WaveletPacket(levels, "bior4.4", signal_ndim, "periodization").double()
     with torch.no_grad():
         ours = wpt(torch.from_numpy(x)).numpy()[0].reshape(len(ref), -1)

@@ -223,10 +223,14 @@ def decoder_shapes(kind, in_channels, latent_dim, n_bands, width):
     found on the meta device: nothing is allocated."""
     with torch.device("meta"):
         decoder = _DECODERS[kind](latent_dim, n_bands, width)
-        shapes = {f"decoder.{k}": tuple(v.shape) for k, v in decoder.state_dict().items()}
+        shapes = {
+            f"decoder.{k}": tuple(v.shape) for k, v in decoder.state_dict().items()
+        }
         if kind == "oobleck+post-filter":
             post = nn.Conv1d(in_channels, in_channels, POST_FILTER_TAPS)
-            shapes.update({f"post.{k}": tuple(v.shape) for k, v in post.state_dict().items()})
+            shapes.update(
+                {f"post.{k}": tuple(v.shape) for k, v in post.state_dict().items()}
+            )
     return shapes
 
 
@@ -254,7 +258,9 @@ class ReferenceAutoencoder(WallocAutoencoder):
     int16 audio).
     """
 
-    def __init__(self, in_channels, latent_dim, levels, signal_ndim, latent_bits, width, kind):
+    def __init__(
+        self, in_channels, latent_dim, levels, signal_ndim, latent_bits, width, kind
+    ):
         super().__init__(
             in_channels,
             latent_dim,
@@ -271,7 +277,10 @@ class ReferenceAutoencoder(WallocAutoencoder):
         self.post = None
         if kind == "oobleck+post-filter":
             self.post = nn.Conv1d(
-                in_channels, in_channels, POST_FILTER_TAPS, padding=POST_FILTER_TAPS // 2
+                in_channels,
+                in_channels,
+                POST_FILTER_TAPS,
+                padding=POST_FILTER_TAPS // 2,
             )
 
     def forward(self, x, generator=None):
@@ -337,4 +346,3 @@ class _Synthesis:
         if t.dtype == p.dtype and t.device == p.device:
             return self
         return _Synthesis(copy.deepcopy(self.module).to(*args, **kwargs))
-

@@ -241,8 +241,7 @@ class ModelSpec:
             return
         if type(kind) is not str or kind not in DECODER_KINDS:
             raise ValueError(
-                f"model spec: decoder_kind must be one of {DECODER_KINDS}, got "
-                f"{kind!r}"
+                f"model spec: decoder_kind must be one of {DECODER_KINDS}, got {kind!r}"
             )
         ndim = 2 if kind == "autoencoder-kl" else 1
         width, groups = self.decoder_width, 32 if ndim == 2 else self.latent_dim
@@ -251,11 +250,14 @@ class ModelSpec:
             (self.wavelet != "bior4.4", "wavelet 'bior4.4'"),
             (self.boundary != "periodization", "boundary 'periodization'"),
             (self.decoder_depth != 0, "decoder_depth=0"),
-            (width < groups or width % (groups if ndim == 2 else 1), (
-                f"decoder_width (Nd) a positive multiple of {groups}"
-                if ndim == 2
-                else f"decoder_width (Nd) at least latent_dim={groups}"
-            )),
+            (
+                width < groups or width % (groups if ndim == 2 else 1),
+                (
+                    f"decoder_width (Nd) a positive multiple of {groups}"
+                    if ndim == 2
+                    else f"decoder_width (Nd) at least latent_dim={groups}"
+                ),
+            ),
         ]
         for bad, need in problems:
             if bad:

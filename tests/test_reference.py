@@ -20,10 +20,10 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 
 from sklearn_walloc import WallocCodec, WallocTransformer
-from sklearn_walloc.codec import blob_info
 from sklearn_walloc._reference import band_permutation, reference_bands
 from sklearn_walloc._spec import ModelSpec
 from sklearn_walloc._wavelets import WaveletPacket
+from sklearn_walloc.codec import blob_info
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 # The reference's units per kind: x_reference = (x - offset) / scale.
@@ -74,7 +74,7 @@ def test_latents_equal_the_reference(case):
 
 
 def test_reconstructions_equal_the_reference(case):
-    kind, codec, data, signals = case
+    kind, codec, data, _ = case
     _, scale = UNITS[kind]
     for i in range(2):
         z = _reference_latents(kind, data, i)
@@ -118,7 +118,9 @@ def test_compress_decompress(case):
     assert blob_info(blobs[0])["gain_steps"] == 0
     # A blob without a gain decodes in model units to the round trip.
     y = codec.decompress(blobs, restore=False)[0]
-    np.testing.assert_array_equal(y, codec.inverse_transform(codec.transform(x[None]))[0])
+    np.testing.assert_array_equal(
+        y, codec.inverse_transform(codec.transform(x[None]))[0]
+    )
     restored = codec.decompress(blobs)[0]
     assert restored.dtype == x.dtype and restored.shape == x.shape
     expect = np.clip(np.round(_reference_signal(kind, data, 0)), *_range(x.dtype))
@@ -150,7 +152,7 @@ def _range(dtype):
 
 
 def test_persistence_round_trips(case, tmp_path):
-    kind, codec, data, signals = case
+    _, codec, _, signals = case
     x = signals[1][None]
     z = codec.transform(x)
     y = codec.inverse_transform(z)
@@ -200,7 +202,9 @@ def test_checkpoint_as_dict_and_config_as_namespace():
     state = torch.load(pth, weights_only=True)
     with open(cfg) as f:
         config = json.load(f)
-    a = WallocTransformer.from_reference(state["model_state_dict"], SimpleNamespace(**config))
+    a = WallocTransformer.from_reference(
+        state["model_state_dict"], SimpleNamespace(**config)
+    )
     b = WallocTransformer.from_reference(pth, cfg)
     x = np.load(os.path.join(DATA, "reference_1d.npz"))["signal_1"][None]
     np.testing.assert_array_equal(a.transform(x), b.transform(x))
@@ -297,7 +301,9 @@ def test_spec_without_decoder_kind_is_unchanged():
     with pytest.raises(ValueError, match="decoder_kind"):
         ModelSpec(3, 12, 3, "bior4.4", 2, 8, 32, 0, "symmetric", "uint8", "vae")
     with pytest.raises(ValueError, match="periodization"):
-        ModelSpec(3, 12, 3, "bior4.4", 2, 8, 32, 0, "symmetric", "uint8", "autoencoder-kl")
+        ModelSpec(
+            3, 12, 3, "bior4.4", 2, 8, 32, 0, "symmetric", "uint8", "autoencoder-kl"
+        )
 
 
 def test_cli_convert_and_checkpoint_as_model(tmp_path):
@@ -315,7 +321,9 @@ def test_cli_convert_and_checkpoint_as_model(tmp_path):
     assert main(["compress", str(tmp_path / "a.png"), "-m", str(out), "-q"]) == 0
     blob = next(p for p in tmp_path.iterdir() if p.suffix == ".wlc")
     # -m takes the .pth itself when its .json lies beside it.
-    assert main(["decompress", str(blob), "-m", pth, "-o", str(tmp_path / "d"), "-q"]) == 0
+    assert (
+        main(["decompress", str(blob), "-m", pth, "-o", str(tmp_path / "d"), "-q"]) == 0
+    )
     (png,) = (tmp_path / "d").iterdir()
     assert np.asarray(Image.open(png)).shape == x.shape
 

@@ -162,9 +162,7 @@ def audio_fixture():
         post[:, :, 64] = torch.eye(2)
         codec.post.weight.copy_(post + 0.01 * codec.post.weight)
     clips = [_clip(4096, 0), _clip(1536, 1)]
-    inputs = [
-        torch.from_numpy(c.T.astype(np.float32) / 65536.0)[None] for c in clips
-    ]
+    inputs = [torch.from_numpy(c.T.astype(np.float32) / 65536.0)[None] for c in clips]
     print("Codec1D", config)
     _save("reference_1d", codec, config, _arrays(codec, clips, inputs))
 
