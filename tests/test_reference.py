@@ -335,3 +335,20 @@ def test_cli_checkpoint_without_config(tmp_path, capsys):
     lone.write_bytes(open(_paths("2d")[0], "rb").read())
     assert main(["convert", str(lone), "-q"]) == 1
     assert "config" in capsys.readouterr().err
+
+
+def test_tiles_of_the_1d_decoder(monkeypatch):
+    """Large outputs decode in tiles: the Oobleck decoder and post-filter are
+    local, so away from the ends (where the periodic packets read the other
+    end of the signal) tiles equal the whole decode."""
+    from sklearn_walloc import _tiles
+
+    codec = WallocTransformer.from_reference(*_paths("1d"), device="cpu")
+    data = np.load(os.path.join(DATA, "reference_1d.npz"))
+    z = codec.transform(data["signal_0"][None])
+    whole = codec.inverse_transform(z)
+    monkeypatch.setattr(_tiles, "TILE_VALUES", 2 * 32 * 24)  # tiles of 24 latents
+    tiled = codec.inverse_transform(z)
+    border = 10 * 32
+    inner = slice(border, -border)
+    np.testing.assert_allclose(tiled[:, inner], whole[:, inner], atol=1e-6 * 65536)
