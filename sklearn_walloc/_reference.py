@@ -216,7 +216,7 @@ def _read_checkpoint(checkpoint):
     if isinstance(checkpoint, (str, os.PathLike)):
         try:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except OSError:
+        except OSError:  # a missing or unreadable file says so itself
             raise
         except Exception as e:  # the unpickler refusing anything but tensors
             raise ValueError(

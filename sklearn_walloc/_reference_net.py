@@ -324,25 +324,41 @@ class ReferenceAutoencoder(WallocAutoencoder):
         raise ValueError("a reference model's decoder is its own; see fused_decoder")
 
     def _inference_decoder(self, fused, like):
+        # This module where it already sits on the latents' device and dtype
+        # (the estimators' runtime copy): ``fused`` may be a lazy copy.
+        p = next(self.parameters())
+        if p.device == like.device and p.dtype == like.dtype:
+            return _Synthesis(self)
         return fused
 
 
 class _Synthesis:
     """:meth:`ReferenceAutoencoder._decode_expanded` as the estimators call a
-    fused synthesis: ``synthesis(z)``, ``synthesis.to(device)``."""
+    fused synthesis: ``synthesis(z)``, ``synthesis.to(device)``.
 
-    def __init__(self, module):
+    ``to`` never moves the model the estimator holds: it returns a synthesis
+    that copies the model to the target on its first call, so that the
+    estimators' runtime, which decodes through its own device copy of the
+    module, never holds a second copy of a large decoder.
+    """
+
+    def __init__(self, module, target=None):
         self.module = module
+        self._target = target
 
     def __call__(self, z):
+        if self._target is not None:
+            args, kwargs = self._target
+            self.module = copy.deepcopy(self.module).to(*args, **kwargs)
+            self._target = None
         with torch.no_grad():
             return self.module._decode_expanded(z)
 
     def to(self, *args, **kwargs):
-        """Itself where nothing changes; else a moved copy (never the model
-        the estimator holds)."""
+        """Itself where nothing changes; else a synthesis that copies the
+        model there when first called."""
         p = next(self.module.parameters())
         t = torch.empty(0, dtype=p.dtype, device=p.device).to(*args, **kwargs)
         if t.dtype == p.dtype and t.device == p.device:
             return self
-        return _Synthesis(copy.deepcopy(self.module).to(*args, **kwargs))
+        return _Synthesis(self.module, (args, kwargs))

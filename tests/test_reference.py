@@ -352,3 +352,18 @@ def test_tiles_of_the_1d_decoder(monkeypatch):
     border = 10 * 32
     inner = slice(border, -border)
     np.testing.assert_allclose(tiled[:, inner], whole[:, inner], atol=1e-6 * 65536)
+
+
+def test_synthesis_copies_never_move_the_model():
+    """``fused_decoder().to(...)`` (what the runtime does for a device) copies
+    lazily and leaves the estimator's module where it is."""
+    codec = WallocTransformer.from_reference(*_paths("2d"), device="cpu")
+    module = codec.module_
+    synthesis = module.fused_decoder().to(torch.float64)
+    assert next(module.parameters()).dtype == torch.float32
+    z = torch.zeros((1, 12, 2, 3), dtype=torch.float64)
+    y = synthesis(z)
+    assert y.dtype == torch.float64 and next(module.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(
+        y.numpy(), module.fused_decoder()(z.float()).numpy(), atol=1e-3
+    )
