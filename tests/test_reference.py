@@ -361,9 +361,10 @@ def test_synthesis_copies_never_move_the_model():
     module = codec.module_
     synthesis = module.fused_decoder().to(torch.float64)
     assert next(module.parameters()).dtype == torch.float32
-    z = torch.zeros((1, 12, 2, 3), dtype=torch.float64)
+    z = torch.randn((1, 12, 4, 6), generator=torch.Generator().manual_seed(0)) * 20
+    z = z.double()
     y = synthesis(z)
     assert y.dtype == torch.float64 and next(module.parameters()).dtype == torch.float32
     np.testing.assert_allclose(
         y.numpy(), module.fused_decoder()(z.float()).numpy(), atol=1e-3
-    )
+    )  # float64 against float32, on the 0-255 scale
