@@ -41,6 +41,9 @@ from ._wavelets import WaveletPacket
 
 __all__ = ["from_reference"]
 
+# The keys the reference's classes take (and post_filter for Codec1D); others
+# (training settings the authors' configs may record beside them, Ne) are
+# ignored, as its README ignores them.
 _CONFIG_KEYS = (
     "channels",
     "J",
@@ -49,7 +52,6 @@ _CONFIG_KEYS = (
     "latent_bits",
     "lightweight_encode",
 )
-_OPTIONAL_KEYS = ("Ne", "post_filter")
 # The reference's input mapping, per signal kind: (sample dtype, data_offset,
 # data_scale) with x_reference = (x - data_offset) / data_scale.
 _DOMAINS = {2: ("uint8", 127.5, 255.0), 1: ("int16", 0.0, 65536.0)}
@@ -74,8 +76,9 @@ def from_reference(cls, checkpoint, config, **params):
         ``torch.load(weights_only=True)``: tensors only, never code.
     config : str, path-like, dict or namespace
         The ``.json`` config, or its contents: ``channels, J, Nd, latent_dim,
-        latent_bits, lightweight_encode`` (``Ne`` is ignored) and for a
-        ``Codec1D`` ``post_filter``.
+        latent_bits, lightweight_encode`` and for a ``Codec1D``
+        ``post_filter``; ``Ne`` (the non-linear encoder's width) and any
+        other key are ignored.
     **params
         Other parameters of the estimator (``device``, ``verbose``,
         ``adaptive_gain``, ...). The structure comes from the checkpoint.
@@ -194,9 +197,6 @@ def _read_config(config):
         )
     if missing:
         raise ValueError(f"config: missing keys {missing} (walloc 1.2.1 config)")
-    unknown = sorted(set(config) - set(_CONFIG_KEYS) - set(_OPTIONAL_KEYS))
-    if unknown:
-        raise ValueError(f"config: unknown keys {unknown}")
     for k in ("channels", "J", "Nd", "latent_dim", "latent_bits"):
         if type(config[k]) is not int or config[k] < 1:
             raise ValueError(f"config: {k} must be a positive int, got {config[k]!r}")

@@ -230,7 +230,6 @@ def parts():
         (lambda s, c: c.update(Nd=48), "multiple of 32"),
         (lambda s, c: c.update(post_filter=True), "Codec1D option"),
         (lambda s, c: c.update(num_stages=2), "ResidualCodec2D"),
-        (lambda s, c: c.update(colour="rgb"), "unknown keys"),
         (lambda s, c: s.pop("decoder.1.conv_in.weight"), "missing"),
         (lambda s, c: s.update(extra=torch.zeros(1)), "unknown tensors"),
         (lambda s, c: s["decoder.1.conv_out.bias"].fill_(float("nan")), "finite"),
@@ -246,6 +245,15 @@ def test_refuses_what_it_cannot_convert(parts, change, match):
     change(state, config)
     with pytest.raises(ValueError, match=match):
         WallocCodec.from_reference(state, config)
+
+
+def test_other_config_keys_are_ignored(parts):
+    """The authors' configs may record training settings too; the reference's
+    README reads only the keys its classes take, and so does this."""
+    state, config = parts
+    config.update(batch_size=32, learning_rate=1e-4, Ne=64)
+    codec = WallocCodec.from_reference(state, config)
+    assert codec.spec_.decoder_kind == "autoencoder-kl"
 
 
 def test_linear_codec_is_refused():
