@@ -1,7 +1,7 @@
 """from_reference: walloc 1.2.1 checkpoints, numerically equal to the reference.
 
 The fixtures ``tests/data/reference_{2d,1d}.*`` were made by the reference
-implementation itself (``tests/data/reference_fixtures/make_reference_fixtures.py``,
+implementation itself (``tools/reference_fixtures/make_reference_fixtures.py``,
 run in a separate environment): a Codec2D (RGB, 16x, AutoencoderKL decoder of
 width 32) and a Codec1D (stereo, 4.9x, Oobleck decoder, post-filter) with
 random weights, and their latents and clamped reconstructions on two photo

@@ -7,7 +7,7 @@ dependency of sklearn-walloc or of its CI)::
     /tmp/refenv/bin/pip install torch==2.13.0   # the CPU wheel
     /tmp/refenv/bin/pip install walloc==1.2.1 diffusers einops pytorch_wavelets \
         PyWavelets setuptools scikit-image
-    /tmp/refenv/bin/python tests/data/reference_fixtures/make_reference_fixtures.py
+    /tmp/refenv/bin/python tools/reference_fixtures/make_reference_fixtures.py
 
 (``setuptools`` for the ``pkg_resources`` that pytorch_wavelets imports; the
 registry's torchvision is a CUDA build that does not load with the CPU torch,
@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from skimage import data  # noqa: E402
 from walloc import walloc  # noqa: E402
 
-OUT = os.path.dirname(HERE)
+OUT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "data")
 
 
 def _perturb(module, gen):
