@@ -6,14 +6,16 @@ dependency of sklearn-walloc or of its CI)::
     python3 -m venv /tmp/refenv
     /tmp/refenv/bin/pip install torch==2.13.0   # the CPU wheel
     /tmp/refenv/bin/pip install walloc==1.2.1 diffusers einops pytorch_wavelets \
-        PyWavelets setuptools scikit-image
+        PyWavelets "setuptools<81" scikit-image
     /tmp/refenv/bin/python tools/reference_fixtures/make_reference_fixtures.py
 
-(``setuptools`` for the ``pkg_resources`` that pytorch_wavelets imports; the
+(``setuptools`` before 81 for the ``pkg_resources`` that pytorch_wavelets
+imports; the
 registry's torchvision is a CUDA build that does not load with the CPU torch,
 so the ``torchvision/`` folder beside this script stands in for the two
 transforms walloc imports.) Made with torch 2.13.0, diffusers 0.42.1,
-pytorch_wavelets 1.3.0, PyWavelets 1.9.0, scikit-image 0.26.0.
+pytorch_wavelets 1.3.0, PyWavelets 1.9.0, scikit-image 0.26.0, setuptools
+80.10.2, einops 0.8.2; rerunning it rewrites the fixtures byte for byte.
 
 It builds the reference's ``Codec2D`` (RGB, ``J=3``, 12 latents: 16x, as the
 paper's ``RGB_16x``, with a decoder of width 32 instead of 768) and
