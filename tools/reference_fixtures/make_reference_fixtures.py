@@ -10,10 +10,9 @@ dependency of sklearn-walloc or of its CI)::
     /tmp/refenv/bin/python tools/reference_fixtures/make_reference_fixtures.py
 
 (``setuptools`` before 81 for the ``pkg_resources`` that pytorch_wavelets
-imports; the
-registry's torchvision is a CUDA build that does not load with the CPU torch,
-so the ``torchvision/`` folder beside this script stands in for the two
-transforms walloc imports.) Made with torch 2.13.0, diffusers 0.42.1,
+imports; the registry's torchvision is a CUDA build that does not load with
+the CPU torch, so the ``torchvision/`` folder beside this script stands in
+for the two transforms walloc imports.) Made with torch 2.13.0, diffusers 0.42.1,
 pytorch_wavelets 1.3.0, PyWavelets 1.9.0, scikit-image 0.26.0, setuptools
 80.10.2, einops 0.8.2; rerunning it rewrites the fixtures byte for byte.
 
