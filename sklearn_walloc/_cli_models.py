@@ -97,8 +97,22 @@ def load_codec(name, device=None):
             f"{path}: a NumPy .npy array, not a model file (models are the .npz "
             "files that 'walloc fit' writes)"
         )
+    if path.suffix == ".pth":  # the reference's checkpoint, its .json beside
+        from ._cli_convert import from_checkpoint
+
+        codec = from_checkpoint(path)
+    else:
+        codec = _read_file(path)
+    check_device(device)
+    if device is not None:
+        codec.device = device
+    codec.verbose = 0  # the command draws its own progress
+    return codec
+
+
+def _read_file(path):
     try:
-        codec = _read_model(path)
+        return _read_model(path)
     except ValueError as e:
         text = one_line(e)
         raise CliError(text if text.startswith(str(path)) else f"{path}: {text}")
@@ -106,11 +120,6 @@ def load_codec(name, device=None):
         raise CliError(
             f"{path}: not a sklearn-walloc model file ({type(e).__name__}: {e})"
         ) from None
-    check_device(device)
-    if device is not None:
-        codec.device = device
-    codec.verbose = 0  # the command draws its own progress
-    return codec
 
 
 def _kinds():
@@ -231,6 +240,8 @@ def model_summary(name):
         "latent_bits": codec.latent_bits_,
         "decoder_width": codec.decoder_width,
         "decoder_depth": codec.decoder_depth,
+        "decoder": codec.spec_.decoder_kind,  # "walloc", or the reference's
+        "boundary": codec.spec_.boundary,
         "signal_shape": codec.signal_shape_,
         "dimensionality_reduction": reduction(codec),
         "parameters": int(n_params),

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PARAMETERS",
     "SAMPLE_DTYPES",
     "ModelSpec",
+    "boundary_for",
     "legacy_fingerprint",
 ]
 
@@ -79,6 +80,10 @@ _LEGACY_FIELDS = (
     "decoder_depth",
 )
 
+#: ``decoder_kind`` values of the reference implementation's decoders (see
+#: ``_reference_net``); "walloc" is this library's.
+DECODER_KINDS = ("autoencoder-kl", "oobleck", "oobleck+post-filter")
+
 _INT_RANGES = {
     "in_channels": (1, MAX_BANDS),
     "latent_dim": (1, MAX_BANDS),
@@ -116,6 +121,11 @@ class ModelSpec:
     sample_dtype : str or None
         Name of the dtype the model was fitted in (its sample domain, see
         ``docs/transformer.md``); None for legacy models, which never convert.
+    decoder_kind : str, default="walloc"
+        "walloc": this library's decoder (``decoder_width``,
+        ``decoder_depth``); or a decoder of the reference implementation,
+        converted by ``from_reference`` (:data:`DECODER_KINDS`; then
+        ``decoder_width`` is its ``Nd`` and ``decoder_depth`` 0).
 
     Raises
     ------
@@ -144,6 +154,7 @@ class ModelSpec:
     decoder_depth: int
     boundary: str = "symmetric"
     sample_dtype: str | None = None
+    decoder_kind: str = "walloc"
 
     def __post_init__(self):
         self.validate()
@@ -190,6 +201,7 @@ class ModelSpec:
                 f"bands of a {self.in_channels}-channel signal with "
                 f"levels={self.levels}."
             )
+        self._check_decoder_kind()
         n_params = sum(math.prod(s) for s in self.tensor_shapes().values())
         if n_params > MAX_PARAMETERS:
             raise ValueError(
@@ -222,6 +234,34 @@ class ModelSpec:
                 f"model spec: sample_dtype must be None or one of "
                 f"{', '.join(SAMPLE_DTYPES)}; got {self.sample_dtype!r}"
             )
+
+    def _check_decoder_kind(self):
+        kind = self.decoder_kind
+        if kind == "walloc":
+            return
+        if type(kind) is not str or kind not in DECODER_KINDS:
+            raise ValueError(
+                f"model spec: decoder_kind must be one of {DECODER_KINDS}, got {kind!r}"
+            )
+        ndim = 2 if kind == "autoencoder-kl" else 1
+        width, groups = self.decoder_width, 32 if ndim == 2 else self.latent_dim
+        problems = [
+            (self.signal_ndim != ndim, f"signal_ndim={ndim}"),
+            (self.wavelet != "bior4.4", "wavelet 'bior4.4'"),
+            (self.boundary != "periodization", "boundary 'periodization'"),
+            (self.decoder_depth != 0, "decoder_depth=0"),
+            (
+                width < groups or width % (groups if ndim == 2 else 1),
+                (
+                    f"decoder_width (Nd) a positive multiple of {groups}"
+                    if ndim == 2
+                    else f"decoder_width (Nd) at least latent_dim={groups}"
+                ),
+            ),
+        ]
+        for bad, need in problems:
+            if bad:
+                raise ValueError(f"model spec: decoder_kind {kind!r} needs {need}")
 
     def inference_bytes(self):
         """Working memory that inference needs for the model's fixed operators.
@@ -334,6 +374,8 @@ class ModelSpec:
         k3 = (3,) * self.signal_ndim
         bands = self.in_channels * 2 ** (self.levels * self.signal_ndim)
         d, w = self.latent_dim, self.decoder_width
+        if self.decoder_kind != "walloc":
+            return self._reference_shapes(bands)
         shapes = OrderedDict(
             [
                 ("latent_scale", ()),
@@ -358,10 +400,46 @@ class ModelSpec:
             shapes[f"decoder.refine.{last}.bias"] = (bands,)
         return shapes
 
+    def _reference_shapes(self, bands):
+        from ._reference_net import decoder_shapes
+
+        k1 = (1,) * self.signal_ndim
+        shapes = OrderedDict(
+            [
+                ("latent_scale", ()),
+                ("data_offset", ()),
+                ("data_scale", ()),
+                ("encoder.weight", (self.latent_dim, bands, *k1)),
+                ("encoder.bias", (self.latent_dim,)),
+            ]
+        )
+        shapes.update(
+            decoder_shapes(
+                self.decoder_kind,
+                self.in_channels,
+                self.latent_dim,
+                bands,
+                self.decoder_width,
+            )
+        )
+        return shapes
+
     def build(self):
         """A freshly initialised :class:`WallocAutoencoder` of this structure."""
         from ._networks import WallocAutoencoder
 
+        if self.decoder_kind != "walloc":
+            from ._reference_net import ReferenceAutoencoder
+
+            return ReferenceAutoencoder(
+                self.in_channels,
+                self.latent_dim,
+                self.levels,
+                self.signal_ndim,
+                self.latent_bits,
+                self.decoder_width,
+                self.decoder_kind,
+            )
         return WallocAutoencoder(
             self.in_channels,
             self.latent_dim,
@@ -374,9 +452,35 @@ class ModelSpec:
             boundary=self.boundary,
         )
 
+    def check_refit(self, spec):
+        """Refuse training this fitted model further as ``spec`` (a new fit's
+        spec): the structure and channel count must match. The boundary and
+        the sample domain stay the fitted model's (a legacy model stays a
+        legacy model when trained further)."""
+        same = dataclasses.replace(
+            spec, boundary=self.boundary, sample_dtype=self.sample_dtype
+        )
+        if self.decoder_kind != "walloc":
+            raise ValueError(
+                f"warm_start/partial_fit: this model has the reference "
+                f"implementation's {self.decoder_kind!r} decoder, which is not "
+                "trained here; set warm_start=False to fit a new model."
+            )
+        if same != self:
+            raise ValueError(
+                "warm_start/partial_fit need the same model structure (latent_dim, "
+                "levels, wavelet, signal_ndim, latent_bits, decoder_width, "
+                "decoder_depth) and channel count as the fitted model "
+                f"({self}); set warm_start=False to fit a new model."
+            )
+
     def to_json(self):
-        """The fields as a JSON-able dict."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-able dict (``decoder_kind`` only when not
+        "walloc": the fingerprints of earlier models stay as they were)."""
+        data = dataclasses.asdict(self)
+        if data["decoder_kind"] == "walloc":
+            del data["decoder_kind"]
+        return data
 
     @classmethod
     def from_json(cls, data):
@@ -387,12 +491,12 @@ class ModelSpec:
             )
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(fields), key=str)
-        missing = [f for f in fields if f not in data]
+        missing = [f for f in fields if f not in data and f != "decoder_kind"]
         if unknown or missing:
             raise ValueError(
                 f"model spec: unknown keys {unknown}, missing keys {missing}"
             )
-        return cls(**{f: data[f] for f in fields})
+        return cls(**{f: data[f] for f in fields if f in data})
 
     def fingerprint(self, tensors):
         """The 16-byte fingerprint that every blob of this model records.
@@ -421,6 +525,15 @@ class ModelSpec:
             digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
             digest.update(a.tobytes())
         return digest.digest()[:16]
+
+
+def boundary_for(boundary, wavelet):
+    """The boundary rule a new fit uses: "periodization" as asked, and
+    "symmetric" wherever ``wavelet`` inverts with it (else periodization,
+    as before the estimators had a ``boundary`` parameter)."""
+    if boundary == "periodization":
+        return boundary
+    return default_boundary(wavelet)
 
 
 @functools.lru_cache(maxsize=64)

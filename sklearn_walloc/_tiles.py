@@ -43,8 +43,10 @@ def receptive_radius(module):
     either side, which are ``r / 2**(J-j)`` latent positions, less than ``2r``
     over all levels.
     """
-    refine = module.decoder.refine
+    # A decoder of the reference implementation states its own radius.
+    refine = getattr(module.decoder, "refine", None)
     convs = 0 if refine is None else 1 + 2 * (len(refine) - 3)
+    convs = getattr(module.decoder, "receptive_radius", convs)
     wpt = module.wpt
     taps = len(wpt._synthesis[0][0])
     r = max(wpt.synthesis_pad, taps - 1 - wpt.synthesis_pad)
@@ -112,7 +114,7 @@ def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
     stride = module.stride
     full = tuple(g * stride for g in grid)
     out_spatial = full if out_spatial is None else tuple(out_spatial)
-    channels = module.decoder.linear.out_channels // module.wpt.n_bands
+    channels = module.encoder.in_channels // module.wpt.n_bands
     sides = _tile_sides(grid, channels, stride)
     if sides is None:
         y = run_in_chunks(decode, z, device)

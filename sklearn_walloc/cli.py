@@ -36,6 +36,7 @@ from ._cli_common import (
     psnr_db,
     quality,
 )
+from ._cli_convert import add_convert
 from ._cli_fit import WHAT, add_fit
 from ._demo import add_demo
 from ._wlc import (
@@ -455,6 +456,7 @@ def _build_parser():
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(func=_cmd_info)
     add_demo(sub)
+    add_convert(sub)
     return parser
 
 

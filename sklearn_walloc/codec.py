@@ -182,6 +182,9 @@ class WallocCodec(WallocTransformer):
         ``rgb-4x`` and ``grey-16x`` load with a negative default
         (``from_pretrained``), where their bits buy the most quality.
 
+    boundary : {"symmetric", "periodization"}, default="symmetric"
+        Borders of the wavelet packets, as :class:`WallocTransformer`'s.
+
     Attributes
     ----------
     spec_ : ModelSpec
@@ -299,6 +302,7 @@ class WallocCodec(WallocTransformer):
         verbose=0,
         adaptive_gain=True,
         gain=0,
+        boundary="symmetric",
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -323,6 +327,7 @@ class WallocCodec(WallocTransformer):
             device=device,
             random_state=random_state,
             verbose=verbose,
+            boundary=boundary,
         )
         self.adaptive_gain = adaptive_gain
         self.gain = gain

@@ -3,7 +3,6 @@
 # The estimator speaks scikit-learn; the rest lives in its own modules.
 
 import copy
-import dataclasses
 import math
 import sys
 import time
@@ -17,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _dask, _encode_tiles, _model_io, _streaming, _wavelets
+from . import _dask, _encode_tiles, _model_io, _reference, _streaming
 from ._domain import data_range, sample_dtype_name, to_domain
 from ._signal import (
     check_signal_shape,
@@ -30,7 +29,7 @@ from ._signal import (
     write_latents,
     write_signals,
 )
-from ._spec import ModelSpec
+from ._spec import ModelSpec, boundary_for
 from ._tiles import decode_grids
 from ._training import TRAINING_OPTIONS, closed_form_start, optimise
 from ._wavelets import WaveletPacket, resolve_wavelet
@@ -177,6 +176,12 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         >0 shows a progress bar with the loss during training; >1 also logs every
         validation.
 
+    boundary : {"symmetric", "periodization"}, default="symmetric"
+        Borders of the wavelet packets: symmetric extension (where the wavelet
+        inverts with it, as bior4.4; other wavelets use periodization), or
+        periodization, the reference implementation's (its latents; see
+        :meth:`from_reference`).
+
     Attributes
     ----------
     spec_ : ModelSpec
@@ -297,6 +302,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu"}), str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "boundary": [StrOptions({"symmetric", "periodization"})],
     }
 
     def __init__(
@@ -323,6 +329,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         device="auto",
         random_state=None,
         verbose=0,
+        boundary="symmetric",
     ):
         self.latent_dim = latent_dim
         self.levels = levels
@@ -346,6 +353,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.boundary = boundary
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -547,28 +555,14 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
             latent_bits=int(self._resolve_latent_bits()),
             decoder_width=int(self.decoder_width),
             decoder_depth=int(self.decoder_depth),
-            # Symmetric borders wherever the wavelet inverts with them; read
-            # from the module so benchmarks can build "before" models.
-            boundary=_wavelets.default_boundary(str(self.wavelet)),
+            boundary=boundary_for(self.boundary, str(self.wavelet)),
             sample_dtype=domain,
         )
 
     def _check_structure(self, spec):
-        # The boundary and the sample domain are the fitted model's: a legacy
-        # model stays a legacy model when trained further.
-        fitted = self.spec_
-        if (
-            dataclasses.replace(
-                spec, boundary=fitted.boundary, sample_dtype=fitted.sample_dtype
-            )
-            != fitted
-        ):
-            raise ValueError(
-                "warm_start/partial_fit need the same model structure (latent_dim, "
-                "levels, wavelet, signal_ndim, latent_bits, decoder_width, "
-                "decoder_depth) and channel count as the fitted model "
-                f"({self.spec_}); set warm_start=False to fit a new model."
-            )
+        self.spec_.check_refit(spec)
+
+    from_reference = classmethod(_reference.from_reference)
 
     # ---------------------------------------------------------------- inference
     def _runtime_model(self):
@@ -819,7 +813,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     @classmethod
     def _added_params(cls):
         """Parameters (with defaults) that older pickles may lack."""
-        return {"train_encoder": True}
+        return {"train_encoder": True, "boundary": "symmetric"}
 
     def _adopt_legacy_model(self):
         """Give a model pickled before ``spec_`` existed its legacy spec.
