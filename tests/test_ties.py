@@ -262,7 +262,6 @@ def test_image_blobs_with_a_gain_use_the_deadzone(rgb):
     # A gain's blob rounds with the deadzone (fewer nonzero latents, fewer
     # bytes); a gainless blob still decodes to inverse_transform(transform(X)).
     from sklearn_walloc import _rate
-
     from sklearn_walloc.datasets import load_photos
 
     photo = load_photos(split="holdout")[0][:128, :160]
