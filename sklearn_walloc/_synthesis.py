@@ -191,14 +191,21 @@ class SeparableDecoder:
         if self.head is not None:
             z = _pointwise(z, *self.head)
         for stage in self.stages:
-            z = self._stage(z, stage)
+            out = self._correlate(z, stage)
+            # The input goes before the interleaving copy is made: two
+            # full-size arrays at a time, not three (a tile of a large
+            # signal is tens of MB each).
+            z = None
+            z = _interleave(out, self.stride, stage.axis)
+            del out
         return z
 
-    def _stage(self, z, stage):
+    def _correlate(self, z, stage):
+        """One stage's outputs ``(n, outputs * s, ...)`` before the interleave."""
         ndim = z.dim() - 2
         dim = 2 + stage.axis
         positions = z.shape[dim]
-        s, taps, t0 = self.stride, self.taps, self.t0
+        taps, t0 = self.taps, self.t0
         conv = _CONV[ndim]
         if self.line[2] == "periodization":
             pads = [(0, 0)] * ndim
@@ -220,15 +227,13 @@ class SeparableDecoder:
                 n_left, n_right = rows.left.shape[2], rows.right.shape[2]
                 if n_left:
                     head = z.narrow(dim, 0, rows.left.shape[1])
-                    out.narrow(dim, 0, n_left).copy_(
-                        self._edge(head, stage, rows.left)
-                    )
+                    out.narrow(dim, 0, n_left).copy_(self._edge(head, stage, rows.left))
                 if n_right:
                     p = rows.right.shape[1]
                     tail = self._edge(z.narrow(dim, positions - p, p), stage,
                                       rows.right)  # fmt: skip
                     out.narrow(dim, positions - n_right, n_right).copy_(tail)
-        return _interleave(out, s, stage.axis)
+        return out
 
     def _edge(self, z, stage, rows):
         """Edge outputs ``(n, outputs * s, ..., m, ...)`` from ``rows``
