@@ -161,7 +161,9 @@ def _slices(step, size):
 
 def _predict_pass(x, step, shrink, ctx_lut):
     """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
-    int32 ``(C, n)`` each (the same values as whole)."""
+    int32 ``(C, n)`` each (the same values as whole). The raster-order form
+    that ``benchmarks/latent_context.py`` builds on; :func:`decode` runs the
+    same integers in its own layout (:func:`_decode_keys`)."""
     n = step.pos.size
     if n <= _PREDICT_SLICE:
         return _predict(*_middle(x, step), shrink, ctx_lut)
@@ -192,7 +194,9 @@ _ROWS_PER_CALL = {"encode": 8, "decode": 16}
 def _groups(sorted_tab, models, probs):
     """The constriction calls that code one pass's table-sorted tokens.
 
-    Yields ``(slice, model, count or rows)``, the decoder's calls (the encoder
+    Yields ``(slice, model, count or rows)``, the decoder's calls as
+    ``benchmarks/latent_context.py`` makes them (:func:`_decode_tokens` makes
+    the same calls from the unsorted tables; the encoder
     makes the same kind of calls over its whole sorted grid at once). Both
     code each token with ``Categorical(perfect=False)`` over its table's row:
     per table group with one model, or all at once with a row per symbol, which
