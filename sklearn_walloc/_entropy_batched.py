@@ -569,16 +569,16 @@ class _DecodeStep(NamedTuple):
 
     lo: int  # the pass's rows lo .. hi - 1 of the layout
     hi: int
-    nbr: np.ndarray  # (4, n) intp, the neighbours' rows (the zero row where missing)
+    nbr: np.ndarray  # (4, n) int32, the neighbours' rows (the zero row where missing)
     border: np.ndarray  # (nb,) indices into the pass of positions missing neighbours
-    nbr_border: np.ndarray  # (4, nb) intp, their neighbours' rows
+    nbr_border: np.ndarray  # (4, nb) int32, their neighbours' rows
     missing: np.ndarray  # (4, nb, 1) int16, 1 where a neighbour is missing
     count: np.ndarray  # (nb, 1) int16, how many exist (>= 1)
 
 
 class _DecodePlan(NamedTuple):
     steps: tuple  # _DecodeStep per pass after the first
-    raster: np.ndarray  # (H*W,) intp, the layout row of each raster position
+    raster: np.ndarray  # (H*W,) int32, the layout row of each raster position
 
 
 @_e.sized_cache(_e._CACHE_BYTES)
@@ -587,23 +587,30 @@ def _decode_plan(height, width):
     position in one row, and the rows in *pass order* (pass 0's position, then
     pass 1's, ...), then one row of zeros: a pass's neighbours are one ``take``
     of whole rows, a decoded pass one contiguous slice, and the grid is put
-    back in raster order once, at the end."""
-    plan = _plan(height, width)
-    bounds = plan.bounds.tolist()
-    zero = height * width
-    row = np.empty(zero + 1, dtype=np.intp)
+    back in raster order once, at the end.
+
+    Built from a schedule that is not cached (the decoder keeps only this
+    plan, about 20 bytes a position with int32 rows, not also the schedule's
+    52): a blob declaring a huge grid leaves less behind.
+    """
+    passes = _e._schedule.__wrapped__(height, width)
+    bounds = np.cumsum([0] + [p.pos.size for p in passes]).tolist()
+    zero = height * width  # < 2**31 (MAX_LATENT_VALUES): int32 rows
+    row = np.empty(zero + 1, dtype=np.int32)
     row[0] = 0
     row[zero] = zero  # a missing neighbour reads the zero row
     steps = []
-    for s, lo, hi in zip(plan.steps, bounds[1:], bounds[2:]):
-        row[s.pos] = np.arange(lo, hi)
+    for p, lo, hi in zip(passes[1:], bounds[1:], bounds[2:]):
+        row[p.pos] = np.arange(lo, hi)
+        border = np.flatnonzero(p.count < 4)
+        present = p.present[:, border]
         # nbr holds position 0 for a missing neighbour: make it the zero row.
-        nbr = row[s.nbr]
-        nbr_border = np.where(s.present, nbr[:, s.border], zero)
-        nbr[:, s.border] = nbr_border
-        missing = (~s.present).astype(np.int16)[:, :, None]
-        count = s.count.astype(np.int16)[:, None]
-        steps.append(_DecodeStep(lo, hi, nbr, s.border, nbr_border, missing, count))
+        nbr = row[p.nbr]
+        nbr_border = np.where(present, nbr[:, border], zero).astype(np.int32)
+        nbr[:, border] = nbr_border
+        missing = (~present).astype(np.int16)[:, :, None]
+        count = p.count[border].astype(np.int16)[:, None]
+        steps.append(_DecodeStep(lo, hi, nbr, border, nbr_border, missing, count))
     return _DecodePlan(tuple(steps), row[:zero])
 
 
