@@ -516,3 +516,23 @@ def test_decoding_in_slices_gives_the_same_grid(bits, monkeypatch):
     monkeypatch.setattr(eb, "_PREDICT_SLICE", 5)
     np.testing.assert_array_equal(decode_latents(payload, q.shape, bits), q)
     np.testing.assert_array_equal(decode_latents(payload, q.shape, bits), q)
+
+
+@pytest.mark.parametrize("bits", [8, 12])  # the value table, and the arithmetic
+def test_corrupted_payloads_with_raw_bits_raise_value_errors(bits):
+    # Wide residuals: every pass has tokens with raw bits, runs of one table
+    # and the per-symbol rows; altered, cut or extended payloads are refused.
+    rng = np.random.default_rng(bits)
+    q = _laplace_grid(rng, (4, 23, 37), bits, 0.4)
+    payload = encode_latents(q, bits)
+    accepted = 0
+    n_bits = 8 * len(payload)
+    for bit in rng.choice(n_bits, size=60, replace=False):
+        bad = bytearray(payload)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        accepted += _decode_or_value_error(bytes(bad), q.shape, bits)
+    for cut in range(4, len(payload), max(4, len(payload) // 40 * 4)):
+        accepted += _decode_or_value_error(payload[:cut], q.shape, bits)
+    assert accepted < 3
+    with pytest.raises(ValueError, match="corrupted"):
+        decode_latents(payload + payload[-4:], q.shape, bits)
