@@ -18,7 +18,9 @@ set: one ``decompress(blobs, restore=True)`` call per model for the list of
 photos (uint8 out, as the photos went in), and Pillow ``open + load`` of each
 photo's WebP. A rate is the set's megapixels over the median time across
 repeats; the issue-19 target is ``decompress`` of rgb-16x >= 0.25x WebP's
-decoder.
+decoder. Each operation's CPU time (the process's, all threads) is recorded
+too: on a loaded machine the 2-thread wall clock of torch's parallel
+operations does not reproduce, their CPU time mostly does.
 
 Profile, timed alone in the same loop: the entropy decoding of the rgb-16x
 blobs (``decode_latents``), and its decoder on the decoded latents
@@ -33,6 +35,7 @@ average at the start and the end.
 
 import io
 import statistics
+import time
 
 import numpy as np
 import torch
@@ -117,20 +120,25 @@ def measure(sets, repeats):
         for fn in ops.values():  # warm-up: kernels, tables, cached decoders
             fn()
         times = {op: [] for op in ops}
+        cpu = {op: [] for op in ops}
         for _ in range(repeats):
             for op, fn in ops.items():
+                start = time.process_time()
                 with Timer() as t:
                     fn()
+                cpu[op].append(time.process_time() - start)
                 times[op].append(t.s)
         pixels = sum(x.shape[0] * x.shape[1] for x in photos)
         median = {op: statistics.median(ts) for op, ts in times.items()}
         rates = {op: pixels / s / 1e6 for op, s in median.items()}
+        cpu_ms = {op: 1e3 * statistics.median(ts) for op, ts in cpu.items()}
         report["sets"][set_name] = {
             "photos": [f"{x.shape[1]}x{x.shape[0]}" for x in photos],
             "pixels": pixels,
             "bytes": sizes,
             "median_s": median,
             "mp_per_s": rates,
+            "cpu_ms": cpu_ms,
             "ratio_to_webp": {m: rates[m] / rates["webp_decode"] for m in models},
         }
     return report
@@ -147,13 +155,18 @@ def markdown(r):
         f"load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end "
         "(a shared machine: absolute rates move with the load, the ratios less).",
         "",
-        "| photos | operation | MP/s | / WebP decode |",
-        "|---|---|---|---|",
+        "| photos | operation | MP/s | / WebP decode | CPU ms | CPU / WebP's |",
+        "|---|---|---|---|---|---|",
     ]
     for set_name, s in r["sets"].items():
         webp = s["mp_per_s"]["webp_decode"]
+        cpu = s["cpu_ms"]
         for op, rate in s["mp_per_s"].items():
-            lines.append(f"| {set_name} | {op} | {rate:.1f} | {rate / webp:.3f} |")
+            ms = cpu[op]
+            lines.append(
+                f"| {set_name} | {op} | {rate:.1f} | {rate / webp:.3f} | {ms:.1f} "
+                f"| {ms / cpu['webp_decode']:.2f} |"
+            )
     lines += [
         "",
         f"Target: rgb-16x `decompress` >= {TARGET}x WebP's decoder. Bytes:",

@@ -517,6 +517,17 @@ class _Replaying:
             self._enc.encode(symbols, model)
         return symbols
 
+    def decode_runs(self, runs):
+        """The symbols of ``(model, count)`` runs in turn, as one int32 array:
+        :meth:`decode` of each, without its per-call conversions."""
+        decode, encode = self._dec.decode, self._enc.encode
+        out = []
+        for model, count in runs:
+            symbols = decode(model, count)
+            encode(symbols, model)
+            out.append(symbols)
+        return np.concatenate(out).astype(np.int32, copy=False)
+
     def canonical(self):
         again = self._enc.get_compressed()
         return again.shape == self.words.shape and bool(np.all(again == self.words))

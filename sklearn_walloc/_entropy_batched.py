@@ -21,6 +21,7 @@ choices are floats used by the encoder alone and transmitted.
 """
 
 import functools
+import itertools
 from typing import NamedTuple
 
 import constriction
@@ -160,7 +161,9 @@ def _slices(step, size):
 
 def _predict_pass(x, step, shrink, ctx_lut):
     """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
-    int32 ``(C, n)`` each (the same values as whole)."""
+    int32 ``(C, n)`` each (the same values as whole). The raster-order form
+    that ``benchmarks/latent_context.py`` builds on; :func:`decode` runs the
+    same integers in its own layout (:func:`_decode_keys`)."""
     n = step.pos.size
     if n <= _PREDICT_SLICE:
         return _predict(*_middle(x, step), shrink, ctx_lut)
@@ -191,7 +194,9 @@ _ROWS_PER_CALL = {"encode": 8, "decode": 16}
 def _groups(sorted_tab, models, probs):
     """The constriction calls that code one pass's table-sorted tokens.
 
-    Yields ``(slice, model, count or rows)``, the decoder's calls (the encoder
+    Yields ``(slice, model, count or rows)``, the decoder's calls as
+    ``benchmarks/latent_context.py`` makes them (:func:`_decode_tokens` makes
+    the same calls from the unsorted tables; the encoder
     makes the same kind of calls over its whole sorted grid at once). Both
     code each token with ``Categorical(perfect=False)`` over its table's row:
     per table group with one model, or all at once with a row per symbol, which
@@ -559,73 +564,258 @@ def encode(grid, bound):
 # --------------------------------------------------------------------------------------
 
 
+class _DecodeStep(NamedTuple):
+    """One pass after the first, for the decoder's layout (see :func:`_decode_plan`)."""
+
+    lo: int  # the pass's rows lo .. hi - 1 of the layout
+    hi: int
+    nbr: np.ndarray  # (4, n) int32, the neighbours' rows (the zero row where missing)
+    border: np.ndarray  # (nb,) indices into the pass of positions missing neighbours
+    nbr_border: np.ndarray  # (4, nb) int32, their neighbours' rows
+    missing: np.ndarray  # (4, nb, 1) int16, 1 where a neighbour is missing
+    count: np.ndarray  # (nb, 1) int16, how many exist (>= 1)
+
+
+class _DecodePlan(NamedTuple):
+    steps: tuple  # _DecodeStep per pass after the first
+    raster: np.ndarray  # (H*W,) int32, the layout row of each raster position
+
+
+@_e.sized_cache(_e._CACHE_BYTES)
+def _decode_plan(height, width):
+    """The passes of :func:`_plan` for a decoder that keeps the channels of a
+    position in one row, and the rows in *pass order* (pass 0's position, then
+    pass 1's, ...), then one row of zeros: a pass's neighbours are one ``take``
+    of whole rows, a decoded pass one contiguous slice, and the grid is put
+    back in raster order once, at the end.
+
+    Built from a schedule that is not cached (the decoder keeps only this
+    plan, about 20 bytes a position with int32 rows, not also the schedule's
+    52): a blob declaring a huge grid leaves less behind.
+    """
+    passes = _e._schedule.__wrapped__(height, width)
+    bounds = np.cumsum([0] + [p.pos.size for p in passes]).tolist()
+    zero = height * width  # < 2**31 (MAX_LATENT_VALUES): int32 rows
+    row = np.empty(zero + 1, dtype=np.int32)
+    row[0] = 0
+    row[zero] = zero  # a missing neighbour reads the zero row
+    steps = []
+    for p, lo, hi in zip(passes[1:], bounds[1:], bounds[2:]):
+        row[p.pos] = np.arange(lo, hi)
+        border = np.flatnonzero(p.count < 4)
+        present = p.present[:, border]
+        # nbr holds position 0 for a missing neighbour: make it the zero row.
+        nbr = row[p.nbr]
+        nbr_border = np.where(present, nbr[:, border], zero).astype(np.int32)
+        nbr[:, border] = nbr_border
+        missing = (~present).astype(np.int16)[:, :, None]
+        count = p.count[border].astype(np.int16)[:, None]
+        steps.append(_DecodeStep(lo, hi, nbr, border, nbr_border, missing, count))
+    return _DecodePlan(tuple(steps), row[:zero])
+
+
+@functools.lru_cache(maxsize=16)
+def _ctx_of_spread(bound):
+    """:func:`_luts`' context of each spread, as ``intp`` (the fast index type)."""
+    out = _luts(bound)[3].astype(np.intp)
+    out.setflags(write=False)
+    return out
+
+
+def _decode_keys(x, nbr, border, nbr_border, missing, count, shrink, ctx_lut, rows):
+    """Prediction and ``32 * channel + context`` ``(n, C)`` of the positions
+    whose neighbours are ``nbr`` ``(4, n)``, channels last ``x`` ``(N, C)`` in
+    the work type: the integers of :func:`_middle` and :func:`_predict`, in
+    fewer passes over the data."""
+    v = x.take(nbr, axis=0)  # (4, n, C): rows of C values, a fast gather
+    if border.size:  # a missing neighbour is the mean of the present ones
+        vb = x.take(nbr_border, axis=0)  # 0 where missing
+        total = np.add(vb[0], vb[1])
+        total += vb[2]
+        total += vb[3]
+        total += total
+        total += count
+        total //= 2 * count
+        vb += missing * total
+        v[:, border] = vb
+    a, b, c, d = v
+    # The two middle values of four: the larger of the pairs' minima and the
+    # smaller of their maxima.
+    low = np.minimum(a, b)
+    high = np.maximum(a, b)
+    tmp = np.minimum(c, d)
+    np.maximum(low, tmp, out=low)
+    np.maximum(c, d, out=tmp)
+    np.minimum(high, tmp, out=high)
+    pred = np.add(low, high, out=low)
+    pred *= shrink
+    pred += 4
+    pred >>= 3
+    np.subtract(v, pred, out=v)
+    np.abs(v, out=v)
+    spread = np.add(a, b, out=tmp)
+    spread += c
+    spread += d
+    keys = ctx_lut.take(spread)
+    keys += rows
+    return pred, keys
+
+
+def _decode_step_keys(x, step, shrink, ctx_of_spread, rows):
+    """:func:`_decode_keys` of a pass, in slices of ``_PREDICT_SLICE`` positions
+    (the neighbours and temporaries of a large photo's last pass whole would be
+    hundreds of MB); the values are those of the whole pass."""
+    n = step.hi - step.lo
+    args = (shrink, ctx_of_spread, rows)
+    if n <= _PREDICT_SLICE:
+        return _decode_keys(x, *step[2:], *args)
+    pred = np.empty((n, x.shape[1]), dtype=x.dtype)
+    keys = np.empty((n, x.shape[1]), dtype=np.intp)
+    size = _PREDICT_SLICE
+    cuts = np.searchsorted(step.border, np.arange(0, n + size, size))
+    for k, a in enumerate(range(0, n, size)):
+        b = min(a + size, n)
+        lo, hi = cuts[k], cuts[k + 1]
+        border = (
+            step.border[lo:hi] - a,
+            step.nbr_border[:, lo:hi],
+            step.missing[:, lo:hi],
+            step.count[lo:hi],
+        )
+        pred[a:b], keys[a:b] = _decode_keys(x, step.nbr[:, a:b], *border, *args)
+    return pred, keys
+
+
+def _decode_tokens(dec, tab, models, probs):
+    """The tokens of one pass whose symbols have tables ``tab`` (uint8, in
+    channel-major order): read in the stream's order, that of ``tab`` stably
+    sorted, and returned in the order of ``tab``, int32."""
+    counts = np.bincount(tab, minlength=_e._N_TABLES)
+    used = np.flatnonzero(counts)
+    n = tab.size
+    if used.size == 1:  # one table: the sorted order is the order
+        return dec.decode(models[int(used[0])], n)
+    order = np.argsort(tab, kind="stable")  # 8-bit keys: one radix pass
+    if n < _ROWS_PER_CALL["decode"] * used.size:
+        tok_sorted = dec.decode(_FAMILY, probs[tab[order]])
+    else:
+        runs = [(models[t], c) for t, c in zip(used.tolist(), counts[used].tolist())]
+        tok_sorted = dec.decode_runs(runs)
+    tok = np.empty_like(tok_sorted)
+    tok[order] = tok_sorted
+    return tok
+
+
+#: The largest table of :func:`_value_lut`, in entries (256 KiB as int16).
+_VALUE_LUT_SIZE = 1 << 17
+
+
+@functools.lru_cache(maxsize=16)
+def _value_lut(bound):
+    """The decoded value of each (prediction, zigzag residual), or None.
+
+    Entry ``(p + K) * (2K + 1) + z`` is ``p`` plus the residual of zigzag
+    ``z``, wrapped into ``[-K, K]``: the inverse zigzag, the sum and the wrap
+    as one gather. Only for bounds whose table has at most
+    ``_VALUE_LUT_SIZE`` entries (up to 8-bit latents); None above.
+    """
+    m = 2 * bound + 1
+    if m * m > _VALUE_LUT_SIZE:
+        return None
+    z = np.arange(m, dtype=np.int64)
+    r = np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
+    p = np.arange(-bound, bound + 1, dtype=np.int64)[:, None]
+    out = _e._wrap(p + r, bound).astype(_key_dtype(bound)).ravel()
+    out.setflags(write=False)
+    return out
+
+
+def _reconstruct(pred, z, bound):
+    """The values ``wrap(pred + residual(z))`` of a pass, flat; overwrites ``z``
+    (int32)."""
+    m = 2 * bound + 1
+    lut = _value_lut(bound)
+    if lut is not None:
+        index = np.multiply(pred.T, m, dtype=np.int32, order="C").ravel()
+        z += bound * m
+        index += z
+        return lut.take(index)
+    value = np.bitwise_and(z, 1)
+    np.negative(value, out=value)
+    z >>= 1
+    value ^= z  # the inverse zigzag
+    value += pred.T.ravel()
+    value -= m * (value > bound)
+    value += m * (value < -bound)
+    return value
+
+
 def decode(dec, dims, bound):
-    """Decode a format-3 stream from ``dec`` (an ``_entropy._Replaying``)."""
+    """Decode a format-3 stream from ``dec`` (an ``_entropy._Replaying``).
+
+    The channels are kept in the pass order of :func:`_decode_plan` and in the
+    narrow work type of :func:`_key_dtype` while decoding; returns int32 in
+    raster order.
+    """
     n_chan = dims[0]
     height, width = (1, dims[1]) if len(dims) == 2 else dims[1:]
-    plan = _plan(height, width)
-    zigzag, _, _, ctx_lut, tok_bits = _luts(bound)
+    plan = _decode_plan(height, width)
+    tok_bits = _luts(bound)[4]
+    ctx_of_spread = _ctx_of_spread(bound)
     n_valid = tok_bits.size
     n_ctx = _e._N_CONTEXTS
     models = _shared_models(n_valid)
     probs = _probabilities(n_valid)
-    modulus = 2 * bound + 1
-    x = np.zeros((n_chan, height * width), dtype=np.int32)
-    tables = np.zeros(n_chan * n_ctx, dtype=np.int16)  # 16 bits: radix sorts
-    seen = np.zeros(n_chan * n_ctx, dtype=bool)
-    rows = (np.arange(n_chan, dtype=np.int32) * n_ctx)[:, None]
+    dtype = _key_dtype(bound)
+    x = np.empty((height * width + 1, n_chan), dtype=dtype)  # see _decode_plan
+    x[-1] = 0
+    tables = np.zeros(n_chan * n_ctx, dtype=np.uint8)
+    unseen = np.ones(n_chan * n_ctx, dtype=bool)
+    rows = np.arange(n_chan, dtype=np.intp) * n_ctx
     modes = dec.decode(_MODE_MODEL, n_chan)
-    shrink = np.asarray(_e._SHRINK, dtype=np.int32)[modes][:, None]
-    first = _e._Pass(np.zeros(1, dtype=np.int64), None, None, None)
-    for step in (first, *plan.steps):
-        n = step.pos.size
-        if step.nbr is None:
-            pred = np.zeros((n_chan, 1), dtype=np.int32)
-            ctx = np.full((n_chan, 1), n_ctx - 1, dtype=np.int32)
-        else:
-            pred, ctx = _predict_pass(x, step, shrink, ctx_lut)
-        keys = np.add(ctx, rows, out=ctx).ravel()  # int32, in place
-        new = (np.bincount(keys, minlength=n_chan * n_ctx) > 0) & ~seen
-        if new.any():
-            idx = np.flatnonzero(new)
+    shrink = np.asarray(_e._SHRINK, dtype=dtype)[modes]  # (C,): a row
+    # Pass 0, position 0 of every channel: prediction 0, the last context.
+    first = (0, 1, np.zeros((1, n_chan), dtype=dtype), rows[None] + (n_ctx - 1))
+    passes = itertools.chain([first], _steps(x, plan, shrink, ctx_of_spread, rows))
+    for lo, hi, pred, keys in passes:
+        keys = keys.T.ravel()  # the stream's order: channel by channel
+        fresh = unseen.take(keys)
+        if fresh.any():  # (channel, context) pairs met for the first time
+            idx = np.unique(keys[fresh])
             tables[idx] = dec.decode(_TABLE_MODEL, idx.size)
-            seen |= new
-        tab = tables[keys]
+            unseen[idx] = False
+        del fresh
+        tab = tables.take(keys)
         # Each array is dropped as soon as it has served: a large photo's last
         # pass holds millions of symbols, and these are bytes per symbol.
-        del keys, ctx
-        order = np.argsort(tab, kind="stable")
-        sorted_tab = tab[order]
+        del keys
+        z = _decode_tokens(dec, tab, models, probs)
         del tab
-        tok_sorted = np.empty(sorted_tab.size, dtype=np.int32)
-        for sel, model, arg in _groups(sorted_tab, models, probs):
-            tok_sorted[sel] = dec.decode(model, arg)
-        if tok_sorted.min() < 0 or tok_sorted.max() >= n_valid:
+        top = int(z.max())
+        if top >= n_valid:
             raise ValueError("corrupted latent payload: token out of range")
-        tok = np.empty_like(tok_sorted)
-        tok[order] = tok_sorted
-        del order, sorted_tab, tok_sorted
-        nbits = tok_bits[tok.astype(np.intp)]
-        z = tok
-        big = np.flatnonzero(nbits)
-        if big.size:
-            raw = dec.decode(_RAW_MODEL, (np.int32(1) << nbits[big]).astype(np.int32))
-            t = tok[big]
-            top = 4 | ((t - _e._DIRECT) & 3)
-            z = tok.copy()
-            z[big] = (top << nbits[big]) | raw
-            if z.max() > 2 * bound:
+        if top >= _e._DIRECT:  # the raw low bits of the large tokens
+            big = np.flatnonzero(z >= _e._DIRECT)
+            t = z[big]
+            nbits = tok_bits[t]
+            raw = dec.decode(_RAW_MODEL, (np.int32(1) << nbits).astype(np.int32))
+            zb = ((4 | ((t - _e._DIRECT) & 3)) << nbits) | raw
+            if zb.max() > 2 * bound:
                 raise ValueError("corrupted latent payload: residual out of range")
-        del nbits, tok
-        r = (z >> 1) ^ -(z & 1)  # the inverse zigzag
-        value = np.add(pred.ravel(), r, out=r)
+            z[big] = zb
+        x[lo:hi] = _reconstruct(pred, z, bound).reshape(n_chan, hi - lo).T
         del pred, z
-        # Wrap into [-bound, bound]; int32 temporaries, not the default int64.
-        value -= np.int32(modulus) * (value > bound).astype(np.int32)
-        value += np.int32(modulus) * (value < -bound).astype(np.int32)
-        x[:, step.pos] = value.reshape(n_chan, n)
-    del zigzag
     end = dec.decode(_END_MODEL, 1)
     if int(end[0]) != _e._SENTINEL:
         raise ValueError("corrupted latent payload: end marker mismatch")
-    return x.reshape(dims)
+    out = np.empty((n_chan, height * width), dtype=np.int32)
+    out[...] = x.take(plan.raster, axis=0).T
+    return out.reshape(dims)
+
+
+def _steps(x, plan, shrink, ctx_of_spread, rows):
+    """``(lo, hi, pred, keys)`` of each pass after the first, predicted from
+    ``x`` as it stands when the pass is reached (the caller fills it in)."""
+    for step in plan.steps:
+        pred, keys = _decode_step_keys(x, step, shrink, ctx_of_spread, rows)
+        yield step.lo, step.hi, pred, keys

@@ -149,6 +149,24 @@ def _pointwise(inputs, weight, bias):
     return out.reshape(n, *spatial, -1).movedim(-1, 1)
 
 
+def _shared_conv(z, stage, shared, pad):
+    """A grouped image stage along the first axis whose groups share one
+    filter, as one dense convolution of a view: in channels-last memory
+    ``(n, h, w, groups, inputs)`` the groups are adjacent columns, so they fold
+    into the width, ``(n, h, w * groups, inputs)``. The same products and sums
+    as the grouped convolution, 1.4x faster (oneDNN's grouped kernels are slow
+    for 8 channels a group; along the second axis the rows would fold into the
+    batch, 3 columns wide, which is slower); the result is the grouped
+    convolution's ``(n, groups * outputs, ...)``, channels-last, as a view."""
+    weight, bias = shared
+    n, ch, h, w = z.shape
+    g = stage.groups
+    x = z.permute(0, 2, 3, 1).reshape(n, h, w * g, ch // g)  # a view if channels-last
+    out = _CONV[2](x.permute(0, 3, 1, 2), weight, bias, padding=(pad, 0))
+    out = out.permute(0, 2, 3, 1).reshape(n, out.shape[2], w, -1)
+    return out.permute(0, 3, 1, 2)
+
+
 class SeparableDecoder:
     """The linear decoder path and the packet synthesis, fused, per axis.
 
@@ -191,14 +209,21 @@ class SeparableDecoder:
         if self.head is not None:
             z = _pointwise(z, *self.head)
         for stage in self.stages:
-            z = self._stage(z, stage)
+            out = self._correlate(z, stage)
+            # The input goes before the interleaving copy is made: two
+            # full-size arrays at a time, not three (a tile of a large
+            # signal is tens of MB each).
+            z = None
+            z = _interleave(out, self.stride, stage.axis)
+            del out
         return z
 
-    def _stage(self, z, stage):
+    def _correlate(self, z, stage):
+        """One stage's outputs ``(n, outputs * s, ...)`` before the interleave."""
         ndim = z.dim() - 2
         dim = 2 + stage.axis
         positions = z.shape[dim]
-        s, taps, t0 = self.stride, self.taps, self.t0
+        taps, t0 = self.taps, self.t0
         conv = _CONV[ndim]
         if self.line[2] == "periodization":
             pads = [(0, 0)] * ndim
@@ -214,21 +239,42 @@ class SeparableDecoder:
                 # overwritten below with the exact rows.
                 padding = [0] * ndim
                 padding[stage.axis] = max(t0, taps - 1 - t0)
-                out = conv(z, stage.weight, stage.bias, padding=padding,
-                           groups=stage.groups)  # fmt: skip
+                first = ndim == 2 and stage.axis == 0
+                shared = self._shared_filter(stage) if first else None
+                if shared is not None:
+                    out = _shared_conv(z, stage, shared, padding[stage.axis])
+                else:
+                    out = conv(z, stage.weight, stage.bias, padding=padding,
+                               groups=stage.groups)  # fmt: skip
                 out = out.narrow(dim, padding[stage.axis] - t0, positions)
                 n_left, n_right = rows.left.shape[2], rows.right.shape[2]
                 if n_left:
                     head = z.narrow(dim, 0, rows.left.shape[1])
-                    out.narrow(dim, 0, n_left).copy_(
-                        self._edge(head, stage, rows.left)
-                    )
+                    out.narrow(dim, 0, n_left).copy_(self._edge(head, stage, rows.left))
                 if n_right:
                     p = rows.right.shape[1]
                     tail = self._edge(z.narrow(dim, positions - p, p), stage,
                                       rows.right)  # fmt: skip
                     out.narrow(dim, positions - n_right, n_right).copy_(tail)
-        return _interleave(out, s, stage.axis)
+        return out
+
+    def _shared_filter(self, stage):
+        """``(weight, bias)`` of one group of a grouped stage whose groups all
+        have that same filter (every grouped pass of :func:`separable_decoder`);
+        None otherwise. Cached per stage."""
+        cache = self.__dict__.setdefault("_shared_cache", {})
+        key = id(stage.weight)
+        if key not in cache:
+            found = None
+            g = stage.groups
+            if g > 1:
+                w = stage.weight.reshape(g, -1, *stage.weight.shape[1:])
+                b = stage.bias.reshape(g, -1)
+                if bool((w == w[:1]).all()) and bool((b == b[:1]).all()):
+                    found = (w[0].contiguous(), b[0].contiguous())
+            # the weight is kept with its entry, so that id() stays valid
+            cache[key] = (stage.weight, found)
+        return cache[key][1]
 
     def _edge(self, z, stage, rows):
         """Edge outputs ``(n, outputs * s, ..., m, ...)`` from ``rows``

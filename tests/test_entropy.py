@@ -311,9 +311,7 @@ def test_format_3_codes_the_same_model_in_another_order(rng):
     )
     assert abs(len(new) - len(old)) <= 16
     # A payload decodes only under the order it was written in.
-    assert not np.array_equal(
-        _decode_or_none(new, q.shape, 8, version=2), q
-    )
+    assert not np.array_equal(_decode_or_none(new, q.shape, 8, version=2), q)
 
 
 def _decode_or_none(payload, shape, bits, version):
@@ -449,3 +447,92 @@ def test_sliced_prediction_equals_the_whole_pass(monkeypatch):
         sliced = eb._predict_pass(x, step, shrink, lut)
         for a, b in zip(whole, sliced):
             np.testing.assert_array_equal(a, b)
+
+
+def _pass_order(x, height, width):
+    """Raster channels ``(C, H*W)`` as the decoder keeps them: rows in pass
+    order, channels last, and the zero row."""
+    from sklearn_walloc import _entropy_batched as eb
+
+    plan = eb._decode_plan(height, width)
+    out = np.zeros((height * width + 1, x.shape[0]), dtype=x.dtype)
+    out[plan.raster] = x.T
+    return out
+
+
+@pytest.mark.parametrize("bits", [8, 16])  # int16 and int32 work types
+@pytest.mark.parametrize("shape", [(1, 7), (5, 5), (33, 20), (64, 64)])
+def test_decoder_prediction_equals_the_encoders(bits, shape, monkeypatch):
+    # The decoder's prediction and contexts (channels last, pass order,
+    # sliced or whole) are those of the encoder's _middle/_predict.
+    from sklearn_walloc import _entropy_batched as eb
+
+    bound = latent_bound(bits)
+    rng = np.random.default_rng(bits)
+    height, width = shape
+    x = rng.integers(-bound, bound + 1, (6, height * width)).astype(np.int32)
+    modes = rng.integers(0, 4, 6)
+    dtype = eb._key_dtype(bound)
+    layout = _pass_order(x.astype(dtype), height, width)
+    rows = np.arange(6) * 32
+    shrink = np.asarray(_entropy._SHRINK)[modes]
+    lut = eb._luts(bound)[3]
+    for slice_size in (1 << 30, 7):
+        monkeypatch.setattr(eb, "_PREDICT_SLICE", slice_size)
+        steps = zip(eb._plan(*shape).steps, eb._decode_plan(*shape).steps)
+        for old, new in steps:
+            pred, ctx = eb._predict(*eb._middle(x, old), shrink[:, None], lut)
+            got_pred, got_keys = eb._decode_step_keys(
+                layout, new, shrink.astype(dtype), eb._ctx_of_spread(bound), rows
+            )
+            np.testing.assert_array_equal(got_pred.T, pred)
+            np.testing.assert_array_equal(got_keys.T, ctx + rows[:, None])
+
+
+@pytest.mark.parametrize("bits", [2, 5, 8])
+def test_value_table_equals_the_arithmetic(bits, monkeypatch):
+    from sklearn_walloc import _entropy_batched as eb
+
+    bound = latent_bound(bits)
+    assert eb._value_lut(bound) is not None
+    p, z = np.meshgrid(np.arange(-bound, bound + 1), np.arange(2 * bound + 1))
+    pred = p.astype(eb._key_dtype(bound)).reshape(-1, 1)
+    z = z.reshape(-1).astype(np.int32)
+    table = eb._reconstruct(pred, z.copy(), bound)
+    r = np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
+    np.testing.assert_array_equal(table, _entropy._wrap(p.reshape(-1) + r, bound))
+    monkeypatch.setattr(eb, "_value_lut", lambda bound: None)
+    np.testing.assert_array_equal(eb._reconstruct(pred, z.copy(), bound), table)
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_decoding_in_slices_gives_the_same_grid(bits, monkeypatch):
+    # Large passes are predicted a slice of positions at a time: slices of 5
+    # positions (and border positions cut across them) decode the same grid.
+    from sklearn_walloc import _entropy_batched as eb
+
+    q = _laplace_grid(np.random.default_rng(bits), (4, 23, 37), bits, 0.4)
+    payload = encode_latents(q, bits)
+    monkeypatch.setattr(eb, "_PREDICT_SLICE", 5)
+    np.testing.assert_array_equal(decode_latents(payload, q.shape, bits), q)
+    np.testing.assert_array_equal(decode_latents(payload, q.shape, bits), q)
+
+
+@pytest.mark.parametrize("bits", [8, 12])  # the value table, and the arithmetic
+def test_corrupted_payloads_with_raw_bits_raise_value_errors(bits):
+    # Wide residuals: every pass has tokens with raw bits, runs of one table
+    # and the per-symbol rows; altered, cut or extended payloads are refused.
+    rng = np.random.default_rng(bits)
+    q = _laplace_grid(rng, (4, 23, 37), bits, 0.4)
+    payload = encode_latents(q, bits)
+    accepted = 0
+    n_bits = 8 * len(payload)
+    for bit in rng.choice(n_bits, size=60, replace=False):
+        bad = bytearray(payload)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        accepted += _decode_or_value_error(bytes(bad), q.shape, bits)
+    for cut in range(4, len(payload), max(4, len(payload) // 40 * 4)):
+        accepted += _decode_or_value_error(payload[:cut], q.shape, bits)
+    assert accepted < 3
+    with pytest.raises(ValueError, match="corrupted"):
+        decode_latents(payload + payload[-4:], q.shape, bits)

@@ -13,9 +13,7 @@ from sklearn_walloc._networks import RefinedDecoder, WallocAutoencoder
 
 
 def _trained_like(ndim, channels=3, levels=2, width=8, depth=1, seed=0):
-    module = WallocAutoencoder(
-        channels, 5, levels, "bior4.4", ndim, 8, width, depth
-    )
+    module = WallocAutoencoder(channels, 5, levels, "bior4.4", ndim, 8, width, depth)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
@@ -89,3 +87,41 @@ def test_refined_decoder_needs_a_residual_path():
     module = WallocAutoencoder(3, 5, 2, "bior4.4", 2, 8, 0, 0)
     with pytest.raises(ValueError, match="residual"):
         module.refined_decoder()
+
+
+@pytest.mark.parametrize("levels,shape", [(3, (9, 14)), (2, (1, 3)), (1, (5, 4))])
+def test_first_pass_folded_into_one_convolution_equals_the_grouped_one(
+    levels, shape, monkeypatch
+):
+    # The first grouped synthesis pass of an image runs as one dense
+    # convolution (its groups share one filter); the grouped one is the
+    # reference.
+    from sklearn_walloc import _synthesis
+
+    module = _trained_like(2, levels=levels)
+    q = _latents(2, shape)
+    decoder = module.refined_decoder()
+    with torch.no_grad():
+        folded = decoder(q)
+        stage = decoder.synthesis.stages[0]
+        assert stage.groups > 1
+        assert decoder.synthesis._shared_filter(stage) is not None
+        monkeypatch.setattr(
+            _synthesis.SeparableDecoder, "_shared_filter", lambda self, stage: None
+        )
+        grouped = decoder(q)
+    scale = float(grouped.abs().max())
+    torch.testing.assert_close(folded, grouped, rtol=0, atol=1e-6 * scale)
+    assert folded.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_groups_with_different_filters_are_not_folded():
+    module = _trained_like(2)
+    synthesis = module.refined_decoder().synthesis
+    stage = synthesis.stages[0]
+    weight = stage.weight.clone()
+    weight[0] += 1.0  # the first group's filter differs from the others'
+    assert synthesis._shared_filter(stage._replace(weight=weight)) is None
+    bias = stage.bias.clone()
+    bias[-1] += 1.0
+    assert synthesis._shared_filter(stage._replace(bias=bias)) is None
