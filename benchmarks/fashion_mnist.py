@@ -112,6 +112,7 @@ CLASSIFIERS = ("logistic", "MLP", "CNN")
 BATCH, LR = 256, 1e-3
 BOOTSTRAP = 2000
 SEED = 0
+PARTS = ("factors", "pixels", "grid-search")
 
 
 # ------------------------------------------------------------ reductions
@@ -760,7 +761,10 @@ def parse_args(argv=None):
         "--train-factors", type=int, nargs="+", default=list(FACTORS), choices=FACTORS,
         help="factors at which to train WaLLoC (the costly part)",
     )  # fmt: skip
-    parser.add_argument("--no-grid-search", action="store_true")
+    parser.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=PARTS,
+        help="what to run (runs appending to the same --records may run at once)",
+    )  # fmt: skip
     parser.add_argument(
         "--records", type=Path,
         default=Path.home() / ".cache/sklearn_walloc_bench/fashion_mnist_records.jsonl",
@@ -801,8 +805,8 @@ def main(argv=None):
     rec = Records(args.records, args.resume or args.report)
     if not args.report:
         print(f"Fashion-MNIST: {len(Xtr)} training, {len(Xte)} test images", flush=True)
-        for factor in args.factors:
-            if factor == 4:
+        for factor in args.factors if "factors" in args.parts else []:
+            if factor == 4 and "pixels" in args.parts:
                 run_pixels(rec, data, cfg)  # the goal's factors first, then these
             with Timer() as t:
                 for method in METHODS:
@@ -810,8 +814,9 @@ def main(argv=None):
                         continue
                     run_method(rec, data, method, factor, cfg)
             print(f"{factor}x: {t.s / 60:.1f} min", flush=True)
-        run_pixels(rec, data, cfg)
-        if not args.no_grid_search:
+        if "pixels" in args.parts:
+            run_pixels(rec, data, cfg)
+        if "grid-search" in args.parts:
             run_grid_search(rec, data)
     run_info = {
         "machine": run.machine,
