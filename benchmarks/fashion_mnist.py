@@ -264,14 +264,14 @@ class Records:
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        acc = f" accuracy {100 * row['accuracy']:.2f}%" if "accuracy" in row else ""
-        what = (
-            row.get("classifier") or f"PSNR {row.get('psnr_db', float('nan')):.2f} dB"
-        )
-        print(
-            f"  {row['factor']}x {row['method']} {what} seed {row['seed']}{acc}",
-            flush=True,
-        )
+        if row["kind"] == "accuracy":
+            what = f"{row['classifier']} accuracy {100 * row['accuracy']:.2f}%"
+        elif row["kind"] == "reduction":
+            what = f"test PSNR {row['psnr_db']:.2f} dB"
+        else:
+            what = f"grid search: test accuracy {100 * row['test_accuracy']:.2f}%"
+        where = f"{row['factor']}x " if row["factor"] else ""
+        print(f"  {where}{row['method']} seed {row['seed']}: {what}", flush=True)
 
 
 # ------------------------------------------------------------------- runs
