@@ -81,6 +81,7 @@ from _common import (
     mean_ci95,
     psnr,
     save_figure,
+    write_report,
 )
 from _fashion_mnist import PACKAGE, fashion_mnist_dir, load_fashion_mnist
 from _machine import machine_line
@@ -619,7 +620,8 @@ def markdown(report):
         f"Machine: {machine_line(m)}. Runtime {report['runtime_s'] / 60:.0f} min "
         f"(1-minute load average {m['load_average'][0]:.1f} at the start, "
         f"{report['machine_end']['load_average'][0]:.1f} at the end: the 2 cores are "
-        "shared, so times are rough); torch and BLAS on 1 thread, `nice -n 15`.",
+        "shared, so times are rough); torch and BLAS on 1 thread, `nice -n 15`."
+        + (f" {report['note']}" if report.get("note") else ""),
         "",
         f"Data: {report['data']['source']}: {report['data']['n_train']} training and "
         f"{report['data']['n_test']} test images, 28x28 grey, 10 classes. Seeds "
@@ -775,6 +777,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--report", action="store_true", help="only write the report from --records"
     )
+    parser.add_argument("--note", help="a line for the report: how it was run")
+    parser.add_argument("--runtime-min", type=float, help="with --report: wall time")
     return parser.parse_args(argv)
 
 
@@ -832,11 +836,21 @@ def main(argv=None):
         },
     }  # fmt: skip
     report = build_report(rec.rows, run_info)
+    if args.note:
+        report["note"] = args.note
     args.out.mkdir(parents=True, exist_ok=True)
     flat = [r for r in rec.rows if r["kind"] != "grid_search"]
     keys = [k for k in dict.fromkeys(k for r in flat for k in r) if k != "correct"]
     report["records"] = [{k: r.get(k, "") for k in keys} for r in flat]
-    run.finish(report, markdown, report["records"])
+    prior = args.out / f"{NAME}.json"
+    if args.report and prior.exists():  # keep the machine and the time of the run
+        old = json.loads(prior.read_text())
+        report.update({k: old[k] for k in ("machine", "machine_end", "runtime_s")})
+        if args.runtime_min:
+            report["runtime_s"] = 60 * args.runtime_min
+        write_report(args.out, NAME, report, markdown(report), report["records"])
+    else:
+        run.finish(report, markdown, report["records"])
     plot(report, args.out / f"{NAME}.png")
     return 0
 
