@@ -28,6 +28,8 @@ Reductions, fitted on the training images (labels unused), at 16x, 8x and 4x
   7x7 grid as WaLLoC's (PCA without the wavelet packet transform);
 - **bicubic**: Pillow's antialiased bicubic resize to 7x7, 10x10 (100 values
   for 98) and 14x14;
+- **WaLLoC closed form J=1** (4x only): ``levels=1, latent_dim=1``, one latent
+  per 2x2 block, a 14x14 grid like the 4x bicubic image's;
 - **pixels**: no reduction, a reference (not for the CNN: too slow on this CPU).
 
 Classifiers, the same settings for every reduction (none tuned):
@@ -107,7 +109,7 @@ LATENT_DIM = {16: 1, 8: 2, 4: 4}  # levels=2: a 7x7 grid
 LATENT_DIM_J3 = {16: 3, 8: 6, 4: 12}  # levels=3: a 4x4 grid (32x32 padded)
 METHODS = (
     "WaLLoC closed form", "WaLLoC trained", "WaLLoC closed form J=3",
-    "PCA", "block PCA", "bicubic",
+    "PCA", "block PCA", "bicubic", "WaLLoC closed form J=1",
 )  # fmt: skip
 WALLOC = METHODS[:3]
 NO_CNN = ("PCA", "WaLLoC closed form J=3")
@@ -139,6 +141,8 @@ def reduction(method, factor, seed, train):
     if method == "WaLLoC closed form J=3":
         k3 = LATENT_DIM_J3[factor]
         return walloc.set_params(levels=3, latent_dim=k3), (4, 4, k3), 16 * k3
+    if method == "WaLLoC closed form J=1":  # 4x only: one latent per 2x2 block
+        return walloc.set_params(levels=1, latent_dim=1), (14, 14, 1), 196
     if method == "PCA":
         return PCA(49 * k, random_state=SEED), None, 49 * k
     if method == "block PCA":
@@ -485,6 +489,9 @@ COMPARISONS = [
     ("WaLLoC trained", "WaLLoC closed form"),
     ("WaLLoC closed form J=3", "bicubic"),
     ("WaLLoC closed form J=3", "WaLLoC closed form"),
+    ("WaLLoC closed form J=1", "bicubic"),
+    ("WaLLoC closed form J=1", "block PCA"),
+    ("WaLLoC closed form J=1", "WaLLoC closed form"),
 ]
 
 
@@ -697,7 +704,15 @@ def plot(report, path):
     colors = dict(
         zip(
             METHODS,
-            ["crimson", "tab:orange", "tab:pink", "tab:gray", "tab:blue", "tab:brown"],
+            [
+                "crimson",
+                "tab:orange",
+                "tab:pink",
+                "tab:gray",
+                "tab:blue",
+                "tab:brown",
+                "tab:green",
+            ],
         )
     )
     summary = report["summary"]
@@ -817,6 +832,8 @@ def main(argv=None):
             with Timer() as t:
                 for method in METHODS:
                     if method == "WaLLoC trained" and factor not in args.train_factors:
+                        continue
+                    if method == "WaLLoC closed form J=1" and factor != 4:
                         continue
                     run_method(rec, data, method, factor, cfg)
             print(f"{factor}x: {t.s / 60:.1f} min", flush=True)
