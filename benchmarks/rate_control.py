@@ -49,7 +49,8 @@ from sklearn_walloc import WallocCodec, _rate
 from sklearn_walloc._pretrained import DEFAULT_GAINS
 from sklearn_walloc.datasets import load_photos
 
-TARGETS_BPP = (0.15, 0.3, 0.6, 0.9)
+TARGETS_BPP = (0.15, 0.3, 0.45, 0.6, 0.9)
+LADDER_BPP = (0.45, 0.6, 0.9)
 TARGET_PSNR = 27.0
 QUALITIES = range(1, 96)
 
@@ -94,7 +95,7 @@ def _settings(quick):
         + [(f"default gain ({DEFAULT_GAINS['rgb-16x']})", {}, False)]
         + [(f"target_bpp={b}", {"target_bpp": b}, False) for b in targets]
         + [(f"target_psnr={TARGET_PSNR}", {"target_psnr": TARGET_PSNR}, False)]
-        + [(f"ladder, target_bpp={b}", {"target_bpp": b}, True) for b in (0.6, 0.9)]
+        + [(f"ladder, target_bpp={b}", {"target_bpp": b}, True) for b in LADDER_BPP]
     )
 
 
