@@ -301,7 +301,7 @@ class WallocAutoencoder(nn.Module):
         """Inference encoder: ``fused`` from :meth:`inference_encoder`; 1D
         signals rounded the same way on any thread count
         (:class:`~sklearn_walloc._ties.ExactRounding`), and images
-        (``_ties.EXACT_IMAGES``, on)."""
+        with ``_ties.EXACT_IMAGES`` (off by default)."""
         if not self.rounds_exactly():
             return self.bottleneck.quantize(fused(x), "symbols")
         return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)

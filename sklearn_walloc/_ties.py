@@ -51,16 +51,18 @@ __all__ = ["ExactRounding", "deadzone_round", "exact_rounding", "tie_distance"]
 #: and 1 audio latent in 10,000. (Units per channel, from each channel's own
 #: l1 norm, measured up to 9.6: no tighter bound there.)
 TOL_UNITS = 24.0
-#: Images too (on since issue 20 asked for byte-identical blobs everywhere):
-#: the float64 recomputation of near-tie latents (about 130 per 0.26 MP
-#: photo, mostly gathering their 3x57x57 supports and one float64 product
-#: with the composite filter) adds 25-40% to a photo's ``compress`` CPU time
-#: (``benchmarks/exact_rounding.py``), for latents that rounded alike in
-#: every test of 1 and 2 threads, processes and dask workers before; a
-#: large image's windows are gathered from its source
-#: (``_encode_tiles.StripImage``), never from a float copy. False rounds
-#: images in float32 (tests and the benchmark switch it).
-EXACT_IMAGES = True
+#: Images too? Off by default: the float64 recomputation of near-tie latents
+#: (about 130 per 0.26 MP photo, each a gather of its 3x57x57 samples and a
+#: float64 product with the composite filter) costs far more than its share
+#: of latents on two threads, where the rest of the encoder runs in parallel:
+#: measured quiet, 2 threads, rgb-16x and a closed form, ``transform`` fell
+#: from 32-100 to 6-17 MP/s (256-1024 px) and ``compress`` by about 40%
+#: (``benchmarks/speed.py``, ``codec_path.py``; one thread, CPU time: +26-33%,
+#: ``exact_rounding.py``). Image latents rounded alike in every test of 1 and
+#: 2 threads, processes and dask workers without it. On, a large image's
+#: windows come from its source (``_encode_tiles.StripImage``), never from a
+#: float copy, and the deadzone's edge is decided the same way.
+EXACT_IMAGES = False
 # Whole references for signals whose near positions would read more samples.
 _WHOLE = 4.0
 # Samples gathered per batch of recomputation (16 MB in float64: about 200

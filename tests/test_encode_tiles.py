@@ -145,10 +145,13 @@ def test_choose_in_slices_codes_the_same_bytes(models, size, monkeypatch):
 
 
 def test_strips_follow_the_exact_image_rounding(models, monkeypatch):
-    # Exact rounding (on for images) reads a strip-encoded image in bands of
-    # rows (StripImage), and decides every near tie as on the whole image.
+    # With _ties.EXACT_IMAGES, exact rounding reads a strip-encoded image
+    # through a StripImage and decides every near tie as on the whole image.
+    from sklearn_walloc import _ties
+
     codec = models["rgb-16x"]
     x = _images()["photo"]
+    monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
     _whole(monkeypatch)
     blob = codec.compress([x])
     _strips(monkeypatch, 20_000)
