@@ -550,13 +550,31 @@ class _Proto:
         if step.nbr is None:
             rows = x.shape[0]
             return np.zeros((rows, 1), np.int32), np.full((rows, 1), 31, np.int32)
-        return self.eb._predict_pass(x, step, shrink, self.ctx_lut)
+        # The raster-order form of the decoder's prediction (decode runs the
+        # same integers in its own layout), in slices of positions.
+        eb, n = self.eb, step.pos.size
+        pred = np.empty((x.shape[0], n), dtype=np.int32)
+        ctx = np.empty((x.shape[0], n), dtype=np.int32)
+        for a, b, part in eb._slices(step, eb._PREDICT_SLICE):
+            v, middle = eb._middle(x, part)
+            pred[:, a:b], ctx[:, a:b] = eb._predict(v, middle, shrink, self.ctx_lut)
+        return pred, ctx
 
     def box(self, absr):
         return _box_mean(absr[None], self.height, self.width)[0]
 
     def groups(self, sorted_tab):
-        return self.eb._groups(sorted_tab, self.models, self.probs)
+        """The decoder's constriction calls for a pass's table-sorted tokens:
+        ``(slice, model, count or rows)``, one call per table, or one with a
+        row per symbol where the tables have few symbols each (the same code)."""
+        eb, n = self.eb, sorted_tab.size
+        cuts = np.flatnonzero(sorted_tab[1:] != sorted_tab[:-1]) + 1
+        if n < eb._ROWS_PER_CALL["decode"] * (cuts.size + 1):
+            yield slice(0, n), eb._FAMILY, self.probs[sorted_tab]
+            return
+        bounds = np.concatenate([[0], cuts, [n]])
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            yield slice(lo, hi), self.models[int(sorted_tab[lo])], hi - lo
 
 
 def _scale_ctx(q, lo, today, cross):

@@ -145,13 +145,6 @@ class StripImage:
     def __len__(self):
         return 1
 
-    def __getitem__(self, rows):
-        """Itself, for an index that keeps its one image (``x[rows]``)."""
-        r = torch.as_tensor(rows).reshape(-1)
-        if r.tolist() != ([True] if r.dtype == torch.bool else [0]):
-            raise IndexError("a StripImage holds one image")
-        return self
-
     def cpu(self):
         return StripImage(self.strips, "cpu")
 

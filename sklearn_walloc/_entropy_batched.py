@@ -159,21 +159,6 @@ def _slices(step, size):
         yield a, b, part
 
 
-def _predict_pass(x, step, shrink, ctx_lut):
-    """:func:`_middle` and :func:`_predict` of a pass, in slices of positions;
-    int32 ``(C, n)`` each (the same values as whole). The raster-order form
-    that ``benchmarks/latent_context.py`` builds on; :func:`decode` runs the
-    same integers in its own layout (:func:`_decode_keys`)."""
-    n = step.pos.size
-    if n <= _PREDICT_SLICE:
-        return _predict(*_middle(x, step), shrink, ctx_lut)
-    pred = np.empty((x.shape[0], n), dtype=np.int32)
-    ctx = np.empty((x.shape[0], n), dtype=np.int32)
-    for a, b, part in _slices(step, _PREDICT_SLICE):
-        pred[:, a:b], ctx[:, a:b] = _predict(*_middle(x, part), shrink, ctx_lut)
-    return pred, ctx
-
-
 @functools.cache
 def _probabilities(n_valid):
     """The stored tables truncated to ``n_valid`` tokens, as exact float64 rows."""
@@ -189,27 +174,6 @@ _FAMILY = _models.Categorical(perfect=False)
 # held-out photos' latents (2 shared cores): decode is flat from 8 to 24 and 12%
 # slower at 64; encode is flat from 2 to 16. Either choice gives the same code.
 _ROWS_PER_CALL = {"encode": 8, "decode": 16}
-
-
-def _groups(sorted_tab, models, probs):
-    """The constriction calls that code one pass's table-sorted tokens.
-
-    Yields ``(slice, model, count or rows)``, the decoder's calls as
-    ``benchmarks/latent_context.py`` makes them (:func:`_decode_tokens` makes
-    the same calls from the unsorted tables; the encoder
-    makes the same kind of calls over its whole sorted grid at once). Both
-    code each token with ``Categorical(perfect=False)`` over its table's row:
-    per table group with one model, or all at once with a row per symbol, which
-    ``constriction`` documents (and the tests check) to be the same code.
-    """
-    n = sorted_tab.size
-    cuts = np.flatnonzero(sorted_tab[1:] != sorted_tab[:-1]) + 1
-    if n < _ROWS_PER_CALL["decode"] * (cuts.size + 1):
-        yield slice(0, n), _FAMILY, probs[sorted_tab]
-        return
-    bounds = np.concatenate([[0], cuts, [n]])
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        yield slice(lo, hi), models[int(sorted_tab[lo])], hi - lo
 
 
 # --------------------------------------------------------------------------------------

@@ -408,9 +408,8 @@ class WallocAutoencoder(nn.Module):
             bottleneck = bn if b == bn.latent_bits else Bottleneck(b)
             if exact:
                 gain = _gain_factor(steps[rows], tol)
-                out = ties.round(
-                    bottleneck, z[rows], x[rows], gain, tol[rows], deadzone
-                )
+                xr = x if bool(rows.all()) else x[rows]  # x may be a StripImage
+                out = ties.round(bottleneck, z[rows], xr, gain, tol[rows], deadzone)
             else:
                 # compand's operations, in place: a large image's latents are
                 # hundreds of MB (the same floats as compand's).

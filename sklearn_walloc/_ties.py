@@ -158,7 +158,7 @@ class ExactRounding:
             dims = tuple(range(1, x.dim()))
             x = x.detach()
             peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg())
-        else:  # an image read in bands (``_encode_tiles.StripImage``)
+        else:  # a large image read from its source (``_encode_tiles.StripImage``)
             peak = x.peak()
         return TOL_UNITS * 2.0**-24 * (peak.double() * self.gain + self.bias_peak)
 
@@ -515,8 +515,8 @@ class ExactRounding:
 
 
 def _gather(x, n, starts, widths):
-    """:func:`_windows` of a tensor, or of an image read in bands (an object
-    with a ``windows`` method: ``_encode_tiles.StripImage``)."""
+    """:func:`_windows` of a tensor, or of a large image that gathers its own
+    windows (``_encode_tiles.StripImage``)."""
     if isinstance(x, torch.Tensor):
         return _windows(x, n, starts, widths)
     return x.windows(n, starts, widths)

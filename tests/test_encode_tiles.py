@@ -212,10 +212,3 @@ def test_strip_image_whole_reference_path(models, monkeypatch):
     monkeypatch.setattr(_ties, "_WHOLE", 1e9)
     want = ties.values(whole, index)
     assert torch.allclose(got, want, rtol=0, atol=1e-9)
-
-
-def test_strip_image_selects_only_its_image(models, monkeypatch):
-    _, image, _ = _strip_image(models["rgb-16x"], _images()["photo"], 1, monkeypatch)
-    assert image[torch.tensor([True])] is image
-    with pytest.raises(IndexError, match="one image"):
-        image[torch.tensor([1])]

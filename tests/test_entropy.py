@@ -431,20 +431,26 @@ def test_sized_cache_bounds_the_bytes_it_keeps():
     assert build.cache_len() == 1 and build(10_000)[0].size == 10_000
 
 
-def test_sliced_prediction_equals_the_whole_pass(monkeypatch):
-    # The decoder predicts a large pass in slices of positions (bounded
-    # memory); every slice boundary must give the values of the whole pass.
+def test_sliced_prediction_equals_the_whole_pass():
+    # Large passes are predicted in slices of positions (bounded memory);
+    # every slice boundary must give the values of the whole pass.
     from sklearn_walloc import _entropy_batched as eb
 
     rng = np.random.default_rng(0)
     x = rng.integers(-40, 41, (5, 300 * 257)).astype(np.int32)
     shrink = np.asarray([8, 7, 6, 8, 5], np.int32)[:, None]
     lut = eb._luts(127)[3]
+
+    def predict(step, size):
+        pred = np.empty((len(x), step.pos.size), dtype=np.int32)
+        ctx = np.empty_like(pred)
+        for a, b, part in eb._slices(step, size):
+            pred[:, a:b], ctx[:, a:b] = eb._predict(*eb._middle(x, part), shrink, lut)
+        return pred, ctx
+
     for step in eb._plan(300, 257).steps:
-        monkeypatch.setattr(eb, "_PREDICT_SLICE", 1 << 30)
-        whole = eb._predict_pass(x, step, shrink, lut)
-        monkeypatch.setattr(eb, "_PREDICT_SLICE", 1000)
-        sliced = eb._predict_pass(x, step, shrink, lut)
+        whole = predict(step, 1 << 30)
+        sliced = predict(step, 1000)
         for a, b in zip(whole, sliced):
             np.testing.assert_array_equal(a, b)
 
