@@ -177,21 +177,25 @@ class Pretrained:
     def for_blob(self, blob):
         info = blob_info(blob)
         ndim = info["signal_ndim"]
-        structure = (
-            ndim,
-            channels_of(info["signal_shape"], ndim),
-            info["levels"],
-            info["latent_shape"][0],
-        )
+        structure = (ndim, channels_of(info["signal_shape"], ndim), info["levels"])
+        # Format 5: the model's latents and some of its enhancement channels.
+        from ._container import ENHANCED_VERSION
+
+        enhanced = info["format_version"] == ENHANCED_VERSION
+        latents = info["latent_shape"][0]
         shipped = _pretrained.list_pretrained()
         for name in shipped:
             spec = _pretrained.spec_of(name)
-            keys = ("signal_ndim", "in_channels", "levels", "latent_dim")
-            if tuple(spec[k] for k in keys) != structure:
+            keys = ("signal_ndim", "in_channels", "levels")
+            d, k = spec["latent_dim"], spec.get("enhancement_dim", 0)
+            fits = d < latents <= d + k if enhanced else latents == d
+            if tuple(spec[key] for key in keys) != structure or not fits:
                 continue
-            if name not in self.fingerprints:
-                self.fingerprints[name] = self.named(name).fingerprint().hex()
-            if self.fingerprints[name] == info["fingerprint"]:
+            key = (name, enhanced)
+            if key not in self.fingerprints:
+                fp = self.named(name).fingerprint(enhanced)
+                self.fingerprints[key] = fp.hex()
+            if self.fingerprints[key] == info["fingerprint"]:
                 return self.named(name)
         raise CliError(
             "not made by a pretrained model (its fingerprint matches none of "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ENHANCED_VERSION",
     "FINGERPRINT_SIZE",
     "FLAG_GAIN",
     "FORMAT_VERSION",
@@ -43,8 +44,12 @@ MAGIC = b"WLOC"
 #: (header byte 11, bit 0: a one-byte gain field after the fingerprint),
 #: unsigned there. Versions 1 (periodic borders) and 2 (symmetric borders) share
 #: the earlier interlaced order and the same header. All still decode.
+#: Version 5 is version 4 whose latent grid holds more channels than the
+#: model's ``latent_dim``: its enhancement channels (``_enhancement``),
+#: fingerprinted with them; written only for such blobs.
 FORMAT_VERSION = 4
-VERSIONS = (1, 2, 3, 4)
+ENHANCED_VERSION = 5
+VERSIONS = (1, 2, 3, 4, 5)
 #: Largest gain field: the latents of a blob were companded at ``2**(g/4)``
 #: times the model's latent scale, ``g <= MAX_GAIN_STEPS`` (quarter octaves
 #: of 1.5 dB, up to 90 dB finer).
@@ -64,8 +69,8 @@ _FIXED = struct.Struct("<4sBBBBBBBB")
 _DIM = struct.Struct("<I")
 # After the fingerprint, when flags has FLAG_GAIN: unsigned in format 3,
 # signed in format 4.
-_GAIN = {3: struct.Struct("<B"), 4: struct.Struct("<b")}
-#: Flag bit of the gain field (versions 3 and 4); a reader refuses any other bit.
+_GAIN = {3: struct.Struct("<B"), 4: struct.Struct("<b"), 5: struct.Struct("<b")}
+#: Flag bit of the gain field (versions 3 to 5); a reader refuses any other bit.
 FLAG_GAIN = 0x01
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -242,8 +247,8 @@ def pack_blob(
         Bits per latent, 2 to 16.
     fingerprint : bytes
         ``FINGERPRINT_SIZE`` bytes identifying the model.
-    version : {1, 2, 3, 4}, default=FORMAT_VERSION
-        The version byte; it must match the payload's symbol order: 3 or 4 for
+    version : {1, 2, 3, 4, 5}, default=FORMAT_VERSION
+        The version byte; it must match the payload's symbol order: 3 to 5 for
         payloads of ``encode_latents(..., version=3)`` (the same order); 1
         (periodic borders) or 2 (symmetric borders) for the interlaced order of
         versions 1 and 2. Only versions 3 and 4 can record ``gain_steps``.

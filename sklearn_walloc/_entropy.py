@@ -86,8 +86,8 @@ __all__ = [
 ]
 
 #: Blob format versions whose payloads this module reads and writes; 1 and 2
-#: share one symbol order, 3 is the batched order, which 4 keeps.
-VERSIONS = (1, 2, 3, 4)
+#: share one symbol order, 3 is the batched order, which 4 and 5 keep.
+VERSIONS = (1, 2, 3, 4, 5)
 LATEST_VERSION = 4
 #: Largest number of latent values one payload may declare.
 MAX_LATENT_VALUES = 2**31 - 1

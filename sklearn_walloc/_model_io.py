@@ -213,6 +213,9 @@ def _load(cls, path):
             raise _Malformed(f"tensor {n} must be positive, got {float(tensors[n])}")
     est = cls()
     est.set_params(**params)
+    if "enhancement_dim" in est.get_params():
+        # A transformer's file carries its enhancement in the spec only.
+        est.enhancement_dim = spec.enhancement_dim
     est._validate_params()
     module = spec.build()
     state = {n: torch.from_numpy(tensors[n]) for n in spec.tensor_shapes()}

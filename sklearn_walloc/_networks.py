@@ -93,6 +93,8 @@ class WallocAutoencoder(nn.Module):
     boundary : {"symmetric", "periodization"} or None, default=None
         Boundary rule of the wavelet packets (see
         :class:`~sklearn_walloc._wavelets.WaveletPacket`).
+    enhancement_dim : int, default=0
+        Rows of the ``enhancement`` buffer (:mod:`~sklearn_walloc._enhancement`).
 
     Notes
     -----
@@ -113,6 +115,7 @@ class WallocAutoencoder(nn.Module):
         decoder_width,
         decoder_depth,
         boundary=None,
+        enhancement_dim=0,
     ):
         super().__init__()
         self.signal_ndim = signal_ndim
@@ -126,6 +129,10 @@ class WallocAutoencoder(nn.Module):
         self.register_buffer("latent_scale", torch.ones(()))
         self.register_buffer("data_offset", torch.zeros(()))
         self.register_buffer("data_scale", torch.ones(()))
+        if enhancement_dim:
+            # Codec-only linear channels (``_enhancement``): set after a fit.
+            self.register_buffer("enhancement", torch.zeros(enhancement_dim, n_bands))
+            self.register_buffer("enhancement_scale", torch.ones(()))
 
     @property
     def stride(self):
@@ -178,10 +185,21 @@ class WallocAutoencoder(nn.Module):
             factorised along the axes, with the data normalisation and the
             latent scale folded into its last kernel and bias.
         """
-        weight = self.encoder.weight.flatten(1).double()
-        bias = self.encoder.bias.double()
+        return self.fused_projection(
+            self.encoder.weight.flatten(1).double(),
+            self.encoder.bias.double(),
+            self.latent_scale.double(),
+            dtype,
+        )
+
+    @torch.no_grad()
+    def fused_projection(self, weight, bias, latent_scale, dtype=torch.float32):
+        """``latent_scale * (weight @ analysis(x) + bias)`` as one separable
+        encoder of raw samples ``x``, the data normalisation folded in: the
+        encoder's 1x1 layer (:meth:`fused_encoder`), or the enhancement
+        channels' projection (:mod:`~sklearn_walloc._enhancement`)."""
         encoder = separable_encoder(self.wpt, weight, bias)
-        scale = self.latent_scale.double() / self.data_scale.double()
+        scale = latent_scale / self.data_scale.double()
         # enc((x - o) * k) = enc(x * k) - o * enc_without_bias(1): fold the offset.
         ones = torch.ones(
             (1, weight.shape[1] // self.wpt.n_bands)
@@ -189,7 +207,7 @@ class WallocAutoencoder(nn.Module):
             dtype=torch.float64,
         )
         unit = encoder.scaled(scale, torch.zeros_like(bias))(ones).flatten()
-        bias = bias * self.latent_scale.double() - self.data_offset.double() * unit
+        bias = bias * latent_scale - self.data_offset.double() * unit
         return encoder.scaled(scale, bias).to(dtype)
 
     def inference_encoder(self, dtype=torch.float32):

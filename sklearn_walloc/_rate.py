@@ -21,6 +21,7 @@ import torch
 
 from ._container import MAX_GAIN_STEPS, MIN_GAIN_STEPS
 from ._encode_tiles import image_latents, uses_tiles
+from ._enhancement import encode_enhancement, trim
 from ._signal import crop, iter_chunks, pad_to_multiple
 from .metrics import _round_trip_db
 
@@ -106,11 +107,19 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     target_psnr = targets.get("target_psnr")
     module, fused, device = codec._runtime_model()
     ndim = codec.signal_ndim
-    for row, (x, z) in enumerate(_latents(codec, arr, module, fused, device)):
+    # Enhancement channels serve rate targets; a fixed gain keeps the
+    # model's own channels (the default blobs of a shipped model).
+    ext = None
+    if codec.spec_.enhancement_dim and "gain" not in targets:
+        ext = codec._enhancement_encoder(device)
+    latents = _latents(codec, arr, module, fused, device, ext)
+    for row, (x, z, z_ext) in enumerate(latents):
         i = int(idx[row])
         shape = described[i][0]
         spatial = tuple(shape[:ndim])
         coded = _Candidates(codec, module, fused, x, z, partial(pack, i=i))
+        if ext is not None:
+            coded.enhance(ext, z_ext)
         if "gain" in targets:  # the codec's fixed gain
             gain = targets["gain"]
         elif target_bpp is not None:
@@ -135,24 +144,34 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
         yield i, coded.blob(gain)
 
 
-def _latents(codec, arr, module, fused, device):
+def _latents(codec, arr, module, fused, device, ext=None):
     """Per signal of ``arr``, in order: the padded signal (model units, a
-    tensor on ``device``) and its float latents ``(1, D, *g)``. Large images
-    (read lazily, maybe still integers) are encoded in strips and come as a
-    ``_encode_tiles.StripImage``, loaded whole only if asked; the others run
-    in the transformer's fixed chunks, so each gets the latents it gets alone."""
+    tensor on ``device``), its float latents ``(1, D, *g)`` and, with
+    enhancement encoder ``ext``, its enhancement latents (else None). Large
+    images (read lazily, maybe still integers) are encoded in strips and come
+    as a ``_encode_tiles.StripImage``, loaded whole only if asked; the others
+    run in the transformer's fixed chunks, so each gets the latents it gets
+    alone."""
     if uses_tiles(arr, codec.signal_ndim):
         domain = codec.spec_.sample_dtype
         for j in range(len(arr)):
             z, image = image_latents(fused, arr[j : j + 1], domain, device)
-            yield image, z
+            z_ext = None
+            if ext is not None:
+                z_ext, _ = image_latents(ext, arr[j : j + 1], domain, device)
+            yield image, z, z_ext
         return
     x = pad_to_multiple(arr, 2**codec.spec_.levels)
     for t, n in iter_chunks(x, device):
         with torch.no_grad():
             z = fused(t)
+            z_ext = None if ext is None else ext(t)
         for j in range(n):
-            yield t[j : j + 1], z[j : j + 1]
+            yield (
+                t[j : j + 1],
+                z[j : j + 1],
+                (None if z_ext is None else z_ext[j : j + 1]),
+            )
 
 
 class _Candidates:
@@ -164,6 +183,12 @@ class _Candidates:
         self.pack = pack  # pack(grid, bits, gain): the blob
         self._coded = {}
         self._psnr = {}
+        self._ext = None
+
+    def enhance(self, fused, z):
+        """Code enhancement channels too: ``fused`` their encoder, ``z`` its
+        float latents of this signal."""
+        self._ext = (fused, z)
 
     def _latents(self, gain):
         if gain not in self._coded:
@@ -177,6 +202,13 @@ class _Candidates:
                 x, self.z, self.fused, steps, deadzone
             )
             grid = q[0].cpu().numpy().astype(np.int32)
+            if self._ext is not None:
+                fused, z = self._ext
+                extra = encode_enhancement(
+                    self.module, fused, x, z, gain, int(bits[0]), deadzone
+                )
+                extra = trim(extra[0].cpu().numpy().astype(np.int32))
+                grid = np.concatenate([grid, extra])
             self._coded[gain] = (grid, int(bits[0]), None)
         return self._coded[gain]
 

@@ -92,6 +92,7 @@ _INT_RANGES = {
     "latent_bits": (2, 16),
     "decoder_width": (0, 4096),
     "decoder_depth": (0, 64),
+    "enhancement_dim": (0, MAX_BANDS),
 }
 
 
@@ -126,6 +127,11 @@ class ModelSpec:
         ``decoder_depth``); or a decoder of the reference implementation,
         converted by ``from_reference`` (:data:`DECODER_KINDS`; then
         ``decoder_width`` is its ``Nd`` and ``decoder_depth`` 0).
+    enhancement_dim : int, default=0
+        Enhancement channels of a codec (``WallocCodec(enhancement_dim=...)``,
+        :mod:`~sklearn_walloc._enhancement`): linear latent channels beyond
+        ``latent_dim`` that rate control codes at high rates; at most
+        ``n_bands - latent_dim``, 2D models with this library's decoder only.
 
     Raises
     ------
@@ -155,6 +161,7 @@ class ModelSpec:
     boundary: str = "symmetric"
     sample_dtype: str | None = None
     decoder_kind: str = "walloc"
+    enhancement_dim: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -202,6 +209,7 @@ class ModelSpec:
                 f"levels={self.levels}."
             )
         self._check_decoder_kind()
+        self._check_enhancement(n_bands)
         n_params = sum(math.prod(s) for s in self.tensor_shapes().values())
         if n_params > MAX_PARAMETERS:
             raise ValueError(
@@ -263,6 +271,30 @@ class ModelSpec:
             if bad:
                 raise ValueError(f"model spec: decoder_kind {kind!r} needs {need}")
 
+    def _check_enhancement(self, n_bands):
+        k = self.enhancement_dim
+        if not k:
+            return
+        if self.signal_ndim != 2 or self.decoder_kind != "walloc":
+            raise ValueError(
+                "model spec: enhancement_dim > 0 needs a 2D model with this "
+                f"library's decoder, got signal_ndim={self.signal_ndim}, "
+                f"decoder_kind={self.decoder_kind!r}"
+            )
+        if self.latent_dim + k > n_bands:
+            raise ValueError(
+                f"model spec: latent_dim + enhancement_dim = {self.latent_dim + k} "
+                f"exceeds the {n_bands} wavelet packet bands"
+            )
+
+    @property
+    def base(self):
+        """This spec without enhancement channels: what blobs without them
+        (and every blob before enhancement existed) are fingerprinted with."""
+        if not self.enhancement_dim:
+            return self
+        return dataclasses.replace(self, enhancement_dim=0)
+
     def inference_bytes(self):
         """Working memory that inference needs for the model's fixed operators.
 
@@ -292,6 +324,7 @@ class ModelSpec:
         s = 2**self.levels
         support = (F - 1) * (s - 1) + 1
         c, d, nd = self.in_channels, self.latent_dim, self.signal_ndim
+        d_all = d + self.enhancement_dim
         n_bands = self.n_bands
         grid = s * -(-(2 * support + s) // s)
         # The backward pass of the tap loops holds about one grid per tap.
@@ -304,7 +337,7 @@ class ModelSpec:
         parts = {
             "composite filter": composite,
             "synthesis impulse responses": 4 * s * s * (2 * -(-support // s) + 8),
-            "fused kernels": 2 * d * n_bands * (-(-support // s) + taps),
+            "fused kernels": 2 * d_all * n_bands * (-(-support // s) + taps),
         }
         if self.boundary == "symmetric":
             offset = (F // 2 - 1) * (s - 1)
@@ -398,6 +431,9 @@ class ModelSpec:
             last = self.decoder_depth + 2
             shapes[f"decoder.refine.{last}.weight"] = (bands, w, *k1)
             shapes[f"decoder.refine.{last}.bias"] = (bands,)
+        if self.enhancement_dim:
+            shapes["enhancement"] = (self.enhancement_dim, bands)
+            shapes["enhancement_scale"] = ()
         return shapes
 
     def _reference_shapes(self, bands):
@@ -450,6 +486,7 @@ class ModelSpec:
             self.decoder_width,
             self.decoder_depth,
             boundary=self.boundary,
+            enhancement_dim=self.enhancement_dim,
         )
 
     def check_refit(self, spec):
@@ -476,10 +513,13 @@ class ModelSpec:
 
     def to_json(self):
         """The fields as a JSON-able dict (``decoder_kind`` only when not
-        "walloc": the fingerprints of earlier models stay as they were)."""
+        "walloc", ``enhancement_dim`` only when not 0: the fingerprints of
+        earlier models stay as they were)."""
         data = dataclasses.asdict(self)
         if data["decoder_kind"] == "walloc":
             del data["decoder_kind"]
+        if not data["enhancement_dim"]:
+            del data["enhancement_dim"]
         return data
 
     @classmethod
@@ -491,14 +531,15 @@ class ModelSpec:
             )
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(fields), key=str)
-        missing = [f for f in fields if f not in data and f != "decoder_kind"]
+        optional = ("decoder_kind", "enhancement_dim")
+        missing = [f for f in fields if f not in data and f not in optional]
         if unknown or missing:
             raise ValueError(
                 f"model spec: unknown keys {unknown}, missing keys {missing}"
             )
         return cls(**{f: data[f] for f in fields if f in data})
 
-    def fingerprint(self, tensors):
+    def fingerprint(self, tensors, enhanced=False):
         """The 16-byte fingerprint that every blob of this model records.
 
         Parameters
@@ -506,6 +547,12 @@ class ModelSpec:
         tensors : mapping of str to array-like or torch.Tensor
             The module's ``state_dict`` (or at least its learned tensors; the
             legacy formula also needs the wavelet filter buffers).
+        enhanced : bool, default=False
+            False: the fingerprint of the model without its enhancement
+            channels (:attr:`base`), which blobs without them record, so that
+            adding enhancement channels to a model keeps its blobs decodable.
+            True: over the whole spec and every tensor, enhancement included
+            (blobs that carry enhancement channels, format 5).
 
         Returns
         -------
@@ -516,7 +563,9 @@ class ModelSpec:
             bytes). Models with periodization boundaries (model format 1, old
             pickles) keep :func:`legacy_fingerprint`, so their blobs decode.
         """
-        if self.boundary == "periodization":
+        if not enhanced and self.enhancement_dim:
+            return self.base.fingerprint(tensors)
+        if self.boundary == "periodization" and not enhanced:
             return legacy_fingerprint(self, tensors)
         digest = hashlib.sha256(FINGERPRINT_TAG.encode())
         digest.update(json.dumps(self.to_json(), sort_keys=True).encode())

@@ -294,7 +294,10 @@ def _blob_summary(path, data, model):
         meta = {**meta, "alpha": f"<{len(meta['alpha'])} bytes, lossless PNG>"}
     out["metadata"] = meta
     if model is not None:
-        out["made_by_model"] = info["fingerprint"] == model.fingerprint().hex()
+        from ._container import ENHANCED_VERSION
+
+        enhanced = info["format_version"] == ENHANCED_VERSION
+        out["made_by_model"] = info["fingerprint"] == model.fingerprint(enhanced).hex()
     return out
 
 

@@ -5,6 +5,7 @@
 # (``_container``), and keeps both directions batch-invariant by running the
 # network through the transformer's fixed-size chunks.
 
+import dataclasses
 import math
 from functools import partial
 from numbers import Integral
@@ -16,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _signal
 from ._container import (
+    ENHANCED_VERSION,
     FINGERPRINT_SIZE,
     FORMAT_VERSION,
     MAX_GAIN_STEPS,
@@ -23,8 +25,9 @@ from ._container import (
     pack_blob,
     unpack_blob,
 )
+from ._enhancement import EnhancedDecoder, enhancement_encoder, fit_enhancement
 from ._entropy import decode_latents, encode_latents
-from ._networks import gain_search
+from ._networks import _ungain, gain_search
 from ._rate import HIGHEST_GAIN, LOWEST_GAIN, check_targets, compress_to_target
 from ._signal import merge_padded, pad_to_multiple, run_in_chunks
 from ._tiles import decode_grids
@@ -185,6 +188,18 @@ class WallocCodec(WallocTransformer):
     boundary : {"symmetric", "periodization"}, default="symmetric"
         Borders of the wavelet packets, as :class:`WallocTransformer`'s.
 
+    enhancement_dim : int, default=0
+        Enhancement channels (images): ``fit`` also finds this many linear
+        channels that carry what the ``latent_dim`` latents and the decoder
+        leave out (the principal directions of the decoder's error on the
+        training signals, in the wavelet packet domain), and a rate target
+        (``compress(X, target_bpp=...)`` / ``target_psnr``) codes as many of
+        them as pay, at the same gain: quality then keeps rising with the
+        rate instead of stopping at what ``latent_dim`` channels can hold.
+        ``transform``, blobs without a target and the model's fingerprint for
+        them are unchanged; blobs with enhancement channels are format 5. At
+        most the wavelet packet bands minus ``latent_dim``; 0 for 1D models.
+
     Attributes
     ----------
     spec_ : ModelSpec
@@ -274,6 +289,7 @@ class WallocCodec(WallocTransformer):
         **WallocTransformer._parameter_constraints,
         "adaptive_gain": ["boolean"],
         "gain": [Interval(Integral, LOWEST_GAIN, HIGHEST_GAIN, closed="both")],
+        "enhancement_dim": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(
@@ -303,6 +319,7 @@ class WallocCodec(WallocTransformer):
         adaptive_gain=True,
         gain=0,
         boundary="symmetric",
+        enhancement_dim=0,
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -331,13 +348,30 @@ class WallocCodec(WallocTransformer):
         )
         self.adaptive_gain = adaptive_gain
         self.gain = gain
+        self.enhancement_dim = enhancement_dim
 
     @classmethod
     def _added_params(cls):
-        return {**super()._added_params(), "adaptive_gain": True, "gain": 0}
+        return {
+            **super()._added_params(),
+            "adaptive_gain": True,
+            "gain": 0,
+            "enhancement_dim": 0,
+        }
+
+    def _spec_from_params(self, channels, domain):
+        spec = super()._spec_from_params(channels, domain)
+        return dataclasses.replace(spec, enhancement_dim=int(self.enhancement_dim))
+
+    def _fit_extras(self, padded):
+        """Fit the enhancement channels (``enhancement_dim``) on the
+        training signals, after the model they enhance."""
+        k = self.spec_.enhancement_dim
+        if k:
+            fit_enhancement(self.module_, padded, k)
 
     # ---------------------------------------------------------------- identity
-    def fingerprint(self):
+    def fingerprint(self, enhanced=False):
         """The 16-byte fingerprint of the fitted model, recorded in every blob.
 
         SHA-256 (truncated) over a tag, the model's spec (``spec_``: its
@@ -345,6 +379,14 @@ class WallocCodec(WallocTransformer):
         models of model format 1 and older pickles keep their original formula
         (see ``_spec.legacy_fingerprint``). Unchanged by pickling,
         ``save``/``load`` and the device; changed by any refit.
+
+        Parameters
+        ----------
+        enhanced : bool, default=False
+            False: the fingerprint of the model without its enhancement
+            channels, which every blob without them records (adding
+            enhancement channels to a model keeps its blobs decodable). True:
+            with them, as blobs that carry them (format 5) record.
 
         Returns
         -------
@@ -364,7 +406,7 @@ class WallocCodec(WallocTransformer):
         ('bytes', 16)
         """
         check_is_fitted(self)
-        return _fingerprint(self)
+        return _fingerprint(self, bool(enhanced))
 
     # ------------------------------------------------------------- compression
     def compress(self, X, *, target_bpp=None, target_psnr=None):
@@ -434,16 +476,18 @@ class WallocCodec(WallocTransformer):
 
         def pack(grid, bits, gain, i):
             shape, dtype = described[i]
+            enhanced = len(grid) > self.spec_.latent_dim
+            v = ENHANCED_VERSION if enhanced else version
             return pack_blob(
-                encode_latents(grid, bits, version=version),
+                encode_latents(grid, bits, version=v),
                 signal_ndim=self.signal_ndim,
                 signal_shape=shape,
                 dtype=dtype,
                 levels=self.levels,
                 latent_shape=grid.shape,
                 latent_bits=bits,
-                fingerprint=fingerprint,
-                version=version,
+                fingerprint=_fingerprint(self, True) if enhanced else fingerprint,
+                version=v,
                 gain_steps=gain,
             )
 
@@ -612,11 +656,10 @@ class WallocCodec(WallocTransformer):
             raise ValueError(
                 f"max_values must be a positive int or None, got {max_values!r}"
             )
-        fingerprint = _fingerprint(self)
         parsed = []
         for i, blob in enumerate(blobs):
             try:
-                b = unpack_blob(blob, fingerprint)
+                b = unpack_blob(blob)
                 self._check_blob(b, max_values)
             except ValueError as e:
                 raise ValueError(f"blobs[{i}]: {e}") from None
@@ -675,7 +718,20 @@ class WallocCodec(WallocTransformer):
 
     def _decode_gained(self, z, out_spatial, gain_steps, latent_bits, finish=None):
         """Signals of latents coded at a gain and bit depth (the transformer's
-        decode for the model's own bits); ``finish`` as in ``decode_grids``."""
+        decode for the model's own bits), with or without enhancement
+        channels; ``finish`` as in ``decode_grids``."""
+        k = z.shape[1] - self.spec_.latent_dim
+        if k > 0:
+            module, _, device = self._runtime_model()
+            decoder = self._enhanced_decoder(k, device)
+            bottleneck = module._bottleneck(latent_bits)
+            half = bottleneck.expand(torch.tensor(0.5, dtype=torch.float64))
+            zero_bound = float(_ungain(half, gain_steps))
+
+            def enhanced(q):
+                return decoder(_ungain(bottleneck.expand(q), gain_steps), zero_bound)
+
+            return decode_grids(module, z, device, out_spatial, enhanced, finish)
         if latent_bits == self.latent_bits_:
             (signals,) = self._decode([z], out_spatial, gain_steps, finish)
             return signals
@@ -687,6 +743,22 @@ class WallocCodec(WallocTransformer):
 
         return decode_grids(module, z, device, out_spatial, decode, finish)
 
+    def _enhancement_encoder(self, device):
+        """The enhancement channels' separable encoder on ``device`` (cached)."""
+        key = f"{device}/enhancement_encoder"
+        if key not in self._runtime:
+            module, _, _ = self._runtime_model()
+            self._runtime[key] = enhancement_encoder(module).to(device)
+        return self._runtime[key]
+
+    def _enhanced_decoder(self, k, device):
+        """The decoder of blobs with ``k`` enhancement channels (cached)."""
+        key = f"{device}/enhanced/{k}"
+        if key not in self._runtime:
+            module, _, _ = self._runtime_model()
+            self._runtime[key] = EnhancedDecoder(module, k).to(device)
+        return self._runtime[key]
+
     def _check_blob(self, b, max_values):
         """Refuse a blob whose declared layout this model cannot have made."""
         ndim = self.signal_ndim
@@ -697,6 +769,7 @@ class WallocCodec(WallocTransformer):
                 f"blob declares format version {b.version}, but this model reads "
                 f"versions {', '.join(map(str, versions))} only"
             )
+        _check_fingerprint(self, b)
         # A finer gain may come with wider latents (1D in format 3, any signal
         # in format 4): from the model's bits up to 16, never without a gain.
         bits = self.latent_bits_
@@ -707,7 +780,7 @@ class WallocCodec(WallocTransformer):
             "signal kind": (b.signal_ndim, ndim),
             "levels": (b.levels, self.levels),
             "latent_bits": (b.latent_bits, bits),
-            "latent channels": (b.latent_shape[0], self.latent_dim),
+            "latent channels": (b.latent_shape[0], _channels(self, b)),
             "signal channels": (channels, self.n_channels_),
         }
         for name, (got, want) in expected.items():
@@ -822,16 +895,41 @@ class WallocCodec(WallocTransformer):
 
 
 # ----------------------------------------------------------------------- helpers
-def _fingerprint(est):
+def _fingerprint(est, enhanced=False):
     # Hashing every weight costs ~1 ms a call, as much as coding a small
     # photo's latents; cached with the runtime modules, which every fit and
     # load reset.
     runtime = est.__dict__.setdefault("_runtime", {})
-    if "fingerprint" not in runtime:
-        runtime["fingerprint"] = est.spec_.fingerprint(est.module_.state_dict())
-    fp = runtime["fingerprint"]
+    key = f"fingerprint/{bool(enhanced)}"
+    if key not in runtime:
+        state = est.module_.state_dict()
+        runtime[key] = est.spec_.fingerprint(state, enhanced=enhanced)
+    fp = runtime[key]
     assert len(fp) == FINGERPRINT_SIZE
     return fp
+
+
+def _check_fingerprint(est, b):
+    """Refuse a blob made by another model: blobs with enhancement channels
+    (format 5) record the fingerprint of the model with them, the others
+    that of the model without (unchanged by adding them)."""
+    want = _fingerprint(est, b.version == ENHANCED_VERSION)
+    if b.fingerprint != want:
+        raise ValueError(
+            "blob was made by another model (fingerprint mismatch: "
+            f"{b.fingerprint.hex()} != {want.hex()})"
+        )
+
+
+def _channels(est, b):
+    """The latent channels blob ``b`` may declare: the model's, or in format
+    5 the model's and 1 to ``enhancement_dim`` enhancement channels."""
+    d = est.spec_.latent_dim
+    if b.version == ENHANCED_VERSION and d < b.latent_shape[0] <= (
+        d + est.spec_.enhancement_dim
+    ):
+        return b.latent_shape[0]
+    return d
 
 
 def _blob_version(est):
@@ -841,8 +939,11 @@ def _blob_version(est):
 
 def _blob_versions(est):
     """Blob format versions a model reads: its legacy version (1 marks periodic
-    borders, 2 symmetric; the interlaced payload order), 3 and 4."""
-    return (1 if est.spec_.boundary == "periodization" else 2, 3, FORMAT_VERSION)
+    borders, 2 symmetric; the interlaced payload order), 3 and 4, and 5 if it
+    has enhancement channels."""
+    legacy = 1 if est.spec_.boundary == "periodization" else 2
+    enhanced = (ENHANCED_VERSION,) if est.spec_.enhancement_dim else ()
+    return (legacy, 3, FORMAT_VERSION, *enhanced)
 
 
 def _chunk(per_signal):

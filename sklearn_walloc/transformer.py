@@ -537,7 +537,11 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         elif not warm:
             self.signal_shape_ = None
         self._runtime = {}
+        self._fit_extras(padded)
         return self
+
+    def _fit_extras(self, padded):
+        """What a subclass fits after the model, on the same padded signals."""
 
     def _resolve_latent_bits(self):
         if self.latent_bits == "auto":

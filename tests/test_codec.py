@@ -998,10 +998,10 @@ def test_sizes_that_pad_alike_share_chunks_with_the_same_bits(
 
 
 def test_codec_defaults_are_the_transformers():
-    # WallocCodec re-declares __init__ (adaptive_gain, gain); the shared
-    # parameters must keep the transformer's defaults (max_iter=0 included).
+    # WallocCodec re-declares __init__ (adaptive_gain, gain, enhancement_dim); the
+    # shared parameters must keep the transformer's defaults (max_iter=0 too).
     ours = inspect.signature(WallocCodec.__init__).parameters
     theirs = inspect.signature(WallocTransformer.__init__).parameters
-    assert set(ours) - set(theirs) == {"adaptive_gain", "gain"}
+    assert set(ours) - set(theirs) == {"adaptive_gain", "gain", "enhancement_dim"}
     for name, p in theirs.items():
         assert ours[name].default == p.default, name

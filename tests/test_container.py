@@ -147,7 +147,7 @@ def test_unpack_named_errors():
     body = SMALL[:-4]
     cases = {
         "magic": b"WLOX" + SMALL[4:],
-        "version": _reseal(body[:4] + b"\x05" + body[5:]),
+        "version": _reseal(body[:4] + b"\x06" + body[5:]),
         "checksum": SMALL[:-1] + bytes([SMALL[-1] ^ 1]),
         "truncated": SMALL[:20],
         "extended": _reseal(body + b"\x00"),
