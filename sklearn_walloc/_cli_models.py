@@ -246,6 +246,7 @@ def model_summary(name):
         "decoder_depth": codec.decoder_depth,
         "decoder": codec.spec_.decoder_kind,  # "walloc", or the reference's
         "boundary": codec.spec_.boundary,
+        "padding": codec.spec_.padding,  # "end", or the reference's "centred"
         "signal_shape": codec.signal_shape_,
         "dimensionality_reduction": reduction(codec),
         "parameters": int(n_params),

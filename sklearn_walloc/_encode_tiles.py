@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import _ties
 from ._domain import to_domain
 from ._edges import _PROBE, EdgeEncoder
-from ._signal import _canonical_layout, run_merged
+from ._signal import _canonical_layout, pad_widths, run_merged
 from ._ties import exact_rounding
 from ._wavelets import SeparableEncoder, _edge_rows
 
@@ -71,26 +71,27 @@ def uses_tiles(arr, signal_ndim):
 def encode_arrays(est, arrays, module, fused, device):
     """The transformer's ``_encode``: large images in strips, the others
     through ``run_merged`` as before; one ``(n, D, *g)`` array per input."""
-    domain = est.spec_.sample_dtype
+    domain, centred = est.spec_.sample_dtype, est.spec_.centred
     out = [None] * len(arrays)
     rest = [k for k, a in enumerate(arrays) if not uses_tiles(a, est.signal_ndim)]
     for k, a in enumerate(arrays):
         if k not in rest:
             parts = [
-                encode_image(module, fused, a[i : i + 1], domain, device).cpu().numpy()
+                encode_image(module, fused, a[i : i + 1], domain, device, centred)
                 for i in range(len(a))
             ]
+            parts = [z.cpu().numpy() for z in parts]
             out[k] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if rest:
         stride = 2**est.spec_.levels
         encode = lambda t: module.encode_fused(t, fused)  # noqa: E731
-        done = run_merged(encode, [arrays[k] for k in rest], stride, device)
+        done = run_merged(encode, [arrays[k] for k in rest], stride, device, centred)
         for k, z in zip(rest, done):
             out[k] = z
     return out
 
 
-def encode_image(module, fused, x, domain, device):
+def encode_image(module, fused, x, domain, device, centred=False):
     """Integer latents (float32 ``(1, D, h, w)``, channels-last) of one image.
 
     Parameters
@@ -104,8 +105,10 @@ def encode_image(module, fused, x, domain, device):
     domain : str or None
         The model's sample dtype.
     device : torch.device
+    centred : bool, default=False
+        The model's padding (``ModelSpec.padding``): "centred" or "end".
     """
-    z, image = image_latents(fused, x, domain, device)
+    z, image = image_latents(fused, x, domain, device, centred)
     with torch.no_grad():
         if _ties.EXACT_IMAGES:
             # The exact rounding gathers its near-tie windows from the
@@ -114,11 +117,11 @@ def encode_image(module, fused, x, domain, device):
         return module.bottleneck.quantize(z, "symbols")
 
 
-def image_latents(fused, x, domain, device):
+def image_latents(fused, x, domain, device, centred=False):
     """The float latents ``(1, D, h, w)`` of one image ``x`` (as
     :func:`encode_image`), computed in strips, and the padded image as a
     :class:`StripImage` (for exact rounding, or loaded whole for a PSNR)."""
-    strips = _Strips(fused, x, domain, device)
+    strips = _Strips(fused, x, domain, device, centred)
     with torch.no_grad():
         z = strips.latents()
     return z, StripImage(strips)
@@ -189,24 +192,26 @@ class StripImage:
         over the whole image, computed in strips."""
         s = self.strips
         with torch.no_grad():
-            return _Strips(fused, s.x, s.domain, "cpu").latents()
+            return _Strips(fused, s.x, s.domain, "cpu", s.centred).latents()
 
 
 class _Strips:
     """One image, read and encoded a strip of rows at a time."""
 
-    def __init__(self, fused, x, domain, device):
+    def __init__(self, fused, x, domain, device, centred=False):
         self.edge = fused if isinstance(fused, EdgeEncoder) else None
         enc = fused.encoder if self.edge is not None else fused
         if not isinstance(enc, SeparableEncoder) or len(enc.stages) != 2:
             raise TypeError("strips need the 2D factorised encoder")
         self.enc, self.x, self.domain, self.device = enc, x, domain, device
-        s = enc.stride
+        self.centred = centred
         h, w = x.shape[2:]
         # The padded image's rows and columns in the source (np.pad's
-        # "symmetric", as pad_to_multiple).
-        self.rows = np.pad(np.arange(h), (0, -h % s), mode="symmetric")
-        cols = np.pad(np.arange(w), (0, -w % s), mode="symmetric")
+        # "symmetric" or, centred, "reflect", as pad_to_multiple).
+        mode = "reflect" if centred else "symmetric"
+        rows, cols = pad_widths((h, w), enc.stride, centred)
+        self.rows = np.pad(np.arange(h), rows, mode=mode)
+        cols = np.pad(np.arange(w), cols, mode=mode)
         self.cols = None if len(cols) == w else cols
         self.height, self.width = len(self.rows), len(cols)
         self.symmetric = enc.line[2] == "symmetric"

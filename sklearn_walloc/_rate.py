@@ -139,7 +139,7 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
                 )
         else:
             whole = x if isinstance(x, torch.Tensor) else x.whole()
-            orig = crop(whole.cpu().numpy(), spatial)
+            orig = crop(whole.cpu().numpy(), spatial, codec.spec_.centred)
             gain = coded.for_psnr(target_psnr, orig, spatial, i)
         yield i, coded.blob(gain)
 
@@ -152,16 +152,19 @@ def _latents(codec, arr, module, fused, device, ext=None):
     as a ``_encode_tiles.StripImage``, loaded whole only if asked; the others
     run in the transformer's fixed chunks, so each gets the latents it gets
     alone."""
+    spec = codec.spec_
     if uses_tiles(arr, codec.signal_ndim):
-        domain = codec.spec_.sample_dtype
         for j in range(len(arr)):
-            z, image = image_latents(fused, arr[j : j + 1], domain, device)
+            x = arr[j : j + 1]
+            z, image = image_latents(fused, x, spec.sample_dtype, device, spec.centred)
             z_ext = None
             if ext is not None:
-                z_ext, _ = image_latents(ext, arr[j : j + 1], domain, device)
+                z_ext, _ = image_latents(
+                    ext, x, spec.sample_dtype, device, spec.centred
+                )
             yield image, z, z_ext
         return
-    x = pad_to_multiple(arr, 2**codec.spec_.levels)
+    x = pad_to_multiple(arr, 2**spec.levels, spec.centred)
     for t, n in iter_chunks(x, device):
         with torch.no_grad():
             z = fused(t)

@@ -20,7 +20,10 @@ The paper's models (``RGB_16x``, ``stereo_5x`` on the authors' model hub) are
   ``data_scale=65536``: int16 samples, or floats in [-1, 1]);
 - the decoder is the reference's (:mod:`sklearn_walloc._reference_net`),
   weight normalisation folded, with the 1D encoder's padded end latents, the
-  post-filter and the output clamp.
+  post-filter and the output clamp;
+- signals whose sides are not multiples of ``2**J`` are padded as the
+  reference's ``pad`` helper pads them (reflection, centred: ``padding=
+  "centred"`` in the spec) and cropped as its ``crop`` helper crops.
 
 Refused, with a ``ValueError`` naming them: the non-linear encoder
 (``lightweight_encode=False``), ``LinearCodec2D`` and ``ResidualCodec2D``
@@ -105,9 +108,17 @@ def from_reference(cls, checkpoint, config, **params):
     within float32 rounding of a half-integer; its ``Codec1D`` also pads one
     constant latent at each end, which is left out here and restored before
     the decoder). Reconstructions equal its clamped output to float
-    tolerance, for signals whose sides are multiples of ``2**J`` (the
-    reference takes no others; this library pads them by symmetric
-    extension and crops). See ``docs/user_guide/reference.md``.
+    tolerance. At any size: the reference's models take only sides that are
+    multiples of ``2**J``, and its users pad others with its ``pad`` helper
+    (reflection to the next multiple, ``(P - S) // 2`` samples before and the
+    rest after) and cut the decoded output back with its ``crop``; the
+    converted model does the same (``spec_.padding == "centred"``), in
+    ``transform`` (latents of the padded signal), ``compress`` and
+    ``decompress`` (the centred crop), ``inverse_transform`` (the padded
+    signal, or the crop for flat rows of a known ``signal_shape``). The helper
+    reads images; audio is padded by the same rule along its one axis.
+    Outputs decoded in tiles (above ``2**23`` values) differ from the
+    reference's, padded or not (``docs/user_guide/reference.md``).
 
     Examples
     --------
@@ -269,6 +280,7 @@ def _spec(cfg, state):
             boundary="periodization",
             sample_dtype=_DOMAINS[ndim][0],
             decoder_kind=kind,
+            padding="centred",
         )
     except ValueError as e:
         raise ValueError(f"config: {e}") from None

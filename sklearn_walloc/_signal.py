@@ -26,6 +26,7 @@ __all__ = [
     "iter_chunks",
     "merge_padded",
     "pad_to_multiple",
+    "pad_widths",
     "read_latents",
     "read_signals",
     "resolve_device",
@@ -154,7 +155,7 @@ def _resolve_flat_shape(signal_shape, signal_ndim, n_features):
 
 
 def _check_min_size(spatial, what):
-    # Shorter signals are padded symmetrically up to a multiple of 2**levels.
+    # Shorter signals are padded up to a multiple of 2**levels.
     if min(spatial) < 1:
         raise ValueError(
             f"{what} is empty: every spatial axis needs at least 1 sample; got "
@@ -395,15 +396,33 @@ def _read_list(X, ndim, convert, lazy_above=None):
     return arrays, Layout("list", groups, len(signals))
 
 
-def pad_to_multiple(x, multiple):
-    """Symmetric extension of the spatial axes of ``(N, C, *S)`` to a multiple."""
-    pads = [(0, 0), (0, 0)] + [(0, -s % multiple) for s in x.shape[2:]]
-    if not any(p[1] for p in pads):
+def pad_widths(spatial, multiple, centred=False):
+    """``(before, after)`` per axis that pad ``spatial`` to a multiple.
+
+    Not ``centred``: all after. ``centred``: ``(P - S) // 2`` before and the
+    rest after, as the reference implementation's ``compute_padding``.
+    """
+    widths = []
+    for s in spatial:
+        extra = -s % multiple
+        before = extra // 2 if centred else 0
+        widths.append((before, extra - before))
+    return widths
+
+
+def pad_to_multiple(x, multiple, centred=False):
+    """The spatial axes of ``(N, C, *S)`` padded to a multiple of ``multiple``:
+    by symmetric extension after the end (the edge sample repeated), or
+    ``centred`` by reflection on both sides (the edge sample not repeated), as
+    the reference implementation's ``pad`` helper (``F.pad(mode="reflect")``;
+    where that refuses a pad as wide as the axis, numpy reflects again)."""
+    pads = [(0, 0), (0, 0), *pad_widths(x.shape[2:], multiple, centred)]
+    if not any(a or b for a, b in pads):
         return x
-    return np.pad(x, pads, mode="symmetric")
+    return np.pad(x, pads, mode="reflect" if centred else "symmetric")
 
 
-def merge_padded(arrays, multiple, *, pad_alone=True):
+def merge_padded(arrays, multiple, *, pad_alone=True, centred=False):
     """Pad each array to ``multiple`` and merge those of equal padded shape.
 
     Signals of different sizes that pad to the same shape are the same problem
@@ -418,6 +437,8 @@ def merge_padded(arrays, multiple, *, pad_alone=True):
     pad_alone : bool, default=True
         False: an array whose padded shape no other array shares is returned
         as it is (unpadded, not copied), for a caller that pads chunk by chunk.
+    centred : bool, default=False
+        Pad as :func:`pad_to_multiple` with ``centred``.
 
     Returns
     -------
@@ -434,27 +455,33 @@ def merge_padded(arrays, multiple, *, pad_alone=True):
         if len(ks) == 1 and not pad_alone:
             merged.append((arrays[ks[0]], [(ks[0], 0)]))
             continue
-        parts = [pad_to_multiple(arrays[k], multiple) for k in ks]
+        parts = [pad_to_multiple(arrays[k], multiple, centred) for k in ks]
         starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
         stack = parts[0] if len(parts) == 1 else np.concatenate(parts)
         merged.append((stack, [(k, int(s)) for k, s in zip(ks, starts)]))
     return merged
 
 
-def run_merged(fn, arrays, multiple, device):
-    """``run_in_chunks`` over each array padded to ``multiple``, equal padded
-    shapes run together (see :func:`merge_padded`); one output per array."""
+def run_merged(fn, arrays, multiple, device, centred=False):
+    """``run_in_chunks`` over each array padded to ``multiple`` (``centred``
+    or not), equal padded shapes run together (see :func:`merge_padded`); one
+    output per array."""
     out = [None] * len(arrays)
-    for stack, parts in merge_padded(arrays, multiple):
+    for stack, parts in merge_padded(arrays, multiple, centred=centred):
         y = run_in_chunks(fn, stack, device)
         for k, start in parts:
             out[k] = y[start : start + len(arrays[k])]
     return out
 
 
-def crop(x, spatial):
-    """Crop the spatial axes of ``(N, C, *S)`` to ``spatial``."""
-    return x[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
+def crop(x, spatial, centred=False):
+    """Crop the spatial axes of ``(N, C, *S)`` to ``spatial``: their start, or
+    ``centred`` the window that :func:`pad_to_multiple` put the signal in
+    (``(S - spatial) // 2`` from the start; ``S`` must be that padded size)."""
+    starts = [(n - s) // 2 if centred else 0 for n, s in zip(x.shape[2:], spatial)]
+    return x[
+        (slice(None), slice(None), *[slice(a, a + s) for a, s in zip(starts, spatial)])
+    ]
 
 
 def _canonical_layout(t):
@@ -570,13 +597,14 @@ def _check_latent_dim(got, latent_dim, name):
         )
 
 
-def write_signals(signals, layout, flat_spatial=None):
+def write_signals(signals, layout, flat_spatial=None, centred=False):
     """Lay decoded signals ``(n_g, C, *S)`` out in the form of the latents.
 
-    Flat output is cropped to ``flat_spatial`` and flattened channels last.
+    Flat output is cropped to ``flat_spatial`` (:func:`crop`, ``centred`` or
+    not) and flattened channels last.
     """
     if layout.kind == "flat":
         (x,) = signals
-        x = crop(x, flat_spatial)
+        x = crop(x, flat_spatial, centred)
         return np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(len(x), -1)
     return write_latents(signals, layout)

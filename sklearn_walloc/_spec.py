@@ -84,6 +84,15 @@ _LEGACY_FIELDS = (
 #: ``_reference_net``); "walloc" is this library's.
 DECODER_KINDS = ("autoencoder-kl", "oobleck", "oobleck+post-filter")
 
+#: ``padding`` values: "end", this library's (symmetric extension after the
+#: end of each axis); "centred", the reference implementation's ``pad`` helper
+#: (reflection on both sides, the odd sample after), for its converted models.
+PADDINGS = ("end", "centred")
+
+# Fields that earlier specs did not have, with the value they meant: left out
+# of the JSON at that value.
+_OPTIONAL_FIELDS = {"decoder_kind": "walloc", "padding": "end", "enhancement_dim": 0}
+
 _INT_RANGES = {
     "in_channels": (1, MAX_BANDS),
     "latent_dim": (1, MAX_BANDS),
@@ -127,6 +136,14 @@ class ModelSpec:
         ``decoder_depth``); or a decoder of the reference implementation,
         converted by ``from_reference`` (:data:`DECODER_KINDS`; then
         ``decoder_width`` is its ``Nd`` and ``decoder_depth`` 0).
+    padding : {"end", "centred"}, default="end"
+        How a signal whose sides are not multiples of ``2**levels`` is padded
+        to one before encoding, and where its decoded output is cropped:
+        "end", by symmetric extension after the end of each axis (this
+        library's); "centred", by reflection (the edge sample not repeated)
+        on both sides, ``(P - S) // 2`` before and the rest after, as the
+        reference implementation's ``pad`` and ``crop`` helpers. Only models
+        with a reference decoder (``from_reference``) are "centred".
     enhancement_dim : int, default=0
         Enhancement channels of a codec (``WallocCodec(enhancement_dim=...)``,
         :mod:`~sklearn_walloc._enhancement`): linear latent channels beyond
@@ -161,6 +178,7 @@ class ModelSpec:
     boundary: str = "symmetric"
     sample_dtype: str | None = None
     decoder_kind: str = "walloc"
+    padding: str = "end"
     enhancement_dim: int = 0
 
     def __post_init__(self):
@@ -209,6 +227,15 @@ class ModelSpec:
                 f"levels={self.levels}."
             )
         self._check_decoder_kind()
+        if type(self.padding) is not str or self.padding not in PADDINGS:
+            raise ValueError(
+                f"model spec: padding must be one of {PADDINGS}, got {self.padding!r}"
+            )
+        if self.padding == "centred" and self.decoder_kind == "walloc":
+            raise ValueError(
+                "model spec: padding 'centred' is the reference implementation's; "
+                "only models with its decoder_kind have it"
+            )
         self._check_enhancement(n_bands)
         n_params = sum(math.prod(s) for s in self.tensor_shapes().values())
         if n_params > MAX_PARAMETERS:
@@ -511,15 +538,20 @@ class ModelSpec:
                 f"({self}); set warm_start=False to fit a new model."
             )
 
+    @property
+    def centred(self):
+        """Whether signals are padded and cropped centred (``padding``)."""
+        return self.padding == "centred"
+
     def to_json(self):
         """The fields as a JSON-able dict (``decoder_kind`` only when not
-        "walloc", ``enhancement_dim`` only when not 0: the fingerprints of
+        "walloc", ``padding`` only when not "end", ``enhancement_dim`` only
+        when not 0: the fingerprints of
         earlier models stay as they were)."""
         data = dataclasses.asdict(self)
-        if data["decoder_kind"] == "walloc":
-            del data["decoder_kind"]
-        if not data["enhancement_dim"]:
-            del data["enhancement_dim"]
+        for name, default in _OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -531,8 +563,7 @@ class ModelSpec:
             )
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(fields), key=str)
-        optional = ("decoder_kind", "enhancement_dim")
-        missing = [f for f in fields if f not in data and f not in optional]
+        missing = [f for f in fields if f not in data and f not in _OPTIONAL_FIELDS]
         if unknown or missing:
             raise ValueError(
                 f"model spec: unknown keys {unknown}, missing keys {missing}"
@@ -561,7 +592,8 @@ class ModelSpec:
             canonical spec JSON and each learned tensor in
             :meth:`tensor_shapes` order (name, dtype, shape, little-endian
             bytes). Models with periodization boundaries (model format 1, old
-            pickles) keep :func:`legacy_fingerprint`, so their blobs decode.
+            pickles, converted reference models) keep
+            :func:`legacy_fingerprint`, so their blobs decode.
         """
         if not enhanced and self.enhancement_dim:
             return self.base.fingerprint(tensors)
@@ -612,13 +644,19 @@ def legacy_fingerprint(spec, state_dict):
     """The fingerprint of model format 1 (tag v1): frozen, part of old blobs.
 
     SHA-256 over a JSON header (the tag, the structural parameters with the
-    channel count, the sorted ``state_dict`` names), then every array of the
-    ``state_dict`` (wavelet filters included) in name order, little-endian.
+    channel count, ``padding`` if "centred", the sorted ``state_dict`` names),
+    then every array of the ``state_dict`` (wavelet filters included) in name
+    order, little-endian.
     """
     from ._container import model_fingerprint
 
     structure = {k: getattr(spec, k) for k in _LEGACY_FIELDS}
     structure["n_channels"] = spec.in_channels
+    if spec.centred:
+        # Blobs of a centred model decode to another window of the latents
+        # than those of the same weights padded at the end (a reference model
+        # converted before padding was a field): not each other's.
+        structure["padding"] = spec.padding
     names = sorted(state_dict)
     header = json.dumps(
         {"tag": LEGACY_FINGERPRINT_TAG, "structure": structure, "arrays": names},

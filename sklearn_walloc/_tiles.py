@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ._signal import _canonical_layout, run_in_chunks
+from ._signal import _canonical_layout, crop, run_in_chunks
 
 __all__ = ["LARGE_OUTPUT", "TILE_VALUES", "decode_grids", "receptive_radius"]
 
@@ -85,7 +85,9 @@ def _decode_tile(decode, t):
         raise
 
 
-def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
+def decode_grids(
+    module, z, device, out_spatial=None, decode=None, finish=None, centred=False
+):
     """Decode latent grids ``z`` ``(n, D, *g)`` to signals ``(n, C, *S)``.
 
     Parameters
@@ -104,6 +106,10 @@ def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
         caller's dtype, say) and the dtype it returns, applied tile by tile so
         that the float32 signal never exists whole: the output is allocated
         once, in that dtype. None: float32 as decoded.
+    centred : bool, default=False
+        Where the crop lies: at the start of each axis, or ``centred`` where
+        the reference implementation's ``crop`` takes it (``(grid * stride -
+        out_spatial) // 2`` from the start; ``ModelSpec.padding``).
 
     Returns
     -------
@@ -114,11 +120,11 @@ def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
     stride = module.stride
     full = tuple(g * stride for g in grid)
     out_spatial = full if out_spatial is None else tuple(out_spatial)
+    starts = [(f - o) // 2 if centred else 0 for f, o in zip(full, out_spatial)]
     channels = module.encoder.in_channels // module.wpt.n_bands
     sides = _tile_sides(grid, channels, stride)
     if sides is None:
-        y = run_in_chunks(decode, z, device)
-        y = y[(slice(None), slice(None), *[slice(0, s) for s in out_spatial])]
+        y = crop(run_in_chunks(decode, z, device), out_spatial, centred)
         return y if finish is None else finish[1](y)
     out_dtype, convert = (np.float32, None) if finish is None else finish
     halo = receptive_radius(module)
@@ -126,10 +132,11 @@ def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
     # out for the caller then needs no copy of the (large) output.
     out = np.empty((len(z), *out_spatial, channels), dtype=out_dtype)
     out = np.moveaxis(out, -1, 1)
-    # Tiles along each axis: (start, stop) of the centre in latent positions.
+    # Tiles along each axis: (start, stop) of the centre in latent positions,
+    # those that cover the crop.
     axes = [
-        [(s, min(s + side, g)) for s in range(0, -(-o // stride), side)]
-        for g, o, side in zip(grid, out_spatial, sides)
+        [(s, min(s + side, g)) for s in range(a // stride, -(-(a + o) // stride), side)]
+        for g, a, o, side in zip(grid, starts, out_spatial, sides)
     ]
     with torch.no_grad():
         for i in range(len(z)):
@@ -142,10 +149,10 @@ def decode_grids(module, z, device, out_spatial=None, decode=None, finish=None):
                 t = _canonical_layout(torch.from_numpy(np.ascontiguousarray(part)))
                 y = _decode_tile(decode, t.to(device))
                 src, dst = [slice(None)], [i, slice(None)]
-                for (a, b), (wa, _), o in zip(tile, window, out_spatial):
-                    lo, hi = a * stride, min(b * stride, o)
+                for (a, b), (wa, _), o, c in zip(tile, window, out_spatial, starts):
+                    lo, hi = max(a * stride, c), min(b * stride, c + o)
                     src.append(slice(lo - wa * stride, hi - wa * stride))
-                    dst.append(slice(lo, hi))
+                    dst.append(slice(lo - c, hi - c))
                 y = y[tuple(src)].cpu().numpy()
                 out[tuple(dst)] = y if convert is None else convert(y)
     return out

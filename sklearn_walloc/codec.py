@@ -496,7 +496,10 @@ class WallocCodec(WallocTransformer):
             # Sizes that pad to the same shape run together (the same bits as
             # alone): one padded chunk per padded shape, not per size.
             stride = 2**self.levels
-            for arr, parts in merge_padded(arrays, stride, pad_alone=False):
+            centred = self.spec_.centred
+            for arr, parts in merge_padded(
+                arrays, stride, pad_alone=False, centred=centred
+            ):
                 idx = np.concatenate([layout.groups[k][0] for k, _ in parts])
                 if targets:
                     rated = compress_to_target(self, arr, idx, described, pack, targets)
@@ -537,7 +540,8 @@ class WallocCodec(WallocTransformer):
             extra = extra.reshape(*extra.shape, *[1] * (q.dim() - 2))
             return torch.cat([q, extra.expand(-1, -1, *q.shape[2:])], 1)
 
-        out = run_in_chunks(encode, pad_to_multiple(x, 2**self.spec_.levels), device)
+        x = pad_to_multiple(x, 2**self.spec_.levels, self.spec_.centred)
+        out = run_in_chunks(encode, x, device)
         first = (slice(None), slice(None), *[0] * (out.ndim - 2))
         k, b = out[:, width:][first].astype(np.int64).T
         return out[:, :width].astype(np.int32), k, b
@@ -586,9 +590,10 @@ class WallocCodec(WallocTransformer):
             (clipped to the finite range of float16), ``bool`` ``y >= 0.5``;
             a signal given without a channel axis comes back without one.
             False: model units, float32, exactly
-            ``inverse_transform(transform(X))`` cropped to the original size,
-            channel axis always present (as :meth:`inverse_transform`
-            returns), unclipped.
+            ``inverse_transform(transform(X))`` cropped to the original size
+            (from the start of each axis; centred, as the reference's ``crop``,
+            for a model from ``from_reference``), channel axis always present
+            (as :meth:`inverse_transform` returns), unclipped.
         max_values : int, default=None
             Largest number of scalar values a single blob may declare; larger
             declared signals are refused with a ``ValueError`` before anything
@@ -667,10 +672,14 @@ class WallocCodec(WallocTransformer):
         groups = {}
         for i, b in enumerate(parsed):
             key = (b.latent_shape, b.gain_steps, b.latent_bits)
+            if self.spec_.centred:
+                # Each size is its own window of the decoded grid: decoded
+                # apart, not cropped from the largest.
+                key += (b.signal_shape[: self.signal_ndim],)
             groups.setdefault(key, []).append(i)
         out = [None] * len(parsed)
         with _progress(self, len(parsed), "decompress") as bar:
-            for (latent_shape, gain_steps, latent_bits), idx in groups.items():
+            for (latent_shape, gain_steps, latent_bits, *_), idx in groups.items():
                 step = _chunk(math.prod(latent_shape))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
@@ -741,7 +750,8 @@ class WallocCodec(WallocTransformer):
         def decode(q):
             return module.decode_fused(q, synthesis, gain_steps, latent_bits)
 
-        return decode_grids(module, z, device, out_spatial, decode, finish)
+        centred = self.spec_.centred
+        return decode_grids(module, z, device, out_spatial, decode, finish, centred)
 
     def _enhancement_encoder(self, device):
         """The enhancement channels' separable encoder on ``device`` (cached)."""

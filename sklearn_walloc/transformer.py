@@ -614,8 +614,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
     def _decode(self, latents, out_spatial=None, gain_steps=0, finish=None):
         module, _, dev = self._runtime_model()
         decode = partial(self._runtime[f"{dev}/decode"], gain_steps=gain_steps)
-        out = out_spatial
-        return [decode_grids(module, z, dev, out, decode, finish) for z in latents]
+        out, centred = out_spatial, self.spec_.centred
+        return [
+            decode_grids(module, z, dev, out, decode, finish, centred) for z in latents
+        ]
 
     def transform(self, X):
         """Encode signals to integer-valued latents (float32).
@@ -669,7 +671,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         X_rec : ndarray or list of ndarray
             Flat latents: ``(n_samples, n_features_in_)``. Batch or list: the
             signals at the padded size (a multiple of ``2**levels`` per axis),
-            channels last. A dask array of latents: a lazy dask array.
+            channels last; a signal padded to it lies at its start (for a model
+            from :meth:`from_reference`, centred: ``spec_.padding``). A dask
+            array of latents: a lazy dask array.
 
         Examples
         --------
@@ -693,7 +697,10 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         latents, layout = read_latents(X, spec.latent_dim, spec.signal_ndim, grid)
         signals = self._decode(latents)
         return write_signals(
-            signals, layout, None if flat_shape is None else flat_shape[0]
+            signals,
+            layout,
+            None if flat_shape is None else flat_shape[0],
+            spec.centred,
         )
 
     def _flat_signal_shape(self):
@@ -753,7 +760,7 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
         decoded = self._decode(self._encode(arrays))
         rng, domain = self.data_range_, self.spec_.sample_dtype
         scores = [
-            _round_trip_db(a, crop(d, spatial), metric, rng, domain)
+            _round_trip_db(a, crop(d, spatial, self.spec_.centred), metric, rng, domain)
             for a, d, (_, spatial) in zip(arrays, decoded, layout.groups)
         ]
         return float(np.mean(np.concatenate(scores)))

@@ -41,14 +41,37 @@ def test_tiles_equal_the_whole_decode(
     monkeypatch.setattr(_tiles, "TILE_VALUES", 512)
     calls = []
     decode = module.decode
-    monkeypatch.setattr(
-        module, "decode", lambda t: calls.append(t.shape) or decode(t)
-    )
+    monkeypatch.setattr(module, "decode", lambda t: calls.append(t.shape) or decode(t))
     tiled = _tiles.decode_grids(module, z, CPU, crop)
     assert tiled.shape == (2, channels, *crop)
     assert len(calls) > 2 * ndim  # it did tile
     scale = np.abs(whole).max()
     inner = (slice(None), slice(None), *[slice(0, c) for c in crop])
+    np.testing.assert_allclose(tiled, whole[inner], rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize(
+    "ndim,channels,grid,levels",
+    [(2, 3, (21, 34), 3), (2, 1, (1, 300), 3), (1, 2, (900,), 5)],
+)
+def test_centred_crop_in_tiles(ndim, channels, grid, levels, monkeypatch):
+    """``centred``: the window ``(grid * stride - crop) // 2`` from the start
+    (the reference's padding), whole or in tiles."""
+    module = _random_model(channels, levels, ndim, 8, 1)
+    z = np.random.default_rng(1).integers(-20, 21, (2, 5, *grid)).astype(np.float32)
+    whole = run_in_chunks(module.decode, z, CPU)
+    # Short of the padded size by more than a stride: the window's last
+    # latent position is not the grid's last but one.
+    crop = tuple(max(1, (g - 1) * 2**levels - 3) for g in grid)
+    starts = [(g * 2**levels - c) // 2 for g, c in zip(grid, crop)]
+    inner = (slice(None), slice(None))
+    inner += tuple(slice(a, a + c) for a, c in zip(starts, crop))
+    one = _tiles.decode_grids(module, z, CPU, crop, centred=True)
+    np.testing.assert_array_equal(one, whole[inner])
+    monkeypatch.setattr(_tiles, "TILE_VALUES", 512)
+    tiled = _tiles.decode_grids(module, z, CPU, crop, centred=True)
+    assert tiled.shape == (2, channels, *crop)
+    scale = np.abs(whole).max()
     np.testing.assert_allclose(tiled, whole[inner], rtol=0, atol=1e-6 * scale)
 
 

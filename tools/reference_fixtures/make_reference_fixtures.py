@@ -14,7 +14,10 @@ imports; the registry's torchvision is a CUDA build that does not load with
 the CPU torch, so the ``torchvision/`` folder beside this script stands in
 for the two transforms walloc imports.) Made with torch 2.13.0, diffusers 0.42.1,
 pytorch_wavelets 1.3.0, PyWavelets 1.9.0, scikit-image 0.26.0, setuptools
-80.10.2, einops 0.8.2; rerunning it rewrites the fixtures byte for byte.
+80.10.2, einops 0.8.2. Rerunning it on one machine rewrites the fixtures byte
+for byte; on another CPU the last bits of the floats may change (a rerun on
+another machine moved the companded latents by up to 1.5e-5 and the
+reconstructions by up to 8e-7, the rounded latents not at all).
 
 It builds the reference's ``Codec2D`` (RGB, ``J=3``, 12 latents: 16x, as the
 paper's ``RGB_16x``, with a decoder of width 32 instead of 768) and
@@ -32,6 +35,14 @@ post-filter are all exercised), and writes into ``tests/data``:
   companded latents before rounding (``u_<i>``), rounded latents
   (``latents_<i>``), clamped reconstructions (``recon_<i>``, its units) and
   the wavelet packet coefficients of the first signal (``bands_0``).
+
+The first two signals of each kind have sides that are multiples of ``2**J``;
+the third does not (a 100 x 75 photo crop, a clip of 1001 samples), and is
+run as a user of the reference runs it: padded with the reference's ``pad``
+helper (reflection, centred, to the next multiple; audio, which the helper
+does not take, by its ``compute_padding`` along the one axis with the same
+mode), encoded and decoded, and the output cut back with its ``crop`` helper.
+Its latents are those of the padded signal; ``recon_2`` is the crop.
 """
 
 import json
@@ -43,6 +54,7 @@ sys.path.insert(0, HERE)  # the torchvision stand-in
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from skimage import data  # noqa: E402
 from walloc import walloc  # noqa: E402
 
@@ -71,14 +83,36 @@ def _save(name, codec, config, arrays):
     np.savez_compressed(os.path.join(OUT, f"{name}.npz"), **arrays)
 
 
+def _pad(x, J):
+    """The reference's own padding to a multiple of ``2**J``: its ``pad``
+    helper for images; for audio, which that helper does not take (it reads a
+    height and a width), its ``compute_padding`` along the one axis, with the
+    helper's mode. No padding where the sides are multiples already."""
+    p = 2**J
+    if x.dim() == 4:
+        return walloc.pad(x, p)
+    n = x.shape[-1]
+    pad, _ = walloc.compute_padding(1, n, out_h=1, out_w=-(-n // p) * p)
+    return F.pad(x, pad[:2], mode="reflect")
+
+
+def _crop(y, size):
+    """The reference's ``crop`` helper (a 1D signal as an image of one row)."""
+    if y.dim() == 4:
+        return walloc.crop(y, size)
+    return walloc.crop(y[:, :, None], (1, *size))[:, :, 0]
+
+
 def _run(codec, x):
-    """What the reference README does: latents, then the clamped output."""
+    """What a user of the reference does: pad with its helper, latents, the
+    clamped output of the padded signal, cropped back with its helper."""
+    padded = _pad(x, codec.J)
     with torch.no_grad():
-        bands = codec.wavelet_analysis(x, J=codec.J)
+        bands = codec.wavelet_analysis(padded, J=codec.J)
         u = codec.encoder[0:2](bands)
         z_hat = codec.encoder[2](u)
-        recon, _, _ = codec(x)
-    return bands, u, z_hat, recon
+        recon, _, _ = codec(padded)
+    return bands, u, z_hat, _crop(recon, x.shape[2:])
 
 
 def _arrays(codec, signals, inputs):
@@ -114,7 +148,11 @@ def image_fixture():
     codec = walloc.Codec2D(**config).eval()
     gen = torch.Generator().manual_seed(1)
     _perturb(codec.decoder, gen)
-    photos = [data.astronaut()[8:72, 160:256], data.coffee()[100:148, 200:264]]
+    photos = [
+        data.astronaut()[8:72, 160:256],
+        data.coffee()[100:148, 200:264],
+        data.astronaut()[300:375, 180:280],  # 100 x 75: padded to 104 x 80
+    ]
     inputs = [
         (torch.from_numpy(p).permute(2, 0, 1).to(torch.float) / 255 - 0.5)[None]
         for p in photos
@@ -162,7 +200,7 @@ def audio_fixture():
         post = torch.zeros_like(codec.post.weight)
         post[:, :, 64] = torch.eye(2)
         codec.post.weight.copy_(post + 0.01 * codec.post.weight)
-    clips = [_clip(4096, 0), _clip(1536, 1)]
+    clips = [_clip(4096, 0), _clip(1536, 1), _clip(1001, 2)]  # 1001: to 1024
     inputs = [torch.from_numpy(c.T.astype(np.float32) / 65536.0)[None] for c in clips]
     print("Codec1D", config)
     _save("reference_1d", codec, config, _arrays(codec, clips, inputs))
