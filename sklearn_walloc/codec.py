@@ -425,7 +425,9 @@ class WallocCodec(WallocTransformer):
             PCM's 16 bits). The quantiser's gain is searched in quarter octaves
             (1.5 dB), from 10 octaves coarser to 6 finer than the model's own
             rate; a target below the coarsest blob gives that blob and a
-            ``UserWarning``. Costs about 5-8 entropy codings per signal.
+            ``UserWarning``. Costs about 5-8 entropy codings per signal. A
+            codec with enhancement channels (``enhancement_dim``) codes them
+            too, as many as round to something other than 0 (format 5).
         target_psnr : float, default=None
             Rate control, per signal: the smallest blob whose decoded signal
             reaches this PSNR in dB, in the model's sample domain as

@@ -962,6 +962,24 @@ def test_pretrained_models_without_m(files, capsys):
     assert "pretrained" in capsys.readouterr().err
 
 
+def test_enhanced_blobs_of_rgb_16x_are_found_without_m(files, capsys):
+    # A high rate target codes rgb-16x's enhancement channels (format 5,
+    # fingerprinted with them): decompress still finds the model.
+    imgs, out = files / "imgs", files / "out_enhanced"
+    src = imgs / "a.png"
+    assert main(["compress", "-m", "rgb-16x", str(src), "--bpp", "3", "-q", "-f"]) == 0
+    wlc = imgs / "a.png.wlc"
+    assert main(["info", str(wlc), "-m", "rgb-16x", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    info = info[0] if isinstance(info, list) else info
+    assert info["format_version"] == 5 and info["latent_shape"][0] > 12
+    assert info["made_by_model"] is True
+    assert main(["decompress", str(wlc), "-o", str(out), "-q"]) == 0
+    x = np.asarray(Image.open(src)).astype(float)
+    y = np.asarray(Image.open(out / "a.png.walloc.png")).astype(float)
+    assert psnr(x, y) > 20
+
+
 def test_fit_passes_the_training_recipe_options(files):
     model = files / "decoder_only.npz"
     args = ["fit", str(files / "imgs"), "-o", str(model), "--levels", "2", "-q"]

@@ -269,3 +269,24 @@ def test_golden_v5_blob_still_decodes():
 
 if __name__ == "__main__" and "--write-golden-v5" in __import__("sys").argv:
     _write_golden_v5()  # pragma: no cover
+
+
+def test_strip_encoding_gives_the_same_blobs(enhanced, small_photos, monkeypatch):
+    """Large images encode in strips (``_encode_tiles``): the enhancement
+    latents too, to the same bytes as the whole image."""
+    from sklearn_walloc import _encode_tiles
+
+    x = np.concatenate(small_photos[:2], axis=0)  # 128 x 80
+    whole = enhanced.compress([x], target_bpp=4.0)
+    monkeypatch.setattr(_encode_tiles, "LARGE_SAMPLES", 1000)
+    monkeypatch.setattr(_encode_tiles, "TILE_SAMPLES", 3 * 80 * 24)
+    enhanced._runtime = {}
+    assert enhanced.compress([x], target_bpp=4.0) == whole
+    assert unpack_blob(whole[0]).version == ENHANCED_VERSION
+
+
+def test_dask_bags_of_enhanced_blobs(enhanced, small_photos):
+    dask = pytest.importorskip("dask.bag")
+    bag = dask.from_sequence(small_photos[:3], npartitions=2)
+    blobs = enhanced.compress(bag, target_bpp=4.0).compute()
+    assert blobs == enhanced.compress(small_photos[:3], target_bpp=4.0)
