@@ -214,6 +214,11 @@ class EdgeEncoder:
 
     @torch.no_grad()
     def __call__(self, x):
+        return self.first_stage_too(x)[0]
+
+    def first_stage_too(self, x):
+        """The latents of ``x`` and the encoder's first stage output (None
+        for 1D signals), which exact rounding reads (``_ties``)."""
         first = None
         if x.dim() == 4 and isinstance(self.encoder, SeparableEncoder):
             z, first = self.encoder(x, keep_first=True)
@@ -224,4 +229,4 @@ class EdgeEncoder:
                 solve = self._solver(axis, z.device, z.dtype)
                 # The first stage ran along the last axis: it serves axis 0.
                 z = solve(x.to(z.dtype), z, first if axis == 0 else None)
-        return z
+        return z, first

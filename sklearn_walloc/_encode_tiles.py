@@ -111,8 +111,8 @@ def encode_image(module, fused, x, domain, device, centred=False):
     z, image = image_latents(fused, x, domain, device, centred)
     with torch.no_grad():
         if _ties.EXACT_IMAGES:
-            # The exact rounding gathers its near-tie windows from the
-            # source (StripImage): no float copy of the image.
+            # The exact rounding reads its near ties' first-stage rows and
+            # windows from the source (StripImage): no float copy of the image.
             return exact_rounding(fused, module).round(module.bottleneck, z, image)
         return module.bottleneck.quantize(z, "symbols")
 
@@ -186,6 +186,19 @@ class StripImage:
             c = cols[(b[rest][:, None] + np.arange(w1)) % s.width]
             out[rest] = np.moveaxis(s.x[0][:, r[:, :, None], c[:, None, :]], 0, 1)
         return torch.from_numpy(s.units(out).astype(np.float64))
+
+    @property
+    def n_bands(self):
+        """Outputs per channel of the encoder's first stage."""
+        stage = self.strips.enc.stages[0]
+        return stage.kernel.shape[0] // stage.groups
+
+    def first_rows(self, start, stop):
+        """The float32 encoder's first stage output ``(1, G, stop - start,
+        w)`` on the CPU for padded rows ``start .. stop - 1`` (wrapping): per
+        row the values the whole image gets (``_Strips.first``)."""
+        with torch.no_grad():
+            return self.strips.first(start, stop).cpu()
 
     def reference(self, fused):
         """Latents ``(1, D, h, w)`` of reference encoder ``fused`` (float64)

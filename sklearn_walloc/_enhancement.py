@@ -110,15 +110,19 @@ def enhancement_encoder(module, dtype=torch.float32):
     )
 
 
-def encode_enhancement(module, fused, x, z, gain_steps, latent_bits, deadzone):
-    """Integer enhancement latents of ``x`` (``z = fused(x)``, one signal) at
-    a blob's gain and bits, rounded as its base latents are."""
+def encode_enhancement(
+    module, fused, x, z, gain_steps, latent_bits, deadzone, first=None
+):
+    """Integer enhancement latents of ``x`` (``z = fused(x)``, one signal,
+    ``first`` its first stage output) at a blob's gain and bits, rounded as
+    its base latents are."""
     steps = torch.as_tensor([gain_steps], dtype=torch.int64)
     bottleneck = module._bottleneck(latent_bits)
     if module.rounds_exactly():
         ties = exact_rounding(fused, module)
         tol = ties.tolerance(x)
-        return ties.round(bottleneck, z, x, _gain_factor(steps, tol), tol, deadzone)
+        gain = _gain_factor(steps, tol)
+        return ties.round(bottleneck, z, x, gain, tol, deadzone, first)
     u = bottleneck.compand(z * _gain_factor(steps, z))
     return deadzone_round(u, deadzone)
 

@@ -19,7 +19,7 @@ from . import _ties
 from ._bottleneck import Bottleneck, latent_range
 from ._edges import EdgeEncoder
 from ._synthesis import separable_decoder
-from ._ties import exact_rounding
+from ._ties import exact_rounding, latents_and_first
 from ._wavelets import WaveletPacket, separable_encoder
 
 __all__ = ["GainSearch", "WallocAutoencoder", "gain_search"]
@@ -319,10 +319,11 @@ class WallocAutoencoder(nn.Module):
         """Inference encoder: ``fused`` from :meth:`inference_encoder`; 1D
         signals rounded the same way on any thread count
         (:class:`~sklearn_walloc._ties.ExactRounding`), and images
-        with ``_ties.EXACT_IMAGES`` (off by default)."""
+        with ``_ties.EXACT_IMAGES`` (the default)."""
         if not self.rounds_exactly():
             return self.bottleneck.quantize(fused(x), "symbols")
-        return exact_rounding(fused, self).round(self.bottleneck, fused(x), x)
+        z, first = latents_and_first(fused, x)
+        return exact_rounding(fused, self).round(self.bottleneck, z, x, first=first)
 
     def encode_gained(self, x, fused, max_steps, search=None):
         """:meth:`encode_fused` with a gain per signal.
@@ -389,7 +390,7 @@ class WallocAutoencoder(nn.Module):
         ``_ties.EXACT_IMAGES``."""
         return self.wpt.signal_ndim == 1 or _ties.EXACT_IMAGES
 
-    def encode_at_gains(self, x, z, fused, steps, deadzone=0.0):
+    def encode_at_gains(self, x, z, fused, steps, deadzone=0.0, first=None):
         """Integer latents of ``x`` at given gains, for rate control.
 
         ``z`` is ``fused(x)``; ``x`` is only read where :meth:`rounds_exactly`
@@ -397,7 +398,8 @@ class WallocAutoencoder(nn.Module):
         octaves, of either sign. A finer gain widens the latents as
         :meth:`encode_gained` does (its peak rule); ``steps == 0`` and no
         ``deadzone`` give exactly :meth:`encode_fused`'s latents. ``deadzone``
-        widens the zero bin (``_ties.deadzone_round``).
+        widens the zero bin (``_ties.deadzone_round``); ``first``: the first
+        stage output that came with ``z`` (``_ties.latents_and_first``).
 
         Returns
         -------
@@ -415,7 +417,7 @@ class WallocAutoencoder(nn.Module):
         bits = torch.full_like(steps, bn.latent_bits)
         if bool((steps > 0).any()):
             if exact:
-                peak = ties.peak(z, x, tol) / bn.scale
+                peak = ties.peak(z, x, tol, first) / bn.scale
             else:
                 peak = z.detach().abs().flatten(1).amax(1).double() / bn.scale
             wide = _gained_bits(peak, steps, bn.latent_bits)
@@ -427,7 +429,8 @@ class WallocAutoencoder(nn.Module):
             if exact:
                 gain = _gain_factor(steps[rows], tol)
                 xr = x if bool(rows.all()) else x[rows]  # x may be a StripImage
-                out = ties.round(bottleneck, z[rows], xr, gain, tol[rows], deadzone)
+                fr = first if first is None or bool(rows.all()) else first[rows]
+                out = ties.round(bottleneck, z[rows], xr, gain, tol[rows], deadzone, fr)
             else:
                 # compand's operations, in place: a large image's latents are
                 # hundreds of MB (the same floats as compand's).

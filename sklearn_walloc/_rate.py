@@ -23,6 +23,7 @@ from ._container import MAX_GAIN_STEPS, MIN_GAIN_STEPS
 from ._encode_tiles import image_latents, uses_tiles
 from ._enhancement import encode_enhancement, trim
 from ._signal import crop, iter_chunks, pad_to_multiple
+from ._ties import latents_and_first
 from .metrics import _round_trip_db
 
 __all__ = [
@@ -113,13 +114,13 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
     if codec.spec_.enhancement_dim and "gain" not in targets:
         ext = codec._enhancement_encoder(device)
     latents = _latents(codec, arr, module, fused, device, ext)
-    for row, (x, z, z_ext) in enumerate(latents):
+    for row, (x, z, z_ext, first, first_ext) in enumerate(latents):
         i = int(idx[row])
         shape = described[i][0]
         spatial = tuple(shape[:ndim])
-        coded = _Candidates(codec, module, fused, x, z, partial(pack, i=i))
+        coded = _Candidates(codec, module, fused, x, z, partial(pack, i=i), first)
         if ext is not None:
-            coded.enhance(ext, z_ext)
+            coded.enhance(ext, z_ext, first_ext)
         if "gain" in targets:  # the codec's fixed gain
             gain = targets["gain"]
         elif target_bpp is not None:
@@ -162,36 +163,37 @@ def _latents(codec, arr, module, fused, device, ext=None):
                 z_ext, _ = image_latents(
                     ext, x, spec.sample_dtype, device, spec.centred
                 )
-            yield image, z, z_ext
+            yield image, z, z_ext, None, None
         return
     x = pad_to_multiple(arr, 2**spec.levels, spec.centred)
     for t, n in iter_chunks(x, device):
         with torch.no_grad():
-            z = fused(t)
-            z_ext = None if ext is None else ext(t)
+            z, first = latents_and_first(fused, t)
+            z_ext = first_ext = None
+            if ext is not None:
+                z_ext, first_ext = latents_and_first(ext, t)
+        parts = (z_ext, first, first_ext)
         for j in range(n):
-            yield (
-                t[j : j + 1],
-                z[j : j + 1],
-                (None if z_ext is None else z_ext[j : j + 1]),
-            )
+            rest = (None if a is None else a[j : j + 1] for a in parts)
+            yield (t[j : j + 1], z[j : j + 1], *rest)
 
 
 class _Candidates:
     """The blob (and PSNR) of one signal at each gain tried, computed once."""
 
-    def __init__(self, codec, module, fused, x, z, pack):
+    def __init__(self, codec, module, fused, x, z, pack, first=None):
         self.codec, self.module, self.fused = codec, module, fused
         self.x, self.z = x, z  # x: a tensor or a StripImage (_latents)
+        self.first = first  # the encoder's first stage output (exact rounding)
         self.pack = pack  # pack(grid, bits, gain): the blob
         self._coded = {}
         self._psnr = {}
         self._ext = None
 
-    def enhance(self, fused, z):
+    def enhance(self, fused, z, first=None):
         """Code enhancement channels too: ``fused`` their encoder, ``z`` its
-        float latents of this signal."""
-        self._ext = (fused, z)
+        float latents of this signal (``first``: its first stage output)."""
+        self._ext = (fused, z, first)
 
     def _latents(self, gain):
         if gain not in self._coded:
@@ -202,13 +204,13 @@ class _Candidates:
             image = self.codec.signal_ndim == 2 and gain != 0
             deadzone = IMAGE_DEADZONE if image else 0.0
             q, bits = self.module.encode_at_gains(
-                x, self.z, self.fused, steps, deadzone
+                x, self.z, self.fused, steps, deadzone, self.first
             )
             grid = q[0].cpu().numpy().astype(np.int32)
             if self._ext is not None:
-                fused, z = self._ext
+                fused, z, first = self._ext
                 extra = encode_enhancement(
-                    self.module, fused, x, z, gain, int(bits[0]), deadzone
+                    self.module, fused, x, z, gain, int(bits[0]), deadzone, first
                 )
                 extra = trim(extra[0].cpu().numpy().astype(np.int32))
                 grid = np.concatenate([grid, extra])

@@ -16,6 +16,20 @@ samples they read. Blobs so depend on the input alone; only a reference that
 lands within float64 noise (about 1e-13) of a tie could still differ, and both
 roundings are then equally good.
 
+Images have a cheaper reference where the encoder's first stage output is at
+hand (``first``: :func:`latents_and_first`). Their 2D encoder runs a grouped
+stage along the rows (each output one 57-tap correlation of one channel),
+then a dense stage down the columns (each output a sum of 24 x 57 products,
+which oneDNN splits differently on different thread counts: every thread
+difference measured came from it). The first stage's float32 output was the
+same on 1 to 4 threads and in other processes, so the reference of a latent
+not solved at an end is the dense stage in float64 over the first stage's
+values it reads (:meth:`ExactRounding._from_first`): a gather of ``24 x 57``
+floats and one product, about a seventh of the samples' window. The band
+shrinks with it (``FIRST_TOL_UNITS``). A large image encoded in strips
+computes its first stage again, in bands of rows, for its near ties
+(``_encode_tiles.StripImage.first_rows``): per row the same values.
+
 The recomputation is exact, not windowed: along each axis a latent position is
 *inside* (one correlation with the inner filter), on an *edge row* of the
 symmetric analysis (:func:`~sklearn_walloc._wavelets._edge_rows`), or *solved*
@@ -36,11 +50,18 @@ import math
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ._edges import _PROBE, EdgeEncoder
 from ._wavelets import _edge_rows
 
-__all__ = ["ExactRounding", "deadzone_round", "exact_rounding", "tie_distance"]
+__all__ = [
+    "ExactRounding",
+    "deadzone_round",
+    "exact_rounding",
+    "latents_and_first",
+    "tie_distance",
+]
 
 #: Tolerance in units of ``2**-24 * (max|x| * gain + max|bias|)`` of a signal,
 #: the float32 rounding scale of its latents (``gain``: the product of the
@@ -51,18 +72,27 @@ __all__ = ["ExactRounding", "deadzone_round", "exact_rounding", "tie_distance"]
 #: and 1 audio latent in 10,000. (Units per channel, from each channel's own
 #: l1 norm, measured up to 9.6: no tighter bound there.)
 TOL_UNITS = 24.0
-#: Images too? Off by default: the float64 recomputation of near-tie latents
-#: (about 130 per 0.26 MP photo, each a gather of its 3x57x57 samples and a
-#: float64 product with the composite filter) costs far more than its share
-#: of latents on two threads, where the rest of the encoder runs in parallel:
-#: measured quiet, 2 threads, rgb-16x and a closed form, ``transform`` fell
-#: from 32-100 to 6-17 MP/s (256-1024 px) and ``compress`` by about 40%
-#: (``benchmarks/speed.py``, ``codec_path.py``; one thread, CPU time: +26-33%,
-#: ``exact_rounding.py``). Image latents rounded alike in every test of 1 and
-#: 2 threads, processes and dask workers without it. On, a large image's
-#: windows come from its source (``_encode_tiles.StripImage``), never from a
-#: float copy, and the deadzone's edge is decided the same way.
-EXACT_IMAGES = False
+#: The same for latents whose reference is the dense stage in float64 over the
+#: first stage's float32 output (``first``): only the dense stage's float32
+#: error is left, measured up to 3.5 units (rgb-16x on bundled, mate and noise
+#: photos, 1 to 4 threads, ``benchmarks/exact_rounding.py``); 12 keeps a
+#: margin of 3.4x and halves the latents recomputed.
+FIRST_TOL_UNITS = 12.0
+#: Images too (the default). A photo's near-tie latents (about 1 in 500) take
+#: the reference of :meth:`ExactRounding.values`: where the encoder's first
+#: (grouped) stage output is at hand (``first``, every in-memory image), the
+#: dense stage in float64 over the ``G x 57`` first-stage values each reads
+#: (the first stage's float32 output was identical at 1 to 4 threads and in
+#: other processes: each value is one 57-tap correlation, which oneDNN's
+#: grouped kernel does not split); else (large images
+#: read in strips, ends solved by ``EdgeEncoder``) the float64 recomputation
+#: from the samples. Measured on one thread (0.5 MP photo, rgb-16x):
+#: ``transform`` 11.1 -> 15.9 ms CPU, where the samples-only recomputation
+#: took 22 ms; without it, 1 latent in 920,000 (1 photo in 40) differed
+#: between 1, 2, 3 and 4 threads (``benchmarks/exact_rounding.py``).
+EXACT_IMAGES = True
+# Rows of a large image's first stage computed at once for its near ties.
+_FIRST_BAND = 256
 # Whole references for signals whose near positions would read more samples.
 _WHOLE = 4.0
 # Samples gathered per batch of recomputation (16 MB in float64: about 200
@@ -90,6 +120,14 @@ def deadzone_round(u, deadzone=0.0):
         return u.round_()
     zero = u.abs() < 0.5 + deadzone
     return u.round().masked_fill_(zero, 0)
+
+
+def latents_and_first(fused, x):
+    """``fused(x)`` and, for images, its first stage's output (which
+    :meth:`ExactRounding.values` reads; None where there is none)."""
+    if x.dim() == 4 and hasattr(fused, "first_stage_too"):
+        return fused.first_stage_too(x)
+    return fused(x), None
 
 
 def exact_rounding(fused, module):
@@ -162,10 +200,11 @@ class ExactRounding:
             peak = x.peak()
         return TOL_UNITS * 2.0**-24 * (peak.double() * self.gain + self.bias_peak)
 
-    def round(self, bottleneck, z, x, gain=None, tol=None, deadzone=0.0):
+    def round(self, bottleneck, z, x, gain=None, tol=None, deadzone=0.0, first=None):
         """Integer latents (``z``'s dtype) of float32 latents ``z`` of ``x``,
         companded by ``bottleneck`` at float64 ``gain`` (``(N,)`` or None),
-        rounded by :func:`deadzone_round`."""
+        rounded by :func:`deadzone_round`; ``first``: the encoder's first
+        stage output for ``x`` (:func:`latents_and_first`), or None."""
         n = len(z)
         view = (n,) + (1,) * (z.dim() - 1)
         g = gain
@@ -189,18 +228,30 @@ class ExactRounding:
         at = maybe.nonzero(as_tuple=True)
         u = bottleneck.compand(z[at].double() * g[at[0]])
         near = torch.zeros_like(maybe)
-        near[at] = tie_distance(u, deadzone) <= band[at[0]]
+        dist = tie_distance(u, deadzone)
+        near[at] = dist <= band[at[0]]
         q[at] = deadzone_round(u, deadzone).to(q.dtype)  # u rounded in place
+        if first is None and hasattr(x, "first_rows"):
+            first = x  # a large image computes its own first stage
+        if first is not None and len(x.shape) == 4 and bool(near.any()):
+            # The first stage's reference leaves only the dense stage's
+            # float32 error: positions it serves are near within a narrower
+            # band (FIRST_TOL_UNITS of TOL_UNITS).
+            grid = [s // self.stride for s in x.shape[2:]]
+            pos = np.stack([at[0].numpy(), at[2].numpy(), at[3].numpy()], 1)
+            fast = torch.from_numpy(self._first_serves(pos, grid))
+            narrow = band[at[0]] * (FIRST_TOL_UNITS / TOL_UNITS)
+            near[at] &= ~fast | (dist <= narrow)
         if bool(near.any()):
             index = near.any(dim=1).nonzero()  # (F, 1 + ndim): signal, position
             at = (index[:, 0], slice(None), *index[:, 1:].T)
-            zr = self.values(x, index)  # (F, D)
+            zr = self.values(x, index, first)  # (F, D)
             ur = bottleneck.compand(zr * g[index[:, 0]][:, None])
             rounded = deadzone_round(ur, deadzone).to(q.dtype)
             q[at] = torch.where(near[at], rounded, q[at])
         return q
 
-    def peak(self, z, x, tol=None):
+    def peak(self, z, x, tol=None, first=None):
         """``max |z_ref|`` per signal ``(N,)`` float64: the float32 peak can
         change with the threads, and gain decisions are thresholds on it."""
         tol = self.tolerance(x) if tol is None else tol
@@ -208,27 +259,43 @@ class ExactRounding:
         peak = mag.flatten(1).amax(1)
         view = (len(z),) + (1,) * (mag.dim() - 1)
         index = (mag >= (peak - 2 * tol).view(view)).nonzero()
-        values = self.values(x, index).abs().amax(dim=1)
+        values = self.values(x, index, first).abs().amax(dim=1)
         return torch.zeros_like(peak).scatter_reduce(
             0, index[:, 0], values, "amax", include_self=True
         )
 
     @torch.no_grad()
-    def values(self, x, index):
+    def values(self, x, index, first=None):
         """Reference latents ``(F, D)`` float64 of ``x`` at latent positions
         ``index`` ``(F, 1 + ndim)`` (signal, then position per axis).
 
         Each latent is computed from the samples it reads: positions of the
         same class along every axis (inner, edge row, solved end) share their
         weights, so each class is one gather and a few batched products.
+        With ``first``, the float32 output of the encoder's first (grouped)
+        stage, whose values do not depend on the thread count, a position
+        inside along axis 0 is its last (dense) stage in float64 over the
+        ``G x size`` first-stage values it reads (:meth:`_from_first`).
         """
         if x.device.type != "cpu" or index.device.type != "cpu":
-            return self.values(x.cpu(), index.cpu()).to(index.device)
+            first = None if first is None else first.cpu()
+            return self.values(x.cpu(), index.cpu(), first).to(index.device)
         grid = [s // self.stride for s in x.shape[2:]]
         d = self._latent_dim()
         out = torch.empty((len(index), d), dtype=torch.float64)
         if not len(index):
             return out
+        if first is None and hasattr(x, "first_rows"):
+            first = x  # a large image computes its own first stage
+        if first is not None and len(grid) == 2:
+            fast = self._first_serves(index.numpy(), grid)
+            if fast.any():
+                rows = torch.from_numpy(np.flatnonzero(fast))
+                out[rows] = self._from_first(first, index[rows].numpy(), grid)
+                rest = torch.from_numpy(np.flatnonzero(~fast))
+                if len(rest):
+                    out[rest] = self.values(x, index[rest])
+                return out
         # Bookkeeping in NumPy: a few hundred positions, dozens of tiny ops.
         index = index.cpu().numpy()
         # A signal whose positions would read more than _WHOLE times its
@@ -268,6 +335,42 @@ class ExactRounding:
                 z = self._group(x, index[part], group, at, grid)
                 out[torch.from_numpy(part)] = z
         return out
+
+    def _first_serves(self, index, grid):
+        """Which positions (NumPy ``(F, 3)``) :meth:`_from_first` computes:
+        every one not solved at the end of an axis (``EdgeEncoder``)."""
+        kind0, _, _ = self._classify(index[:, 1], grid[0], 0)
+        kind1, _, _ = self._classify(index[:, 2], grid[1], 1)
+        return (kind0 < 2) & (kind1 < 2)
+
+    def _from_first(self, first, index, grid):
+        """Latents ``(F, D)`` float64 at positions ``index`` (NumPy), none
+        solved, from the first stage's float32 output ``first`` ``(N, G, H,
+        w)``: the ``G x width`` values each reads along axis 0, then the
+        dense stage in float64 (its kernel inside; on an edge row, the row
+        of the exact symmetric analysis and the stage's band mix)."""
+        out = torch.empty((len(index), self._latent_dim()), dtype=torch.float64)
+        kind, start, row = self._classify(index[:, 1], grid[0], 0)
+        for k in (0, 1):
+            sel = np.flatnonzero(kind == k)
+            if not len(sel):
+                continue
+            width = self._width(k, grid[0], 0)
+            n, s, p1 = index[sel, 0], start[sel], index[sel, 2]
+            win = torch.from_numpy(_first_windows(first, n, s, p1, width))
+            if k == 0:  # (F, G, size)
+                z = win.flatten(1) @ self._dense_flat() + self.bias
+            else:  # edge rows (F, nb, width) on the window, then the mix
+                coef = self._rows(grid[0], row[sel]) @ win.transpose(1, 2)
+                z = coef.flatten(1) @ self.mix_flat + self.bias
+            out[torch.from_numpy(sel)] = z
+        return out
+
+    def _dense_flat(self):
+        """The dense stage's kernel as ``(G * size, D)`` float64."""
+        if getattr(self, "_dense", None) is None:
+            self._dense = self.kernel.reshape(len(self.kernel), -1).T.contiguous()
+        return self._dense
 
     def _whole_reference(self, x, n):
         """The reference latents ``(D, *G)`` of the whole signal ``x[n]``."""
@@ -512,6 +615,42 @@ class ExactRounding:
 
     def _latent_dim(self):
         return self.separable.stages[-1].kernel.shape[0]
+
+
+def _first_windows(first, n, starts, cols, width):
+    """First-stage values ``(F, G, width)`` float64 of rows ``[start, start +
+    width)`` (wrapping around) at column ``cols`` of signals ``n``: from the
+    tensor ``first`` ``(N, G, H, w)``, or from a large image that computes
+    its first stage for bands of rows (``_encode_tiles.StripImage``)."""
+    if isinstance(first, torch.Tensor):
+        return _windows_along_rows(first.detach().cpu().numpy(), n, starts, cols, width)
+    out = np.empty((len(n), first.shape[1] * first.n_bands, width))
+    order = np.argsort(starts, kind="stable")
+    sorted_starts = starts[order]
+    i = 0
+    while i < len(order):  # bands of _FIRST_BAND rows, each computed once
+        lo = int(sorted_starts[i])
+        j = int(np.searchsorted(sorted_starts, lo + _FIRST_BAND, side="left"))
+        sel = order[i:j]
+        hi = int(starts[sel].max()) + width
+        block = first.first_rows(lo, hi).numpy()  # (1, G, hi - lo, w)
+        zeros = np.zeros(len(sel), dtype=np.int64)
+        out[sel] = _windows_along_rows(block, zeros, starts[sel] - lo, cols[sel], width)
+        i = j
+    return out
+
+
+def _windows_along_rows(src, n, starts, cols, width):
+    """``src[n, :, start : start + width, col]`` ``(F, G, width)`` float64
+    (rows wrapping around the end)."""
+    height = src.shape[2]
+    if ((starts >= 0) & (starts + width <= height)).all():
+        view = sliding_window_view(src, width, axis=2)  # (N, G, H', w, width)
+        win = view[n, :, starts, cols]
+    else:  # periodic borders: the window wraps around
+        rows = (starts[:, None] + np.arange(width)) % height
+        win = np.moveaxis(src[n[:, None], :, rows, cols[:, None]], -1, 1)
+    return win.astype(np.float64)
 
 
 def _gather(x, n, starts, widths):

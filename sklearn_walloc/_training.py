@@ -17,7 +17,13 @@ import torch
 
 from . import _trainer
 
-__all__ = ["TRAINING_OPTIONS", "closed_form_start", "optimise", "pca_start"]
+__all__ = [
+    "TRAINING_OPTIONS",
+    "closed_form_start",
+    "optimise",
+    "pca_start",
+    "validation_split",
+]
 
 # Optimiser steps between validations; n_iter_no_change counts validations.
 VALIDATION_INTERVAL = 10
@@ -314,3 +320,28 @@ def optimise(
     else:
         history["best_iter"] = n
     return history
+
+
+def validation_split(arrays, validate, fraction, rng):
+    """Hold out whole signals for validation; with one signal, validate on it."""
+    if not validate:
+        return arrays, []
+    sizes = [len(a) for a in arrays]
+    total = sum(sizes)
+    if total < 2:
+        return arrays, arrays
+    # Two held-out signals at least, where there are enough: one photo is a
+    # noisy judge of what a model does to others.
+    least = 2 if total >= 4 else 1
+    n_val = min(total - 1, max(least, round(fraction * total)))
+    is_val = np.zeros(total, dtype=bool)
+    is_val[rng.permutation(total)[:n_val]] = True
+    train, val, start = [], [], 0
+    for a, n in zip(arrays, sizes):
+        mask = is_val[start : start + n]
+        start += n
+        if (~mask).any():
+            train.append(a[~mask])
+        if mask.any():
+            val.append(a[mask])
+    return train, val

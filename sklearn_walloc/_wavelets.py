@@ -594,6 +594,11 @@ class SeparableEncoder:
                 first = x
         return (x, first) if keep_first else x
 
+    def first_stage_too(self, x):
+        """``self(x, keep_first=True)``: the latents and the first stage's
+        output, which exact rounding reads (``_ties``)."""
+        return self(x, keep_first=True)
+
     def _periodic_stage(self, x, stage, bias):
         ndim = x.dim() - 2
         size = stage.kernel.shape[2 + stage.axis]

@@ -16,9 +16,9 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from . import _dask, _signal
+from ._blob_checks import as_blob_list, check_blob, check_max_values, fingerprint_of
 from ._container import (
     ENHANCED_VERSION,
-    FINGERPRINT_SIZE,
     FORMAT_VERSION,
     MAX_GAIN_STEPS,
     blob_info,
@@ -406,7 +406,7 @@ class WallocCodec(WallocTransformer):
         ('bytes', 16)
         """
         check_is_fitted(self)
-        return _fingerprint(self, bool(enhanced))
+        return fingerprint_of(self, bool(enhanced))
 
     # ------------------------------------------------------------- compression
     def compress(self, X, *, target_bpp=None, target_psnr=None):
@@ -471,7 +471,7 @@ class WallocCodec(WallocTransformer):
             return _dask.compress(self, X, **targets)
         arrays, layout = self._read(X, lazy=True)
         described = describe_input(self, X, layout, arrays)
-        fingerprint, version = _fingerprint(self), _blob_version(self)
+        fingerprint, version = fingerprint_of(self), FORMAT_VERSION
         if not targets and self.gain:
             self._validate_params()  # set_params does not check
             targets = {"gain": self.gain}
@@ -488,7 +488,7 @@ class WallocCodec(WallocTransformer):
                 levels=self.levels,
                 latent_shape=grid.shape,
                 latent_bits=bits,
-                fingerprint=_fingerprint(self, True) if enhanced else fingerprint,
+                fingerprint=fingerprint_of(self, True) if enhanced else fingerprint,
                 version=v,
                 gain_steps=gain,
             )
@@ -566,11 +566,7 @@ class WallocCodec(WallocTransformer):
         return self._runtime[key]
 
     def _uses_gain(self):
-        return (
-            self.adaptive_gain
-            and self.spec_.signal_ndim == 1
-            and _blob_version(self) >= 3
-        )
+        return self.adaptive_gain and self.spec_.signal_ndim == 1
 
     def decompress(self, blobs, *, restore=True, max_values=None):
         """Decode blobs made by :meth:`compress` with this model.
@@ -650,24 +646,15 @@ class WallocCodec(WallocTransformer):
             if max_values is None:
                 max_values = MAX_DECODED_VALUES
             return _dask.decompress(self, blobs, restore=restore, max_values=max_values)
-        blobs = _as_blob_list(blobs)
-        if max_values is None:
-            max_values = MAX_DECODED_VALUES
-        if max_values is None:
-            max_values = math.inf
-        elif (
-            isinstance(max_values, bool)
-            or not isinstance(max_values, (int, np.integer))
-            or max_values < 1
-        ):
-            raise ValueError(
-                f"max_values must be a positive int or None, got {max_values!r}"
-            )
+        blobs = as_blob_list(blobs)
+        max_values = check_max_values(
+            MAX_DECODED_VALUES if max_values is None else max_values
+        )
         parsed = []
         for i, blob in enumerate(blobs):
             try:
                 b = unpack_blob(blob)
-                self._check_blob(b, max_values)
+                check_blob(self, b, max_values)
             except ValueError as e:
                 raise ValueError(f"blobs[{i}]: {e}") from None
             parsed.append(b)
@@ -771,43 +758,6 @@ class WallocCodec(WallocTransformer):
             self._runtime[key] = EnhancedDecoder(module, k).to(device)
         return self._runtime[key]
 
-    def _check_blob(self, b, max_values):
-        """Refuse a blob whose declared layout this model cannot have made."""
-        ndim = self.signal_ndim
-        channels = b.signal_shape[ndim] if len(b.signal_shape) > ndim else 1
-        versions = _blob_versions(self)
-        if b.version not in versions:
-            raise ValueError(
-                f"blob declares format version {b.version}, but this model reads "
-                f"versions {', '.join(map(str, versions))} only"
-            )
-        _check_fingerprint(self, b)
-        # A finer gain may come with wider latents (1D in format 3, any signal
-        # in format 4): from the model's bits up to 16, never without a gain.
-        bits = self.latent_bits_
-        wide = b.gain_steps > 0 and (ndim == 1 or b.version >= 4)
-        if wide and bits <= b.latent_bits <= 16:
-            bits = b.latent_bits
-        expected = {
-            "signal kind": (b.signal_ndim, ndim),
-            "levels": (b.levels, self.levels),
-            "latent_bits": (b.latent_bits, bits),
-            "latent channels": (b.latent_shape[0], _channels(self, b)),
-            "signal channels": (channels, self.n_channels_),
-        }
-        for name, (got, want) in expected.items():
-            if got != want:
-                raise ValueError(
-                    f"blob declares {name} {got}, but this model has {want}"
-                )
-        n_values = math.prod(b.signal_shape)
-        if n_values > max_values:
-            raise ValueError(
-                f"blob declares a signal of {n_values} values {b.signal_shape}, "
-                f"more than max_values={max_values}; pass a larger max_values to "
-                "decode it"
-            )
-
     def _lay_out(self, signals, parsed, restore):
         if not signals:
             return []
@@ -907,75 +857,9 @@ class WallocCodec(WallocTransformer):
 
 
 # ----------------------------------------------------------------------- helpers
-def _fingerprint(est, enhanced=False):
-    # Hashing every weight costs ~1 ms a call, as much as coding a small
-    # photo's latents; cached with the runtime modules, which every fit and
-    # load reset.
-    runtime = est.__dict__.setdefault("_runtime", {})
-    key = f"fingerprint/{bool(enhanced)}"
-    if key not in runtime:
-        state = est.module_.state_dict()
-        runtime[key] = est.spec_.fingerprint(state, enhanced=enhanced)
-    fp = runtime[key]
-    assert len(fp) == FINGERPRINT_SIZE
-    return fp
-
-
-def _check_fingerprint(est, b):
-    """Refuse a blob made by another model: blobs with enhancement channels
-    (format 5) record the fingerprint of the model with them, the others
-    that of the model without (unchanged by adding them)."""
-    want = _fingerprint(est, b.version == ENHANCED_VERSION)
-    if b.fingerprint != want:
-        raise ValueError(
-            "blob was made by another model (fingerprint mismatch: "
-            f"{b.fingerprint.hex()} != {want.hex()})"
-        )
-
-
-def _channels(est, b):
-    """The latent channels blob ``b`` may declare: the model's, or in format
-    5 the model's and 1 to ``enhancement_dim`` enhancement channels."""
-    d = est.spec_.latent_dim
-    if b.version == ENHANCED_VERSION and d < b.latent_shape[0] <= (
-        d + est.spec_.enhancement_dim
-    ):
-        return b.latent_shape[0]
-    return d
-
-
-def _blob_version(est):
-    """Blob format version a model writes: 4 (a signed gain)."""
-    return FORMAT_VERSION
-
-
-def _blob_versions(est):
-    """Blob format versions a model reads: its legacy version (1 marks periodic
-    borders, 2 symmetric; the interlaced payload order), 3 and 4, and 5 if it
-    has enhancement channels."""
-    legacy = 1 if est.spec_.boundary == "periodization" else 2
-    enhanced = (ENHANCED_VERSION,) if est.spec_.enhancement_dim else ()
-    return (legacy, 3, FORMAT_VERSION, *enhanced)
-
-
 def _chunk(per_signal):
     """Signals per slice: the transformer's chunk size, so slices are its chunks."""
     return max(1, _signal._CHUNK_SCALARS // max(1, int(per_signal)))
-
-
-def _as_blob_list(blobs):
-    if isinstance(blobs, (bytes, bytearray, memoryview)):
-        raise ValueError(
-            "decompress expects a list of blobs; wrap a single blob as [blob]"
-        )
-    if isinstance(blobs, str):
-        raise ValueError("decompress expects a list of bytes blobs, got a str")
-    try:
-        return list(blobs)
-    except TypeError:
-        raise ValueError(
-            f"decompress expects a list of bytes blobs, got {type(blobs).__name__}"
-        ) from None
 
 
 def _progress(est, total, desc):

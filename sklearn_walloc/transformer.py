@@ -31,7 +31,12 @@ from ._signal import (
 )
 from ._spec import ModelSpec, boundary_for
 from ._tiles import decode_grids
-from ._training import TRAINING_OPTIONS, closed_form_start, optimise
+from ._training import (
+    TRAINING_OPTIONS,
+    closed_form_start,
+    optimise,
+    validation_split,
+)
 from ._wavelets import WaveletPacket, resolve_wavelet
 from .metrics import _round_trip_db
 
@@ -490,7 +495,9 @@ class WallocTransformer(TransformerMixin, BaseEstimator):
                 f"in {time.perf_counter() - start:.1f} s",
                 file=sys.stderr,
             )
-        train, val = _split(padded, validate and self.early_stopping, self, rng)
+        train, val = validation_split(
+            padded, validate and self.early_stopping, self.validation_fraction, rng
+        )
         crop = self.crop_size or (128 if self.signal_ndim == 2 else 8192)
         history = optimise(
             module,
@@ -1006,28 +1013,3 @@ def _one_signal_hint(X, layout, n_channels, signal_ndim):
 
 def _n_signals(X):
     return len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
-
-
-def _split(arrays, validate, est, rng):
-    """Hold out whole signals for validation; with one signal, validate on it."""
-    if not validate:
-        return arrays, []
-    sizes = [len(a) for a in arrays]
-    total = sum(sizes)
-    if total < 2:
-        return arrays, arrays
-    # Two held-out signals at least, where there are enough: one photo is a
-    # noisy judge of what a model does to others.
-    least = 2 if total >= 4 else 1
-    n_val = min(total - 1, max(least, round(est.validation_fraction * total)))
-    is_val = np.zeros(total, dtype=bool)
-    is_val[rng.permutation(total)[:n_val]] = True
-    train, val, start = [], [], 0
-    for a, n in zip(arrays, sizes):
-        mask = is_val[start : start + n]
-        start += n
-        if (~mask).any():
-            train.append(a[~mask])
-        if mask.any():
-            val.append(a[mask])
-    return train, val

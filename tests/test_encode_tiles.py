@@ -145,13 +145,10 @@ def test_choose_in_slices_codes_the_same_bytes(models, size, monkeypatch):
 
 
 def test_strips_follow_the_exact_image_rounding(models, monkeypatch):
-    # With _ties.EXACT_IMAGES, exact rounding reads a strip-encoded image
-    # through a StripImage and decides every near tie as on the whole image.
-    from sklearn_walloc import _ties
-
+    # Exact rounding reads a strip-encoded image through a StripImage and
+    # decides every near tie as on the whole image.
     codec = models["rgb-16x"]
     x = _images()["photo"]
-    monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
     _whole(monkeypatch)
     blob = codec.compress([x])
     _strips(monkeypatch, 20_000)
@@ -197,18 +194,26 @@ def test_strip_image_reads_what_the_whole_image_holds(models, name, tile, monkey
     assert torch.allclose(image.reference(ties.reference), ref, rtol=0, atol=1e-9)
 
 
-def test_strip_image_whole_reference_path(models, monkeypatch):
-    # A signal whose near-tie positions would read more than its samples
-    # takes one whole reference: from a StripImage, computed in strips.
+@pytest.mark.parametrize("name", ["rgb-16x", "periodic"])
+def test_strip_image_whole_reference_path(models, name, monkeypatch):
+    # A large image's first stage, computed in bands of rows, serves its near
+    # ties as the whole image's first stage does; its solved ends, whose
+    # positions would read more than its samples, take one whole reference
+    # computed in strips.
     from sklearn_walloc import _ties
 
-    codec = models["rgb-16x"]
+    codec = models[name]
     fused, image, whole = _strip_image(codec, _images()["photo"], 20_000, monkeypatch)
+    monkeypatch.setattr(_ties, "_FIRST_BAND", 64)  # several bands
     ties = _ties.exact_rounding(fused, codec.module_)
     g = [s // codec.module_.stride for s in whole.shape[2:]]
     index = torch.tensor([[0, i, j] for i in range(g[0]) for j in range(g[1])][::3])
+    with torch.no_grad():
+        _, first = _ties.latents_and_first(fused, whole)
     monkeypatch.setattr(_ties, "_WHOLE", 0.0)
     got = ties.values(image, index)
     monkeypatch.setattr(_ties, "_WHOLE", 1e9)
-    want = ties.values(whole, index)
+    want = ties.values(whole, index, first)
+    served = ties._first_serves(index.numpy(), g)
+    assert torch.equal(got[served], want[served])
     assert torch.allclose(got, want, rtol=0, atol=1e-9)

@@ -120,6 +120,80 @@ def test_image_latents_near_ties_are_decided_by_the_reference(name):
     assert plain_flips > 0
 
 
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("rgb-16x", (150, 304, 3)),
+        ("rgb-16x", (37, 96, 3)),
+        ("grey-16x", (129, 200)),
+        ("golden_codec_model.npz", (30, 52, 3)),  # periodic borders
+    ],
+)
+def test_first_stage_reference(name, shape):
+    # Images' near ties take the dense stage in float64 over the first
+    # stage's float32 output: within that output's float32 error of the
+    # float64 encoder at every position it serves (edge rows included), the
+    # solved ends left to the samples' reference; the float32 encoder stays
+    # within the narrower FIRST_TOL_UNITS band of it.
+    codec = _codec(name)
+    module, fused, _ = codec._runtime_model()
+    ties = exact_rounding(fused, module)
+    rng = np.random.default_rng(6)
+    x = _model_input(codec, list(rng.integers(0, 256, (2, *shape))))
+    with torch.no_grad():
+        z, first = _ties.latents_and_first(fused, x)
+        full = ties.reference(x.double())
+    assert first is not None
+    grid = [range(g) for g in full.shape[2:]]
+    index = torch.tensor([(n, *p) for n in range(2) for p in itertools.product(*grid)])
+    served = ties._first_serves(index.numpy(), full.shape[2:])
+    assert served.mean() > 0.5
+    got = ties.values(x, index, first)
+    want = full[(index[:, 0], slice(None), *index[:, 1:].T)]
+    scale = float(full.abs().max())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_array_equal(got[~served].numpy(), ties.values(x, index[~served]))
+    # The first stage's reference differs from the samples' (float32 first
+    # stage) where it serves, so the two are told apart.
+    assert not np.array_equal(got[served].numpy(), want[served].numpy())
+    z32 = z[(index[:, 0], slice(None), *index[:, 1:].T)].double()
+    tol = ties.tolerance(x)[index[:, 0]][:, None] * (
+        _ties.FIRST_TOL_UNITS / _ties.TOL_UNITS
+    )
+    assert bool(((z32 - got).abs()[served] < tol[served] / 3).all())
+
+
+def test_image_rounding_with_the_first_stage_is_its_reference(rgb):
+    # Rounding with ``first`` is the rounding of the first stage's reference
+    # at every latent, float32 values moved by a quarter of its band (more
+    # than the dense stage's summation order moves them) included.
+    module, fused, _ = rgb._runtime_model()
+    ties = exact_rounding(fused, module)
+    bn = module.bottleneck
+    rng = np.random.default_rng(7)
+    x = _model_input(rgb, list(rng.integers(0, 256, (2, 136, 200, 3), dtype=np.uint8)))
+    with torch.no_grad():
+        z, first = _ties.latents_and_first(fused, x)
+    grid = z.shape[2:]
+    index = torch.tensor(
+        [(n, *p) for n in range(2) for p in itertools.product(*map(range, grid))]
+    )
+    ref = ties.values(x, index, first)
+    want = torch.round(bn.compand(ref)).reshape(2, *grid, -1).movedim(-1, 1)
+    step = (ties.tolerance(x) * _ties.FIRST_TOL_UNITS / _ties.TOL_UNITS / 4).float()
+    sign = torch.sign(torch.randn(z.shape, generator=torch.Generator().manual_seed(1)))
+    flips = 0
+    for moved in (
+        z,
+        z + step.view(-1, 1, 1, 1) * sign,
+        z - step.view(-1, 1, 1, 1) * sign,
+    ):
+        flips += int((torch.round(bn.compand(moved)) != want).sum())
+        got = ties.round(bn, moved, x, first=first)
+        assert torch.equal(got, want.float())
+    assert flips > 0
+
+
 @pytest.mark.parametrize("gained", [False, True])
 def test_rounding_ignores_float32_noise_in_the_latents(stereo, gained):
     # Latents moved as another summation order could move them (plain
@@ -168,9 +242,7 @@ def _compress_with_threads(codec, signals, threads):
         torch.set_num_threads(before)
 
 
-def test_blobs_do_not_depend_on_the_thread_count(stereo, rgb, monkeypatch):
-    # Images round exactly only with the switch (off by default: its cost).
-    monkeypatch.setattr(_ties, "EXACT_IMAGES", True)
+def test_blobs_do_not_depend_on_the_thread_count(stereo, rgb):
     clips = _noise_clips()  # loud noise: 1 latent in ~20,000 sat on a tie
     quiet = _noise_clips(2, 5000, 40, 2)  # the gain search path
     rng = np.random.default_rng(3)
@@ -195,7 +267,6 @@ rng = np.random.default_rng(0)
 x = (rng.standard_normal((2, 20000, 2)) * 30000).clip(-32768, 32767)
 blobs = WallocCodec.from_pretrained("stereo-5x").compress(list(x.astype(np.int16)))
 photos = list(rng.integers(0, 256, (2, 96, 136, 3), dtype=np.uint8))
-_ties.EXACT_IMAGES = True
 blobs += WallocCodec.from_pretrained("rgb-16x").compress(photos)
 sys.stdout.buffer.write(b"".join(blobs))
 """
