@@ -49,7 +49,7 @@ from sklearn_walloc import WallocCodec, _rate
 from sklearn_walloc._pretrained import DEFAULT_GAINS
 from sklearn_walloc.datasets import load_photos
 
-TARGETS_BPP = (0.15, 0.3, 0.45, 0.6, 0.9)
+TARGETS_BPP = (0.15, 0.3, 0.45, 0.6, 0.9, 1.5)  # 1.5: enhancement channels
 LADDER_BPP = (0.45, 0.6, 0.9)
 TARGET_PSNR = 27.0
 QUALITIES = range(1, 96)
