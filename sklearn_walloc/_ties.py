@@ -622,8 +622,14 @@ def _first_windows(first, n, starts, cols, width):
     width)`` (wrapping around) at column ``cols`` of signals ``n``: from the
     tensor ``first`` ``(N, G, H, w)``, or from a large image that computes
     its first stage for bands of rows (``_encode_tiles.StripImage``)."""
+    if isinstance(first, torch.Tensor) and first.device.type != "cpu":
+        # Gathered where it lies: a GPU's first stage never crosses whole.
+        rows = torch.from_numpy((starts[:, None] + np.arange(width)) % first.shape[2])
+        idx = [torch.from_numpy(a).to(first.device) for a in (n, cols)]
+        win = first[idx[0][:, None], :, rows.to(first.device), idx[1][:, None]]
+        return win.movedim(-1, 1).double().cpu().numpy()
     if isinstance(first, torch.Tensor):
-        return _windows_along_rows(first.detach().cpu().numpy(), n, starts, cols, width)
+        return _windows_along_rows(first.detach().numpy(), n, starts, cols, width)
     out = np.empty((len(n), first.shape[1] * first.n_bands, width))
     order = np.argsort(starts, kind="stable")
     sorted_starts = starts[order]

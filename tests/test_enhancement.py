@@ -290,3 +290,17 @@ def test_dask_bags_of_enhanced_blobs(enhanced, small_photos):
     bag = dask.from_sequence(small_photos[:3], npartitions=2)
     blobs = enhanced.compress(bag, target_bpp=4.0).compute()
     assert blobs == enhanced.compress(small_photos[:3], target_bpp=4.0)
+
+
+def test_targets_keep_the_better_of_with_and_without(plain, enhanced, small_photos):
+    # Each target blob is the better of the search with enhancement channels
+    # and the search without (the model's own blob, format 4): never below it.
+    for target in (0.4, 1.0, 4.0):
+        blobs = enhanced.compress(small_photos, target_bpp=target)
+        base = plain.compress(small_photos, target_bpp=target)
+        for b, b0, x in zip(blobs, base, small_photos):
+            (y,) = enhanced.decompress([b])
+            (y0,) = plain.decompress([b0])
+            assert psnr(x, y) >= psnr(x, y0)
+            if unpack_blob(b).version == 4:
+                assert b == b0
