@@ -18,12 +18,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _blob_helpers import repack
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from sklearn_walloc import WallocTransformer, _signal
 from sklearn_walloc import codec as codec_module
-from sklearn_walloc._container import FORMAT_VERSION, pack_blob, unpack_blob
+from sklearn_walloc._container import FORMAT_VERSION, unpack_blob
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import GAIN_MAX_LOSS_DB, WallocCodec, blob_info
 from sklearn_walloc.metrics import psnr, snr
@@ -191,6 +192,7 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     R = _expected(codec, X)
     # Gain 1: exactly the transformer's round trip.
     assert np.array_equal(Y[0], R[0])
+
     # The quiet clip: much better than the gainless 8-bit round trip.
     def snr(x, y):
         return 10 * np.log10(np.sum(x.astype(float) ** 2) / np.sum((x - y) ** 2))
@@ -224,24 +226,6 @@ def test_adaptive_gain_keeps_quiet_audio_precise(rng):
     # Float32 kernels may differ in summation order between the chunked and
     # the direct call: compare relative to the signal's scale.
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
-
-
-def _repack(blob, payload=None, **fields):
-    """``blob`` with some header fields (or the payload) changed, checksum valid."""
-    b = unpack_blob(blob)
-    kw = dict(
-        signal_ndim=b.signal_ndim,
-        signal_shape=b.signal_shape,
-        dtype=b.dtype,
-        levels=b.levels,
-        latent_shape=b.latent_shape,
-        latent_bits=b.latent_bits,
-        fingerprint=b.fingerprint,
-        version=b.version,
-        gain_steps=b.gain_steps,
-    )
-    kw.update(fields)
-    return pack_blob(b.payload if payload is None else payload, **kw)
 
 
 def test_adaptive_gain_widens_latents_of_precise_clips(monkeypatch):
@@ -340,11 +324,11 @@ def test_wider_latents_refused_where_no_encoder_writes_them(rgb_codec, small_pho
         ({"latent_bits": 7, "gain_steps": 3}, "latent_bits 7"),
     ):
         with pytest.raises(ValueError, match=match):
-            codec.decompress([_repack(blob, **fields)])
+            codec.decompress([repack(blob, **fields)])
     # A payload coded at 12 bits with a gain is well-formed and decodes.
     b8 = unpack_blob(blob)
     q = decode_latents(b8.payload, b8.latent_shape, 8).astype(np.int64) * 16
-    wide = _repack(blob, encode_latents(q, 12), latent_bits=12, gain_steps=16)
+    wide = repack(blob, encode_latents(q, 12), latent_bits=12, gain_steps=16)
     (y,) = codec.decompress([wide], restore=False)
     assert y.shape == (300, 2) and np.isfinite(y).all()
     # Truncated or corrupted wide blobs: a clear error.
@@ -359,7 +343,7 @@ def test_wider_latents_refused_where_no_encoder_writes_them(rgb_codec, small_pho
         {"latent_bits": 9},
     ):
         with pytest.raises(ValueError, match="latent_bits 9"):
-            rgb_codec.decompress([_repack(img, **fields)], restore=False)
+            rgb_codec.decompress([repack(img, **fields)], restore=False)
 
 
 def test_images_never_get_a_gain(rgb_codec, small_photos):
@@ -829,7 +813,7 @@ def test_version_2_blobs_of_a_model_still_decode(rgb_codec, small_photos):
     p = unpack_blob(blob)
     assert p.version == FORMAT_VERSION
     q = decode_latents(p.payload, p.latent_shape, p.latent_bits)
-    old = _repack(blob, encode_latents(q, p.latent_bits, version=2), version=2)
+    old = repack(blob, encode_latents(q, p.latent_bits, version=2), version=2)
     assert old != blob
     _assert_same(
         rgb_codec.decompress([old], restore=False),

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _blob_helpers import repack
 
 from sklearn_walloc import _tiles
-from sklearn_walloc._container import ENHANCED_VERSION, pack_blob, unpack_blob
+from sklearn_walloc._container import ENHANCED_VERSION, unpack_blob
 from sklearn_walloc._enhancement import EnhancedDecoder, trim
 from sklearn_walloc._entropy import decode_latents, encode_latents
 from sklearn_walloc.codec import WallocCodec
@@ -129,33 +130,12 @@ def test_model_without_enhancement_refuses_format_5(plain, enhanced, small_photo
     # A forged grid with more channels than the model has.
     p = unpack_blob(blob)
     q = np.zeros((3 + K + 1, *p.latent_shape[1:]), np.int32)
-    forged = pack_blob(
-        encode_latents(q, p.latent_bits, version=5),
-        signal_ndim=2,
-        signal_shape=p.signal_shape,
-        dtype=p.dtype,
-        levels=p.levels,
-        latent_shape=q.shape,
-        latent_bits=p.latent_bits,
-        fingerprint=p.fingerprint,
-        version=5,
-        gain_steps=p.gain_steps,
-    )
+    payload = encode_latents(q, p.latent_bits, version=5)
+    forged = repack(blob, payload, latent_shape=q.shape)
     with pytest.raises(ValueError, match="latent channels"):
         enhanced.decompress([forged])
     # Format 5 records the enhanced model's fingerprint, not the base one.
-    relabelled = pack_blob(
-        p.payload,
-        signal_ndim=2,
-        signal_shape=p.signal_shape,
-        dtype=p.dtype,
-        levels=p.levels,
-        latent_shape=p.latent_shape,
-        latent_bits=p.latent_bits,
-        fingerprint=enhanced.fingerprint(),
-        version=5,
-        gain_steps=p.gain_steps,
-    )
+    relabelled = repack(blob, fingerprint=enhanced.fingerprint())
     with pytest.raises(ValueError, match="another model"):
         enhanced.decompress([relabelled])
 
