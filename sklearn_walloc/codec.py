@@ -599,12 +599,13 @@ class WallocCodec(WallocTransformer):
             None: the module's ``MAX_DECODED_VALUES`` at the time of the call
             (``2**27`` unless changed; Pillow's decompression-bomb convention).
             Within the limit, decoding runs in tiles of at most
-            ``2**23`` output values (``_tiles.TILE_VALUES``; half that above
-            ``2**26``), each rounded to the output dtype as it is decoded:
-            peak memory is the output plus a working set (the latent grid,
-            one pass of the entropy decoder, one tile) of about 340 MB for a
-            blob declaring a 6688 x 6688 RGB photo (128 MB as uint8), not a
-            float copy of the whole signal.
+            ``2**23`` output values (``_tiles.TILE_VALUES``; an eighth of that
+            above ``2**26``), each rounded to the output dtype as it is
+            decoded: peak memory is the output plus a working set (the latent
+            grid, one pass of the entropy decoder, one tile), not a float copy
+            of the whole signal; 277-289 MiB over the loaded rgb-16x for a
+            136-byte blob declaring a 6688 x 6688 RGB photo (128 MiB as
+            uint8): 2.2x the output.
 
         Returns
         -------
