@@ -34,6 +34,7 @@ from ._synthesis import separable_decoder
 from ._ties import deadzone_round, exact_rounding
 
 __all__ = [
+    "STEP_RATIO",
     "EnhancedDecoder",
     "encode_enhancement",
     "enhancement_encoder",
@@ -41,6 +42,15 @@ __all__ = [
     "trim",
 ]
 
+#: The enhancement channels' quantiser step against the geometric mean of the
+#: base channels' (in the bands), as ``1 / STEP_RATIO``: twice as coarse.
+#: Chosen with rgb-16x on 384x384 crops of the bundled fit photos (training
+#: photos) through ``target_bpp`` 0.2-0.9: against equal steps (1.0), +0.08 to
+#: +0.33 dB of PSNR at 0.2-0.6 bpp, -0.10 dB at 0.9, and MS-SSIM up at every
+#: rate (0.9269 -> 0.9305 at 0.2 bpp, 0.9696 -> 0.9757 at 0.6): a sparse, fine
+#: enhancement latent draws a coloured speck at low rates. 0.7 and 0.35 were
+#: close, 0.25 worse.
+STEP_RATIO = 0.5
 # Positions (latent grid) per batch of the covariance: ~100 MB of float64
 # bands for an RGB model at levels=3.
 _POSITIONS = 2**16
@@ -79,7 +89,7 @@ def fit_enhancement(module, signals, k):
     # The base channels' quantiser step in the bands: a latent unit moves the
     # bands by |L_c| / latent_scale; the enhancement's by 1 / s.
     norms = lin.norm(dim=0).clamp_min(1e-12) / module.latent_scale.double()
-    scale = 1.0 / float(torch.exp(torch.log(norms).mean()))
+    scale = STEP_RATIO / float(torch.exp(torch.log(norms).mean()))
     module.enhancement.copy_(e.to(module.enhancement.dtype))
     module.enhancement_scale.fill_(scale)
 
