@@ -10,8 +10,10 @@ the principal directions of what its decoder leaves out, fitted on the
 training signals (:func:`fit_enhancement`). Rate control (``compress(X,
 target_bpp=...)`` / ``target_psnr``) codes them beside the latents at the
 same gain, as ``s E analysis(x)`` (``s``, the enhancement scale, gives them
-the base channels' quantiser step), and drops the trailing channels that
-round to 0 everywhere; the blob records how many it kept (format 5). The
+twice the base channels' quantiser step: :data:`STEP_RATIO`), drops the
+trailing channels that round to 0 everywhere (the blob records how many it
+kept: format 5), and keeps the better of that and the model's own blob
+(``_rate``). The
 decoder replaces the ``E``-component of its bands by the coded one::
 
     bands = L z + P (b + N(z)) + E_k^T e / s,   P = I - E_k^T E_k
