@@ -187,12 +187,16 @@ def _better(chosen, x, codec, spatial, target_psnr):
 
 def _latents(codec, arr, module, fused, device, ext=None):
     """Per signal of ``arr``, in order: the padded signal (model units, a
-    tensor on ``device``), its float latents ``(1, D, *g)`` and, with
-    enhancement encoder ``ext``, its enhancement latents (else None). Large
-    images (read lazily, maybe still integers) are encoded in strips and come
-    as a ``_encode_tiles.StripImage``, loaded whole only if asked; the others
-    run in the transformer's fixed chunks, so each gets the latents it gets
-    alone."""
+    tensor on ``device``), its float latents ``(1, D, *g)``, with enhancement
+    encoder ``ext`` its enhancement latents (else None), and the first stage
+    outputs of both encoders that exact rounding reads (``_ties``; None for a
+    large image). Large images (read lazily, maybe still integers) are encoded
+    in strips and come as a ``_encode_tiles.StripImage``, loaded whole only if
+    asked: it recomputes first-stage rows itself, and both encoders share their
+    first stage (the packet analysis along the rows; the scales and the 1x1
+    weights live in the last), so it serves the enhancement latents too. The
+    others run in the transformer's fixed chunks, so each gets the latents it
+    gets alone."""
     spec = codec.spec_
     if uses_tiles(arr, codec.signal_ndim):
         for j in range(len(arr)):
