@@ -154,25 +154,9 @@ def least_squares_decoder(model, grids, weights, ridge=1e-3, generator=None):
     refine = model.decoder.refine
     if refine is None:
         return 0.0
-    nd = model.signal_ndim
     first, last = refine[0], refine[-1]
     width = first.out_channels
-    feats, targets = [], []
-    for y in grids:
-        q = torch.round(model.bottleneck.compand(model.encoder(y) * model.latent_scale))
-        z = model.bottleneck.expand(q) / model.latent_scale
-        r = y - model.decoder.linear(z)
-        if nd == 2:
-            f = torch.nn.functional.unfold(z, 3, padding=1)  # (n, L*9, P)
-        else:
-            f = torch.nn.functional.unfold(z[..., None], (3, 1), padding=(1, 0))
-        feats.append(f.transpose(1, 2).reshape(-1, f.shape[1]).double())
-        targets.append(r.flatten(2).transpose(1, 2).reshape(-1, r.shape[1]).double())
-    F, R = torch.cat(feats), torch.cat(targets)
-    if len(F) > _LSQ_MAX_POSITIONS:
-        keep = torch.randperm(len(F), generator=generator)[:_LSQ_MAX_POSITIONS]
-        keep = keep.to(F.device)
-        F, R = F[keep], R[keep]
+    F, R = _lsq_samples(model, grids, generator)
     sw = weights.double().sqrt()
     A = F.T @ F
     A += ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype, device=A.device)
@@ -195,6 +179,50 @@ def least_squares_decoder(model, grids, weights, ridge=1e-3, generator=None):
     before = float((R**2 * weights.double()).sum())
     after = float(((R - F @ M / sw) ** 2 * weights.double()).sum())
     return 1.0 - after / max(before, 1e-30)
+
+
+def _lsq_features(model, y):
+    """The 3x3 latent neighbourhoods ``(P, latent_dim * 3**d)`` of grid ``y``'s
+    positions and what the linear path misses there ``(P, bands)``, float32."""
+    q = torch.round(model.bottleneck.compand(model.encoder(y) * model.latent_scale))
+    z = model.bottleneck.expand(q) / model.latent_scale
+    r = y - model.decoder.linear(z)
+    if model.signal_ndim == 2:
+        f = torch.nn.functional.unfold(z, 3, padding=1)  # (n, L*9, P)
+    else:
+        f = torch.nn.functional.unfold(z[..., None], (3, 1), padding=(1, 0))
+    f = f.transpose(1, 2).reshape(-1, f.shape[1])
+    return f, r.flatten(2).transpose(1, 2).reshape(-1, r.shape[1])
+
+
+def _lsq_samples(model, grids, generator):
+    """:func:`_lsq_features` of every grid's positions, or of
+    ``_LSQ_MAX_POSITIONS`` of them drawn at random, in float64: the rows that
+    concatenating all of them and drawing would give, in the same order, but
+    one grid's float32 rows at a time, so memory is bounded by the draw and the
+    largest grid (all the rows in float64 took 2.6 GB per 10 MP of photos)."""
+    counts = [math.prod(y.shape[:1] + y.shape[2:]) for y in grids]  # 1x1 encoder
+    total = sum(counts)
+    keep = None
+    if total > _LSQ_MAX_POSITIONS:
+        keep = torch.randperm(total, generator=generator)[:_LSQ_MAX_POSITIONS]
+    F = R = None
+    start = 0
+    for y, n in zip(grids, counts):
+        f, r = _lsq_features(model, y)
+        if keep is None:
+            rows, at = slice(None), slice(start, start + n)
+        else:
+            hit = torch.nonzero((keep >= start) & (keep < start + n)).flatten()
+            rows, at = (keep[hit] - start).to(f.device), hit.to(f.device)
+        if F is None:
+            size = total if keep is None else len(keep)
+            F = f.new_empty((size, f.shape[1]), dtype=torch.float64)
+            R = r.new_empty((size, r.shape[1]), dtype=torch.float64)
+        F[at] = f[rows].double()
+        R[at] = r[rows].double()
+        start += n
+    return F, R
 
 
 # --------------------------------------------------------------- objective

@@ -258,6 +258,32 @@ def test_least_squares_start_is_a_linear_map_that_lowers_the_training_error(
     assert torch.allclose(lhs, rhs, atol=1e-4 * float(rhs.abs().max()) + 1e-5)
 
 
+@pytest.mark.parametrize("cap", [None, 50])
+def test_least_squares_samples_are_the_draw_from_all_rows(
+    small_photos, monkeypatch, cap
+):
+    # The rows are gathered one grid at a time (memory), yet they must be the
+    # rows that concatenating every grid's rows and drawing gave, in order.
+    from sklearn_walloc import _trainer
+
+    arrays = _arrays(small_photos)
+    m = _model(arrays, width=16, depth=2)
+    with torch.no_grad():
+        grids = [m.analysis(torch.from_numpy(a)) for a in arrays]
+        grids = [grids[0], grids[1][:, :, :5], grids[0][:, :, 1:, 2:]]
+        rows = [_trainer._lsq_features(m, y) for y in grids]
+    F = torch.cat([f for f, _ in rows]).double()
+    R = torch.cat([r for _, r in rows]).double()
+    if cap is not None:
+        monkeypatch.setattr(_trainer, "_LSQ_MAX_POSITIONS", cap)
+        keep = torch.randperm(len(F), generator=torch.Generator().manual_seed(3))
+        F, R = F[keep[:cap]], R[keep[:cap]]
+    with torch.no_grad():
+        got = _trainer._lsq_samples(m, grids, torch.Generator().manual_seed(3))
+    assert len(F) == (cap or sum(len(f) for f, _ in rows))
+    assert torch.equal(got[0], F) and torch.equal(got[1], R)
+
+
 def test_only_a_fresh_fit_gets_the_least_squares_start(small_photos, monkeypatch):
     from sklearn_walloc import _trainer
 
