@@ -146,7 +146,7 @@ def _search(coded, x, codec, shape, spatial, i, targets):
         # PCM's convention: bits per sample and channel for 1D.
         values = math.prod(shape) if ndim == 1 else math.prod(spatial)
         limit = math.floor(target_bpp * values / 8)
-        gain = _largest(lambda g: len(coded.blob(g)) <= limit)
+        gain = _largest(lambda g: len(coded.blob(g)), limit, log=True)
         if gain is None:
             gain = LOWEST_GAIN
             warnings.warn(
@@ -289,7 +289,7 @@ class _Candidates:
 
     def for_psnr(self, target, orig, spatial, i):
         """The smallest gain whose PSNR reaches ``target``."""
-        below = _largest(lambda g: self.psnr(g, orig, spatial) < target)
+        below = _largest(lambda g: self.psnr(g, orig, spatial), target, strict=True)
         if below is None:
             return LOWEST_GAIN
         if below < HIGHEST_GAIN:
@@ -306,40 +306,79 @@ class _Candidates:
         return gain
 
 
-def _largest(holds, low=LOWEST_GAIN, high=HIGHEST_GAIN):
-    """The largest gain in ``[low, high]`` where ``holds`` (true up to some gain,
-    false above it), or None where it never holds; ``holds`` is first asked at
-    0, the model's own rate, then at distances 1, 2, 4, ... from it until the
-    answer is bracketed, then in the middle of the bracket."""
-    if holds(0):
-        good, bad, step = 0, None, 1
-        while bad is None and good < high:
-            g = min(good + step, high)
-            if holds(g):
-                good = g
-            else:
-                bad = g
-            step *= 2
-        if bad is None:
-            return good
-    else:
-        good, bad, step = None, 0, 1
-        while good is None and bad > low:
-            g = max(bad - step, low)
-            if holds(g):
-                good = g
-            else:
-                bad = g
-            step *= 2
-        if good is None:
-            return None
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if holds(mid):
-            good = mid
+def _largest(value, threshold, *, strict=False, log=False, low=LOWEST_GAIN,
+             high=HIGHEST_GAIN):  # fmt: skip
+    """The largest gain in ``[low, high]`` whose ``value`` is at most
+    ``threshold`` (below it, with ``strict``), for a value that grows with the
+    gain; None where no gain's does.
+
+    Each ``value(g)`` is a real blob (or its decoding), so the search asks few:
+    first the model's own rate, gain 0, then a gain 4 steps towards the
+    threshold, then where the line through the two nearest values (of their
+    logarithm, with ``log``: bytes grow about geometrically with the gain)
+    meets the threshold, inside the bracket found so far; a guess that does
+    not halve the bracket is followed by a bisection. The same gain as
+    bisecting on ``value(g) <= threshold`` alone wherever the value grows
+    with the gain (about 4-5 values asked instead of 7-9 on photos).
+    """
+    seen = {}  # gain -> signed distance to the threshold (<= 0: holds)
+    log = log and threshold > 0
+
+    def ask(g):
+        v = float(value(g))
+        if log:
+            v = math.log(max(v, 1e-300)) if math.isfinite(v) else v
+            seen[g] = v - math.log(threshold)
         else:
-            bad = mid
-    return good
+            seen[g] = v - threshold
+        d = seen[g]
+        return d < 0 if strict else d <= 0
+
+    good = bad = None  # the largest gain that holds, the smallest that does not
+    g, last_width = 0, None
+    while True:
+        if ask(g):
+            good = g if good is None else max(good, g)
+        else:
+            bad = g if bad is None else min(bad, g)
+        if good is not None and (good >= high or (bad is not None and bad - good <= 1)):
+            return good
+        if bad is not None and bad <= low:
+            return None
+        g = _next_gain(seen, good, bad, low, high, last_width)
+        last_width = None if good is None or bad is None else bad - good
+
+
+def _next_gain(seen, good, bad, low, high, last_width):
+    """The next gain :func:`_largest` asks about."""
+    if good is not None and bad is not None:
+        width = bad - good
+        if last_width is not None and 2 * width > last_width:
+            return (good + bad) // 2  # the last guess did not halve it
+        guess = _crossing(seen, good, bad)
+        lo, hi = good + 1, bad - 1
+    else:
+        near = sorted(seen, key=lambda k: abs(seen[k]))[:2]
+        guess = _crossing(seen, *near) if len(near) == 2 else None
+        known = good if bad is None else bad
+        if guess is None:  # one value so far, or flat ones: 4, 8, 16 steps
+            step = 4 * 2 ** (len(seen) - 1)
+            guess = known + (step if bad is None else -step)
+        lo, hi = (known + 1, high) if bad is None else (low, known - 1)
+    g = min(max(math.floor(guess), lo), hi)
+    while g in seen and lo <= g < hi:
+        g += 1
+    return (good + bad) // 2 if g in seen else g
+
+
+def _crossing(seen, a, b):
+    """Where the line through gains ``a`` and ``b``'s values meets 0, or None."""
+    if a is None or b is None or a == b:
+        return None
+    ya, yb = seen[a], seen[b]
+    if not (math.isfinite(ya) and math.isfinite(yb)) or ya == yb:
+        return None
+    return a - ya * (b - a) / (yb - ya)
 
 
 def best_of(codecs, signal, targets):

@@ -351,3 +351,51 @@ def test_large_images_code_in_strips_to_the_same_blobs(codec, monkeypatch, exact
     monkeypatch.setattr(_encode_tiles, "LARGE_SAMPLES", 1000)
     monkeypatch.setattr(_encode_tiles, "TILE_SAMPLES", 3000)
     assert run() == whole
+
+
+def _bisected(holds, low, high):
+    """The largest gain in [low, high] that holds, by plain bisection."""
+    if not holds(low):
+        return None
+    good, bad = low, high + 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if holds(mid) else (good, mid)
+    return good
+
+
+@pytest.mark.parametrize("log,strict", [(True, False), (False, True)])
+def test_the_gain_search_finds_what_bisection_finds_in_fewer_asks(log, strict):
+    # Monotone values of three shapes (geometric, flat then growing, linear)
+    # and thresholds anywhere among them, the ends and out of reach included.
+    rng = np.random.default_rng(0)
+    low, high = _rate.LOWEST_GAIN, _rate.HIGHEST_GAIN
+    gains = np.arange(low, high + 1)
+    asks = []
+    for trial in range(300):
+        shape = trial % 3
+        a = rng.uniform(0.05, 0.4)
+        if shape == 0:
+            v = np.exp(a * gains + rng.uniform(6, 12)) + 40
+        elif shape == 1:
+            v = 900 + np.maximum(gains + rng.integers(0, 40), 0) ** 2 * a * 50
+        else:
+            v = 30 + rng.uniform(0.5, 1.6) * gains
+        v = np.maximum.accumulate(v + rng.uniform(0, 1e-3, v.size))
+        t = float(rng.choice(v) * rng.uniform(0.8, 1.2))
+        table = dict(zip(gains.tolist(), v.tolist()))
+        asked = []
+
+        def value(g, table=table, asked=asked):
+            asked.append(g)
+            return table[g]
+
+        got = _rate._largest(value, t, strict=strict, log=log)
+
+        def holds(g, table=table, t=t):
+            return table[g] < t if strict else table[g] <= t
+
+        assert got == _bisected(holds, low, high)
+        assert len(asked) == len(set(asked))  # never the same blob twice
+        asks.append(len(asked))
+    assert np.mean(asks) < 6
