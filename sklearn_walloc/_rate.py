@@ -124,11 +124,13 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
         variants = [coded]
         if ext is not None:
             variants.append(coded.enhanced(ext, z_ext, first_ext))
-        chosen = []
+        chosen, gain = [], 0
         for v in variants:  # each search's warnings, kept for the one chosen
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                gain = _search(v, x, codec, shape, spatial, i, targets)
+                # The enhanced search starts where the plain one ended: the
+                # same signal's gains are a few steps apart.
+                gain = _search(v, x, codec, shape, spatial, i, targets, gain)
             chosen.append((v, gain, caught))
         if len(chosen) > 1:
             chosen = [_better(chosen, x, codec, spatial, target_psnr)]
@@ -138,15 +140,16 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
         yield i, v.blob(gain)
 
 
-def _search(coded, x, codec, shape, spatial, i, targets):
-    """The gain of signal ``i``'s blob that meets ``targets``."""
+def _search(coded, x, codec, shape, spatial, i, targets, start=0):
+    """The gain of signal ``i``'s blob that meets ``targets``, searched from
+    gain ``start``."""
     ndim = codec.signal_ndim
     target_bpp = targets.get("target_bpp")
     if target_bpp is not None:
         # PCM's convention: bits per sample and channel for 1D.
         values = math.prod(shape) if ndim == 1 else math.prod(spatial)
         limit = math.floor(target_bpp * values / 8)
-        gain = _largest(lambda g: len(coded.blob(g)), limit, log=True)
+        gain = _largest(lambda g: len(coded.blob(g)), limit, log=True, start=start)
         if gain is None:
             gain = LOWEST_GAIN
             warnings.warn(
@@ -159,7 +162,7 @@ def _search(coded, x, codec, shape, spatial, i, targets):
             )
         return gain
     return coded.for_psnr(
-        targets["target_psnr"], _original(x, codec, spatial), spatial, i
+        targets["target_psnr"], _original(x, codec, spatial), spatial, i, start
     )
 
 
@@ -287,9 +290,12 @@ class _Candidates:
             self._psnr[gain] = float(db[0])
         return self._psnr[gain]
 
-    def for_psnr(self, target, orig, spatial, i):
-        """The smallest gain whose PSNR reaches ``target``."""
-        below = _largest(lambda g: self.psnr(g, orig, spatial), target, strict=True)
+    def for_psnr(self, target, orig, spatial, i, start=0):
+        """The smallest gain whose PSNR reaches ``target``, searched from
+        ``start``."""
+        below = _largest(
+            lambda g: self.psnr(g, orig, spatial), target, strict=True, start=start
+        )
         if below is None:
             return LOWEST_GAIN
         if below < HIGHEST_GAIN:
@@ -306,14 +312,15 @@ class _Candidates:
         return gain
 
 
-def _largest(value, threshold, *, strict=False, log=False, low=LOWEST_GAIN,
-             high=HIGHEST_GAIN):  # fmt: skip
+def _largest(value, threshold, *, strict=False, log=False, start=0,
+             low=LOWEST_GAIN, high=HIGHEST_GAIN):  # fmt: skip
     """The largest gain in ``[low, high]`` whose ``value`` is at most
     ``threshold`` (below it, with ``strict``), for a value that grows with the
     gain; None where no gain's does.
 
     Each ``value(g)`` is a real blob (or its decoding), so the search asks few:
-    first the model's own rate, gain 0, then a gain 4 steps towards the
+    first ``start`` (the model's own rate, gain 0, or where a search of the
+    same signal ended), then a gain 4 steps towards the
     threshold, then where the line through the two nearest values (of their
     logarithm, with ``log``: bytes grow about geometrically with the gain)
     meets the threshold, inside the bracket found so far; a guess that does
@@ -335,7 +342,7 @@ def _largest(value, threshold, *, strict=False, log=False, low=LOWEST_GAIN,
         return d < 0 if strict else d <= 0
 
     good = bad = None  # the largest gain that holds, the smallest that does not
-    g, last_width = 0, None
+    g, last_width = min(max(start, low), high), None
     while True:
         if ask(g):
             good = g if good is None else max(good, g)
