@@ -486,29 +486,13 @@ class RefinedDecoder:
 
     def __call__(self, z):
         with torch.no_grad():
-            return self.synthesis((z, residual_features(self.features, z)))
+            return self.synthesis((z, self.features(z)))
 
     def to(self, *args, **kwargs):
         """Moved/cast in place, as a module's ``to``; returns itself."""
         self.features = self.features.to(*args, **kwargs)
         self.synthesis = self.synthesis.to(*args, **kwargs)
         return self
-
-
-def residual_features(features, z):
-    """``features(z)`` to the bit, for the residual path up to its last layer
-    (``RefinedDecoder.features``), without gradients: the activations and the
-    residual sums are computed in place wherever their input is a temporary.
-    Each new feature-sized tensor costs its allocation's page faults: 3 of 5
-    activations and both sums of rgb-16x's path no longer allocate."""
-    first, *blocks, act = features
-    h = first(z)
-    for block in blocks:
-        a = block.act.approximate
-        t = block.conv1(torch.nn.functional.gelu(h, approximate=a))
-        t = block.conv2(torch.ops.aten.gelu_(t, approximate=a))
-        h = t.add_(h)  # h + t, as the block computes: addition commutes
-    return torch.ops.aten.gelu_(h, approximate=act.approximate)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The gain of a blob (format 4: signed, in quarter octaves) scales the latents
 before companding: each step of +1 makes the quantiser's steps 2**(1/4) finer
 (about 1.5 dB of rounding error less, more bits), -1 coarser. Bytes grow and
 the error falls with the gain, so a target is a search over one integer per
-signal: from the model's own rate (gain 0), steps of 1, 2, 4, ... towards the
-target until it is bracketed, then bisection. ``target_bpp`` codes each
+signal: from the model's own rate (gain 0), then where the line through the
+two nearest candidates meets the target, inside the bracket, with a bisection
+where that does not halve it (:func:`_largest`). ``target_bpp`` codes each
 candidate (the coded size is the only size that counts); ``target_psnr`` also
 decodes it. Each candidate is a real blob, so the result is exactly what
 ``compress`` returns for that gain: the same bytes alone or in any batch.
@@ -128,9 +129,13 @@ def compress_to_target(codec, arr, idx, described, pack, targets):
         for v in variants:  # each search's warnings, kept for the one chosen
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                # The enhanced search starts where the plain one ended: the
-                # same signal's gains are a few steps apart.
-                gain = _search(v, x, codec, shape, spatial, i, targets, gain)
+                # The enhanced blob of a gain is larger than the plain one,
+                # so its gain is at most the plain search's: start there when
+                # that is below the model's own rate (low targets, a few
+                # steps apart), else at gain 0 (on 7 held-out photos at 0.3,
+                # 0.9 and 1.5 bpp: 26.9 blobs in all, 30.1 always from the
+                # plain gain, 27.9 always from 0).
+                gain = _search(v, x, codec, shape, spatial, i, targets, min(gain, 0))
             chosen.append((v, gain, caught))
         if len(chosen) > 1:
             chosen = [_better(chosen, x, codec, spatial, target_psnr)]
@@ -371,6 +376,11 @@ def _next_gain(seen, good, bad, low, high, last_width):
         if guess is None:  # one value so far, or flat ones: 4, 8, 16 steps
             step = 4 * 2 ** (len(seen) - 1)
             guess = known + (step if bad is None else -step)
+        elif bad is None:
+            # Going up, one past the crossing: bytes grow ever slower at
+            # fine gains, so the line falls short, and a gain that fails
+            # brackets the answer at once.
+            guess += 1
         lo, hi = (known + 1, high) if bad is None else (low, known - 1)
     g = min(max(math.floor(guess), lo), hi)
     while g in seen and lo <= g < hi:
