@@ -144,8 +144,9 @@ def check_writable(folder):
         raise CliError(f"{folder}: cannot write here: {e.strerror or e}") from None
 
 
-def outputs_for(files, outdir, name_of):
-    """Each input's output: beside it, or in folder ``outdir`` (``-o``)."""
+def check_output_dir(outdir):
+    """Refuse an ``-o`` that names a file, before any model is loaded (an
+    argument error answers at once, not after torch's import)."""
     if outdir is not None and not Path(outdir).is_dir():
         from ._media import media_of
 
@@ -156,6 +157,11 @@ def outputs_for(files, outdir, name_of):
                 "after their inputs (x.png -> x.png.wlc -> x.png.walloc.png); "
                 "this looks like a file name"
             )
+
+
+def outputs_for(files, outdir, name_of):
+    """Each input's output: beside it, or in folder ``outdir`` (``-o``)."""
+    check_output_dir(outdir)
     outs = {}
     for f in files:
         folder = Path(outdir) if outdir is not None else f.parent

@@ -131,6 +131,7 @@ def _model_inputs(args):
 
 
 def _cmd_compress(args):
+    common.check_output_dir(args.output_dir)
     if args.model is not None:
         codec = models.load_codec(args.model, args.device)
     else:
@@ -221,6 +222,7 @@ def decoded_name(name, fmt):
 def _cmd_decompress(args):
     from ._media import default_format
 
+    common.check_output_dir(args.output_dir)
     if args.model is not None:
         codec = models.load_codec(args.model, args.device)
         _check_format_options(args, models.media_of_codec(codec))

@@ -1079,6 +1079,9 @@ def test_parser_help_and_info_of_a_blob_do_not_import_torch(files, image_model):
         "cli._build_parser()\n"
         "assert cli.main(['info', sys.argv[1]]) == 0\n"
         "assert cli.main(['compress', '--quality', '3']) == 2\n"
+        "for cmd in ('compress', 'decompress'):\n"
+        "    # -o naming a file is an argument error: refused before any model\n"
+        "    assert cli.main([cmd, sys.argv[1], '-o', 'out.wlc']) == 1\n"
         "heavy = [m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules]\n"
         "print('heavy:', heavy)\n"
     )
