@@ -216,3 +216,35 @@ def load_training_music():
             }
         )
     return clips, sources
+
+
+# ---------------------------------------------------------------- the recipe
+#: ``random_state`` of every pretrained fit.
+SEED = 0
+#: Five of the 32 photos validate (the default 0.1 would take three).
+VALIDATION_FRACTION = 0.15
+
+
+def recipe(steps, *, learning_rate=1e-3, batch_size=16, crop_size=None, verbose=0,
+           **params):  # fmt: skip
+    """The unfitted ``WallocTransformer`` the pretrained models are fitted
+    with (``train_pretrained.py``; ``decoder_sweep.py`` trains other decoders
+    the same way): ``params`` (structure), then ``steps`` of training with
+    the library's trainer, keeping the state that validates best on
+    ``VALIDATION_FRACTION`` of the signals, with a patience that covers the
+    whole run (validation first dips, then rises after 2-4k steps)."""
+    from sklearn_walloc import WallocTransformer
+
+    return WallocTransformer(
+        **params,
+        max_iter=steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        validation_fraction=VALIDATION_FRACTION,
+        n_iter_no_change=max(1, steps),
+        tol=0.0,
+        random_state=SEED,
+        device="cpu",
+        verbose=verbose,
+    )

@@ -54,12 +54,11 @@ from _common import (
     save_figure,
 )
 from _machine import machine_line
-from _pretrain_data import load_training_photos
+from _pretrain_data import load_training_photos, recipe
 from PIL import Image
 
-from sklearn_walloc import WallocCodec, WallocTransformer
+from sklearn_walloc import WallocCodec
 
-SEED = 0
 STEPS = 16000
 #: name -> (decoder_width, decoder_depth, data); width 0 is the closed form.
 #: The shipped model (w48 d2 on "photos", trained by an earlier version of the
@@ -98,21 +97,13 @@ def training_data(kind, quick):
 def train(name, models, quick):
     width, depth, kind = CONFIGS[name]
     steps = 0 if width == 0 else (3 if quick else STEPS)
-    model = WallocTransformer(
+    model = recipe(
+        steps,
         levels=3,
         latent_dim=12,
         train_encoder=False,
         decoder_width=width,
         decoder_depth=depth,
-        max_iter=steps,
-        learning_rate=1e-3,
-        batch_size=16,
-        validation_fraction=0.15,
-        n_iter_no_change=max(1, steps),
-        tol=0.0,
-        random_state=SEED,
-        device="cpu",
-        verbose=0,
     )
     with Timer() as t:
         model.fit(training_data(kind, quick))

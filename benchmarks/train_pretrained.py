@@ -54,7 +54,14 @@ import torch
 from _audio_data import load_samples
 from _common import BenchmarkRun, Timer, benchmark_parser, load_mate_photos
 from _machine import machine_line
-from _pretrain_data import PLASMA, load_training_music, load_training_photos, to_grey
+from _pretrain_data import (
+    PLASMA,
+    SEED,
+    load_training_music,
+    load_training_photos,
+    recipe,
+    to_grey,
+)
 from PIL import Image
 
 from sklearn_walloc import WallocCodec, WallocTransformer, metrics
@@ -62,11 +69,8 @@ from sklearn_walloc._enhancement import fit_enhancement
 from sklearn_walloc._signal import pad_to_multiple
 from sklearn_walloc.datasets import load_photos
 
-SEED = 0
 # Image training sets: every photo, or all but plasma-workspace-wallpapers'.
 IMAGES = ("photos", "lomiri-photos", "grey-photos")
-# Five of the 32 photos validate (the default 0.1 would take three).
-VALIDATION_FRACTION = 0.15
 # A decoder of width 48 keeps every file near 400 kB (64 would make rgb-16x
 # 0.7 MB); a closed form does not use it, and training at CPU budgets does not
 # need more.
@@ -212,18 +216,13 @@ def train(name, data, args):
         steps = args.max_iter
     if args.quick:
         steps = min(steps, 3)
-    model = WallocTransformer(
-        **params,
-        max_iter=steps,
+    model = recipe(
+        steps,
         learning_rate=args.lr,
         batch_size=args.batch_size,
         crop_size=args.crop_size,
-        validation_fraction=VALIDATION_FRACTION,
-        n_iter_no_change=max(1, steps),
-        tol=0.0,
-        random_state=SEED,
-        device="cpu",
         verbose=1,
+        **params,
     )
     with Timer() as t:
         model.fit(data[kind])
