@@ -395,7 +395,8 @@ def _crossing(seen, a, b):
     ya, yb = seen[a], seen[b]
     if not (math.isfinite(ya) and math.isfinite(yb)) or ya == yb:
         return None
-    return a - ya * (b - a) / (yb - ya)
+    x = a - ya * (b - a) / (yb - ya)
+    return x if math.isfinite(x) else None
 
 
 def best_of(codecs, signal, targets):
