@@ -616,20 +616,20 @@ class SeparableEncoder:
         rows = _edge_rows(*self.line[:2], length)
         if rows.right is None:  # short: every output is an edge output
             return self._edge(x, stage, rows.left, bias)
-        # Padding ``offset`` on the left gives exactly the outputs wanted
-        # (``support - stride <= 2 * offset`` for every PyWavelets filter
-        # length, equal before trimming); the edge outputs, which read
-        # padding, are then overwritten with the exact edge rows, so the
-        # padded values do not matter. The
-        # dense stage lets the convolution pad (no copy); the grouped one pads
-        # first, as oneDNN's grouped kernel is ~4x slower with its own padding
+        # Padding ``offset`` on the left gives exactly the outputs wanted; the
+        # edge outputs, which read padding, are then overwritten with the
+        # exact edge rows, so the padded values do not matter. The last output
+        # reads ``size - stride - offset`` samples past the end: at most
+        # ``offset`` where trimming dropped at least as many zero taps at the
+        # end as at the start (bior4.4), and there the dense stage lets the
+        # convolution pad (no copy); more for rbio2.2 or bior5.5, where that
+        # would give one output too few. The grouped stage always pads first,
+        # as oneDNN's grouped kernel is ~4x slower with its own padding
         # (measured on 8x3x512x512, channels-last).
         padding, stride = [0] * ndim, [1] * ndim
         stride[stage.axis] = self.stride
-        if stage.groups > 1:
-            # The last output reads up to ``size - stride - offset`` samples
-            # past the end (fewer than ``offset`` once zero taps are trimmed).
-            right = max(0, stage.kernel.shape[dim] - self.stride - self.offset)
+        right = max(0, stage.kernel.shape[dim] - self.stride - self.offset)
+        if stage.groups > 1 or right > self.offset:
             x_in = _symmetric_pad(x, dim, self.offset, right, ("ws", "ws"))
         else:
             x_in, padding[stage.axis] = x, self.offset
