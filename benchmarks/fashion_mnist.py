@@ -958,7 +958,8 @@ def main(argv=None):
                 for method in args.methods:
                     if method == "WaLLoC trained" and factor not in args.train_factors:
                         continue
-                    if method.endswith("long") and factor not in args.long_factors:
+                    long = method == "WaLLoC trained long"
+                    if long and factor not in args.long_factors:
                         continue
                     if method == "WaLLoC closed form J=1" and factor != 4:
                         continue

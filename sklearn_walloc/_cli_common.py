@@ -160,8 +160,8 @@ def check_output_dir(outdir):
 
 
 def outputs_for(files, outdir, name_of):
-    """Each input's output: beside it, or in folder ``outdir`` (``-o``)."""
-    check_output_dir(outdir)
+    """Each input's output: beside it, or in folder ``outdir`` (``-o``, already
+    passed through :func:`check_output_dir` by the command)."""
     outs = {}
     for f in files:
         folder = Path(outdir) if outdir is not None else f.parent
