@@ -185,6 +185,7 @@ def main():
                 profiles[(set_name, size, b)] = np.mean(
                     [m["profile"] for m in ms], axis=0
                 )
+
     def find(set_name, size, boundary):
         return next(
             s
@@ -233,9 +234,22 @@ def main():
             "interior and the worst of its four edge lines. Bytes: all blobs of "
             "the set.",
             "",
-            markdown_table(["photos", "size", "boundary", "first row", "last row",
-                            "first col", "last col", "8-px ring", "interior",
-                            "worst edge deficit", "bytes"], table),
+            markdown_table(
+                [
+                    "photos",
+                    "size",
+                    "boundary",
+                    "first row",
+                    "last row",
+                    "first col",
+                    "last col",
+                    "8-px ring",
+                    "interior",
+                    "worst edge deficit",
+                    "bytes",
+                ],
+                table,
+            ),
             "",
             *changes,
             "Position against content: the last row (column) of each photo, "
@@ -244,8 +258,18 @@ def main():
             "the gap left between the two columns is what the position still "
             "costs, the gap to the interior is the lines' content.",
             "",
-            markdown_table(["photos", "size", "last row", "same, at the start",
-                            "last col", "same, at the start", "interior"], reference),
+            markdown_table(
+                [
+                    "photos",
+                    "size",
+                    "last row",
+                    "same, at the start",
+                    "last col",
+                    "same, at the start",
+                    "interior",
+                ],
+                reference,
+            ),
         ]
     )
     report = {

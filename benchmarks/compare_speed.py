@@ -60,8 +60,18 @@ def compare(first, second, names=("run 1", "run 2")):
                       f"{ratio:.2f}"])  # fmt: skip
     lines += [
         "",
-        markdown_table(["method", "op", "size", "batch", "run 1 MP/s", "run 2 MP/s",
-                        "run 2 / run 1"], table),
+        markdown_table(
+            [
+                "method",
+                "op",
+                "size",
+                "batch",
+                "run 1 MP/s",
+                "run 2 MP/s",
+                "run 2 / run 1",
+            ],
+            table,
+        ),
         "",
         f"WaLLoC rows: {_spread(walloc)}.",
         f"Peer rows: {_spread(peers)}.",

@@ -71,9 +71,16 @@ def _private_coder(against=None):
     if against:
         root = Path(__file__).resolve().parent.parent
         src = subprocess.run(
-            ["git", "-C", str(root), "show",
-             f"{against}:sklearn_walloc/_entropy_batched.py"],
-            capture_output=True, text=True, check=True,
+            [
+                "git",
+                "-C",
+                str(root),
+                "show",
+                f"{against}:sklearn_walloc/_entropy_batched.py",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         # Revisions before the shared model module read it from _entropy.
         for mod in ("_entropy_model", "_entropy"):

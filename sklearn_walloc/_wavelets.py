@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 def _conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
     """``F.conv1d``; on CPU through oneDNN's channels-last 2D kernel, 2-3x
     faster for these long strided filters (87 channels of 512 samples into 12
@@ -447,7 +446,8 @@ def _band_index(levels, signal_ndim):
 
 @functools.lru_cache(maxsize=64)
 def default_boundary(wavelet):
-    """"symmetric" where it inverts exactly for ``wavelet``, else "periodization".
+    """The boundary for ``wavelet``: "symmetric" where it inverts exactly, else
+    "periodization".
 
     The whole-sample symmetric extension is non-expansive and perfectly
     invertible for odd-length symmetric filters centred as PyWavelets centres

@@ -37,9 +37,11 @@ def _reflect_offset(wavelet):
     """Where the non-expansive coefficients sit in PyWavelets' expansive
     ``mode="reflect"`` output: the one offset that matches on a random signal."""
     x = np.random.default_rng(1).standard_normal(32)
-    ours = WaveletPacket(1, wavelet, 1, "symmetric").double()(
-        torch.from_numpy(x)[None, None]
-    )[0].numpy()
+    ours = (
+        WaveletPacket(1, wavelet, 1, "symmetric")
+        .double()(torch.from_numpy(x)[None, None])[0]
+        .numpy()
+    )
     ref = pywt.dwt(x, wavelet, mode="reflect")
     found = [
         s
