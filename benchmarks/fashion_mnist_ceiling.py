@@ -29,7 +29,10 @@ Reductions, at 16x (7x7x1, 49 values) and 8x (7x7x2, 98 values):
 - **any linear, labels**: a 16x16 convolution of stride 4 on the pixels (every
   linear map from a 16x16 window to a grid value; bicubic's 4x window is 16
   taps wide), started at bicubic's weights (the 8x second channel at random)
-  and trained with the CNN on the labels.
+  and trained with the CNN on the labels;
+- **any linear, labels, random start**: the same started at random (PyTorch's
+  default initialisation), in case bicubic's weights hold the training in a
+  corner it would leave from elsewhere.
 
 The joint training uses the fresh CNN's recipe, with the reduction's output
 batch-normalised (no affine) so its scale cannot run away. Reported: test
@@ -84,6 +87,7 @@ METHODS = (
     "lowpass packet, float",
     "packets, 1x1, labels",
     "any linear, labels",
+    "any linear, labels, random start",
 )
 LEARNED = METHODS[3:]
 GRID = 7
@@ -181,10 +185,11 @@ def _learned(method, factor, inputs, y, epochs, seed):
         xtr, xte = inputs.packets
     else:
         reduce = torch.nn.Conv2d(1, k, WINDOW, stride=STRIDE, padding=PAD)
-        taps = torch.from_numpy(_bicubic_taps(4)).float()
-        with torch.no_grad():
-            reduce.weight[0, 0] = torch.outer(taps, taps) / taps.sum() ** 2
-            reduce.bias[0] = 0.0
+        if method == "any linear, labels":
+            taps = torch.from_numpy(_bicubic_taps(4)).float()
+            with torch.no_grad():
+                reduce.weight[0, 0] = torch.outer(taps, taps) / taps.sum() ** 2
+                reduce.bias[0] = 0.0
         xtr, xte = inputs.pixels
     net = _train_joint(reduce, k, xtr, torch.from_numpy(y), epochs, seed)
     with torch.no_grad():
