@@ -446,8 +446,9 @@ def _band_index(levels, signal_ndim):
 
 @functools.lru_cache(maxsize=64)
 def default_boundary(wavelet):
-    """The boundary for ``wavelet``: "symmetric" where it inverts exactly, else
-    "periodization".
+    """The boundary extension that inverts exactly for ``wavelet``.
+
+    "symmetric" where it does, else "periodization".
 
     The whole-sample symmetric extension is non-expansive and perfectly
     invertible for odd-length symmetric filters centred as PyWavelets centres
