@@ -531,6 +531,25 @@ COMPARISONS = [
 ]
 
 
+def paired_difference(A, B, common, n_test, salt):
+    """``A`` minus ``B`` (records by seed) over the ``common`` seeds.
+
+    Returns the mean accuracy difference and its 95% t half-width over the
+    seeds, and the 95% bootstrap interval (seeded by ``salt``) of the
+    seed-averaged per-image difference over the ``n_test`` test images.
+    """
+    mean, half = mean_ci95([A[s]["accuracy"] - B[s]["accuracy"] for s in common])
+    diff = np.mean(
+        [
+            _unpack(A[s]["correct"], n_test).astype(np.int8)
+            - _unpack(B[s]["correct"], n_test).astype(np.int8)
+            for s in common
+        ],
+        axis=0,
+    )
+    return (mean, half, *_bootstrap(diff, salt))
+
+
 def paired(rows, seeds, n_test):
     acc = _accuracy_rows(rows)
     out = []
@@ -544,19 +563,10 @@ def paired(rows, seeds, n_test):
                 common = [s for s in seeds if s in A and s in B]
                 if not common:
                     continue
-                per_seed = [A[s]["accuracy"] - B[s]["accuracy"] for s in common]
-                mean, half = mean_ci95(per_seed)
+                salt = 1000 * factor + 10 * i + len(clf)
+                mean, half, lo, hi = paired_difference(A, B, common, n_test, salt)
                 if len({(A[s]["seed"], B[s]["seed"]) for s in common}) == 1:
                     half = 0.0  # both deterministic: one comparison, no seed spread
-                diff = np.mean(
-                    [
-                        _unpack(A[s]["correct"], n_test).astype(np.int8)
-                        - _unpack(B[s]["correct"], n_test).astype(np.int8)
-                        for s in common
-                    ],
-                    axis=0,
-                )
-                lo, hi = _bootstrap(diff, 1000 * factor + 10 * i + len(clf))
                 out.append(
                     dict(
                         factor=factor, classifier=clf, method=a, versus=b,

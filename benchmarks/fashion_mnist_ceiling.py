@@ -73,9 +73,8 @@ from fashion_mnist import (
     SHAPE,
     Records,
     _bicubic_taps,
-    _bootstrap,
     _pack,
-    _unpack,
+    paired_difference,
     reduction,
     torch_predict,
 )
@@ -316,16 +315,7 @@ def _paired(rows, factor, method, versus, seeds, n_test, salt):
     common = [s for s in seeds if s in A and s in B]
     if not common:
         return None
-    mean, half = mean_ci95([A[s]["accuracy"] - B[s]["accuracy"] for s in common])
-    diff = np.mean(
-        [
-            _unpack(A[s]["correct"], n_test).astype(np.int8)
-            - _unpack(B[s]["correct"], n_test).astype(np.int8)
-            for s in common
-        ],
-        axis=0,
-    )
-    lo, hi = _bootstrap(diff, salt)
+    mean, half, lo, hi = paired_difference(A, B, common, n_test, salt)
     return dict(factor=factor, method=method, versus=versus, diff=mean, ci95=half,
                 seeds=len(common), bootstrap_lo=lo, bootstrap_hi=hi)  # fmt: skip
 
